@@ -1,0 +1,7 @@
+"""`python -m nbtunnel` runs the CLI."""
+
+import sys
+
+from nbtunnel.cli import main
+
+sys.exit(main())

@@ -1,0 +1,244 @@
+"""One HA connection to the edge: dial QUIC, register on stream 0, serve the edge's streams.
+
+Mirrors cloudflared's `serveQUIC`: the first client-initiated bidi stream carries the
+registration RPC (no preamble); then the edge opens data streams (and RPC streams for remote
+configuration) toward us. Each stream is served in this connection's TaskGroup; when the QUIC
+connection ends, `run()` returns and the supervisor decides whether to reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nbtunnel.connector.events import ConnectionEvent
+from nbtunnel.connector.proxy import Stream, StreamProxy
+from nbtunnel.core.errors import NbtunnelError, ProtocolError
+from nbtunnel.core.registration import (
+    CallFailed,
+    CloudflaredServer,
+    LocalConfigurationAcked,
+    PeerAborted,
+    RegistrationClient,
+    RegistrationResult,
+    UnregisterCompleted,
+    UpdateConfigurationRequested,
+)
+from nbtunnel.core.schema import (
+    ClientInfo,
+    ConnectionDetails,
+    ConnectionOptions,
+    RegisterConnectionParams,
+    RegistrationError,
+    TunnelAuth,
+)
+from nbtunnel.transport.errors import TransportError
+from nbtunnel.transport.quic import QuicSettings, QuicTunnelConnection, connect
+
+log = logging.getLogger("nbtunnel.connector")
+
+RPC_TIMEOUT = 5.0
+RPC_STREAM_TIMEOUT = 5.0
+
+
+class RegistrationRefused(NbtunnelError):
+    """The edge answered registerConnection with an error."""
+
+    def __init__(self, error: RegistrationError) -> None:
+        super().__init__(error.cause)
+        self.error = error
+
+
+@dataclass
+class DialTarget:
+    host: str
+    port: int
+    cafile: str | None
+    server_name: str = "quic.cftunnel.com"
+
+
+def _mapped_ip(host: str) -> bytes:
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return b""
+    if isinstance(addr, ipaddress.IPv4Address):
+        return ipaddress.IPv6Address("::ffff:" + str(addr)).packed
+    return addr.packed
+
+
+class EdgeConnection:
+    """A single connection's lifetime (one attempt); the supervisor loops over attempts."""
+
+    def __init__(
+        self,
+        index: int,
+        target: DialTarget,
+        auth: TunnelAuth,
+        tunnel_id: bytes,
+        client: ClientInfo,
+        proxy: StreamProxy,
+        *,
+        settings: QuicSettings,
+        attempts: int,
+        local_config: Callable[[], bytes],
+        on_config: Callable[[int, bytes], tuple[int, str]],
+        emit: Callable[[ConnectionEvent], None],
+    ) -> None:
+        self.index = index
+        self.target = target
+        self.auth = auth
+        self.tunnel_id = tunnel_id
+        self.client = client
+        self.proxy = proxy
+        self.settings = settings
+        self.attempts = attempts
+        self.local_config = local_config
+        self.on_config = on_config
+        self.emit = emit
+        self.conn: QuicTunnelConnection | None = None
+        self.details: ConnectionDetails | None = None
+        self.registered = asyncio.Event()
+        self._rpc = RegistrationClient()
+        self._control: Stream | None = None
+        self._unregistered = asyncio.Event()
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def edge(self) -> str:
+        return f"{self.target.host}:{self.target.port}"
+
+    async def run(self) -> None:
+        """Dial, register and serve until the connection ends. Raises on dial/registration
+        failure; returns normally when an established connection closes."""
+        self.conn = await connect(
+            self.target.host, self.target.port, server_name=self.target.server_name,
+            cafile=self.target.cafile, settings=self.settings,
+        )
+        try:
+            control = self.conn.open_stream()
+            self._control = control
+            self._rpc.register(RegisterConnectionParams(
+                auth=self.auth, tunnel_id=self.tunnel_id, conn_index=self.index,
+                options=ConnectionOptions(client=self.client,
+                                          origin_local_ip=_mapped_ip(self.target.host),
+                                          num_previous_attempts=min(self.attempts, 255)),
+            ))
+            await control.write(self._rpc.data_to_send())
+            async with asyncio.timeout(RPC_TIMEOUT):
+                response = await self._await_registration(control)
+            if isinstance(response, RegistrationError):
+                raise RegistrationRefused(response)
+            self.details = response
+            self.registered.set()
+            if self.index == 0 and not response.tunnel_is_remotely_managed:
+                self._rpc.update_local_configuration(self.local_config())
+                await control.write(self._rpc.data_to_send())
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._read_control(control))
+                while True:
+                    try:
+                        stream = await self.conn.accept_stream()
+                    except TransportError:
+                        break
+                    tg.create_task(self._serve_stream(stream))
+                raise _ConnectionEnded
+        except* _ConnectionEnded:
+            pass
+        finally:
+            self.conn.close(0, "")
+
+    async def _await_registration(self, control: Stream) -> ConnectionDetails | RegistrationError:
+        while True:
+            data = await control.read(65536)
+            if not data:
+                raise ProtocolError("the edge closed the control stream during registration")
+            for event in self._rpc.receive_data(data):
+                if isinstance(event, RegistrationResult):
+                    out = self._rpc.data_to_send()
+                    if out:
+                        await control.write(out)
+                    return event.response
+                if isinstance(event, CallFailed | PeerAborted):
+                    raise ProtocolError(f"registration failed: {event.reason}")
+
+    async def _read_control(self, control: Stream) -> None:
+        """Answers to unregister/updateLocalConfiguration; any failure ends nothing else."""
+        with contextlib.suppress(TransportError, ProtocolError):
+            while data := await control.read(65536):
+                for event in self._rpc.receive_data(data):
+                    if isinstance(event, UnregisterCompleted):
+                        self._unregistered.set()
+                    elif isinstance(event, LocalConfigurationAcked):
+                        log.debug("edge acknowledged the local configuration")
+                    elif isinstance(event, CallFailed):
+                        log.debug("control call failed: %s", event.reason)
+                out = self._rpc.data_to_send()
+                if out:
+                    await control.write(out)
+
+    async def _serve_stream(self, stream: Stream) -> None:
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            await self.proxy.handle(stream, self.index, self._serve_rpc)
+        except Exception:  # one broken stream must not end the connection
+            log.exception("stream handler failed")
+            with contextlib.suppress(Exception):
+                stream.reset(0)
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
+    async def _serve_rpc(self, stream: Stream, first: bytes) -> None:
+        """An edge-opened RPC stream: updateConfiguration (UDP sessions are unimplemented)."""
+        server = CloudflaredServer()
+        data = first
+        try:
+            async with asyncio.timeout(RPC_STREAM_TIMEOUT):
+                while True:
+                    if data:
+                        for event in server.receive_data(data):
+                            if isinstance(event, UpdateConfigurationRequested):
+                                version, err = self.on_config(event.version, event.config)
+                                server.answer_update_configuration(event.question_id, version,
+                                                                   err)
+                        out = server.data_to_send()
+                        if out:
+                            await stream.write(out)
+                    data = await stream.read(65536)
+                    if not data:
+                        break
+        except (TimeoutError, ProtocolError, TransportError) as exc:
+            log.debug("rpc stream ended: %s", exc or "timeout")
+        with contextlib.suppress(Exception):
+            stream.write_eof()
+
+    async def unregister(self, grace: float) -> None:
+        """Graceful shutdown: unregister, let in-flight requests finish, then close."""
+        if self.conn is None or self.conn.closed or self._control is None:
+            return
+        if self.registered.is_set():
+            self._rpc.unregister()
+            with contextlib.suppress(TransportError):
+                await self._control.write(self._rpc.data_to_send())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._unregistered.wait()
+                    await self._idle.wait()
+            log.info("Unregistered tunnel connection connIndex=%d", self.index)
+            self._rpc.shutdown()
+            with contextlib.suppress(TransportError):
+                await self._control.write(self._rpc.data_to_send())
+        self.conn.close(0, "")
+
+
+class _ConnectionEnded(Exception):
+    """Internal: the QUIC connection closed; unwinds the TaskGroup."""

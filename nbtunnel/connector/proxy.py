@@ -1,0 +1,232 @@
+"""Serve one edge-opened stream: a data stream (HTTP / WebSocket) or an RPC stream.
+
+For a data stream we read the preamble and `ConnectRequest`, pick the ingress rule, proxy to
+the origin and answer with the preamble, a `ConnectResponse` and the body. Errors reach the
+right party: an origin that cannot be reached becomes `ConnectResponse.error` (the edge shows
+a 502 with the cause); garbage on the stream resets that stream only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+from nbtunnel.connector.events import RequestEvent
+from nbtunnel.connector.ingress import Ingress
+from nbtunnel.connector.origin import (
+    OriginClient,
+    OriginError,
+    OriginResponse,
+    OriginUpgrade,
+    http_status_response,
+)
+from nbtunnel.core.errors import ProtocolError
+from nbtunnel.core.httpmeta import (
+    HttpRequestHead,
+    build_connect_response,
+    error_connect_response,
+    parse_http_request,
+    request_has_body,
+)
+from nbtunnel.core.streams import (
+    ConnectionType,
+    ConnectRequest,
+    HeadParser,
+    RpcStreamStart,
+    encode_connect_response,
+)
+from nbtunnel.transport.errors import TransportError
+
+log = logging.getLogger("nbtunnel.connector.proxy")
+
+HEAD_TIMEOUT = 10.0
+_RESPONSE_DROP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "trailer"}
+
+
+class Stream(Protocol):
+    async def read(self, n: int = ...) -> bytes: ...
+    async def write(self, data: bytes) -> None: ...
+    def write_eof(self) -> None: ...
+    def reset(self, code: int = ...) -> None: ...
+
+
+class RpcStreamHandler(Protocol):
+    async def __call__(self, stream: Stream, first: bytes) -> None: ...
+
+
+class StreamProxy:
+    """Stateless per-connection handler; the connector owns the ingress and origin client."""
+
+    def __init__(
+        self,
+        origin: OriginClient,
+        ingress: Callable[[], Ingress],
+        services: Callable[[str], str],
+        emit: Callable[[RequestEvent], None] | None = None,
+    ) -> None:
+        self.origin = origin
+        self.ingress = ingress
+        self.services = services  # maps hello_world to the built-in server's URL
+        self.emit = emit
+
+    async def handle(self, stream: Stream, conn_index: int, rpc: RpcStreamHandler) -> None:
+        parser = HeadParser("request")
+        try:
+            async with asyncio.timeout(HEAD_TIMEOUT):
+                head = None
+                while head is None:
+                    data = await stream.read(65536)
+                    if not data:
+                        return
+                    head = parser.feed(data)
+        except (ProtocolError, TimeoutError) as exc:
+            log.warning("resetting stream with a bad head: %s", exc or "timeout")
+            with contextlib.suppress(Exception):
+                stream.reset(0)
+            return
+        if isinstance(head, RpcStreamStart):
+            await rpc(stream, parser.rest)
+            return
+        assert isinstance(head, ConnectRequest)
+        await self._data_stream(stream, head, parser.rest, conn_index)
+
+    async def _data_stream(
+        self, stream: Stream, req: ConnectRequest, rest: bytes, conn_index: int
+    ) -> None:
+        started = time.monotonic()
+        method, path, status, error = "?", "?", 0, ""
+        counts = [0, 0]  # bytes in (request body), bytes out (response body)
+        try:
+            if req.type == ConnectionType.TCP:
+                error = "TCP streams are not supported by this connector yet"
+                await stream.write(encode_connect_response(error_connect_response(error)))
+                stream.write_eof()
+                return
+            head = parse_http_request(req)
+            method, path = head.method, _path_of(head.dest)
+            _, rule = self.ingress().match(head.host, path)
+            service = self.services(rule.service)
+            if head.websocket:
+                status = await self._websocket(stream, head, service, rest)
+            else:
+                status = await self._http(stream, head, service, rest, counts)
+        except OriginError as exc:
+            error = str(exc)
+            with contextlib.suppress(TransportError):
+                await stream.write(encode_connect_response(error_connect_response(error)))
+                stream.write_eof()
+        except ProtocolError as exc:
+            error = f"bad request metadata: {exc}"
+            with contextlib.suppress(TransportError):
+                await stream.write(encode_connect_response(error_connect_response(error)))
+                stream.write_eof()
+        except TransportError as exc:
+            error = f"stream failed: {exc}"
+            with contextlib.suppress(Exception):
+                stream.reset(0)
+        finally:
+            if self.emit is not None:
+                self.emit(RequestEvent(conn_index, method, path, status,
+                                       time.monotonic() - started, counts[0], counts[1], error))
+
+    async def _http(
+        self, stream: Stream, head: HttpRequestHead, service: str, rest: bytes,
+        counts: list[int],
+    ) -> int:
+        body = _body(stream, rest, counts) if request_has_body(head.headers) else None
+        if service.startswith("http_status:"):
+            resp: OriginResponse = await http_status_response(int(service.split(":", 1)[1]))
+        else:
+            resp = await self.origin.request(service, head, body)
+        try:
+            headers = [(k, v) for k, v in resp.headers if k.lower() not in _RESPONSE_DROP]
+            await stream.write(encode_connect_response(build_connect_response(resp.status,
+                                                                              headers)))
+            async for chunk in resp.body:
+                counts[1] += len(chunk)
+                await stream.write(chunk)
+            stream.write_eof()
+        finally:
+            await resp.aclose()
+        return resp.status
+
+    async def _websocket(
+        self, stream: Stream, head: HttpRequestHead, service: str, rest: bytes
+    ) -> int:
+        if service.startswith("http_status:"):
+            code = int(service.split(":", 1)[1])
+            await stream.write(encode_connect_response(build_connect_response(code, [])))
+            stream.write_eof()
+            return code
+        result = await self.origin.websocket(service, head)
+        if isinstance(result, OriginResponse):
+            return await self._relay_plain(stream, result)
+        up: OriginUpgrade = result
+        await stream.write(encode_connect_response(build_connect_response(up.status,
+                                                                          up.headers)))
+        try:
+            await _pipe_both(stream, rest, up)
+        finally:
+            up.writer.close()
+        return up.status
+
+    async def _relay_plain(self, stream: Stream, resp: OriginResponse) -> int:
+        try:
+            headers = [(k, v) for k, v in resp.headers if k.lower() not in _RESPONSE_DROP]
+            await stream.write(encode_connect_response(build_connect_response(resp.status,
+                                                                              headers)))
+            async for chunk in resp.body:
+                await stream.write(chunk)
+            stream.write_eof()
+        finally:
+            await resp.aclose()
+        return resp.status
+
+
+def _path_of(dest: str) -> str:
+    if dest.startswith("/"):
+        return dest.split("?", 1)[0]
+    after = dest.split("://", 1)[-1]
+    slash = after.find("/")
+    return after[slash:].split("?", 1)[0] if slash >= 0 else "/"
+
+
+async def _body(stream: Stream, rest: bytes, counts: list[int]) -> AsyncIterator[bytes]:
+    if rest:
+        counts[0] += len(rest)
+        yield rest
+    while True:
+        data = await stream.read(65536)
+        if not data:
+            return
+        counts[0] += len(data)
+        yield data
+
+
+async def _pipe_both(stream: Stream, rest: bytes, up: OriginUpgrade) -> None:
+    """Raw bytes both ways; the flow ends when either direction ends (as cloudflared)."""
+
+    async def edge_to_origin() -> None:
+        if rest:
+            up.writer.write(rest)
+        while data := await stream.read(65536):
+            up.writer.write(data)
+            await up.writer.drain()
+
+    async def origin_to_edge() -> None:
+        while data := await up.reader.read(65536):
+            await stream.write(data)
+
+    tasks = [asyncio.ensure_future(edge_to_origin()), asyncio.ensure_future(origin_to_edge())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            stream.write_eof()

@@ -1,0 +1,213 @@
+"""The connector: N HA connections to the edge, reconnecting with cloudflared's backoff.
+
+Connection 0 starts first; once it registers, connections 1..N-1 start one second apart (as
+cloudflared does). Each index keeps its own backoff; a successful registration resets it.
+`shutdown()` is the graceful path (SIGINT/SIGTERM): every connection unregisters, in-flight
+requests get up to the grace period, then everything closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import platform
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nbtunnel import __version__
+from nbtunnel.connector.backoff import Backoff
+from nbtunnel.connector.credentials import Credentials
+from nbtunnel.connector.edge_connection import DialTarget, EdgeConnection, RegistrationRefused
+from nbtunnel.connector.events import ConnectionEvent, TunnelEvent
+from nbtunnel.connector.hello import HelloWorldServer
+from nbtunnel.connector.ingress import Ingress, IngressError
+from nbtunnel.connector.origin import OriginClient
+from nbtunnel.connector.proxy import StreamProxy
+from nbtunnel.core.errors import NbtunnelError
+from nbtunnel.core.schema import ClientInfo, TunnelAuth
+from nbtunnel.transport.quic import QuicSettings
+
+log = logging.getLogger("nbtunnel.connector")
+
+FEATURES = [
+    "allow_remote_config", "serialized_headers", "support_datagram_v2", "support_quic_eof",
+    "management_logs",
+]
+
+
+def client_arch() -> str:
+    machine = platform.machine().lower()
+    machine = {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+    return f"{sys.platform}_{machine}"
+
+
+@dataclass
+class ConnectorConfig:
+    """What a connector needs: where the edge is, who we are, what we serve."""
+
+    edge: list[tuple[str, int]]
+    credentials: Credentials
+    ingress: Ingress
+    cacert: str | None = None
+    ha_connections: int = 4
+    grace_period: float = 30.0
+    retries: int = 5
+    quic_backend: str | None = None
+    config_flags: dict[str, str] = field(default_factory=dict)
+
+
+class Connector:
+    """Runs the HA connections; `run()` returns after `shutdown()` or cancellation."""
+
+    def __init__(self, config: ConnectorConfig) -> None:
+        self.config = config
+        self.connector_id = uuid.uuid4()
+        self.ingress = config.ingress
+        self.config_version = -1
+        self.connections: dict[int, EdgeConnection] = {}
+        self._observers: list[Callable[[TunnelEvent], None]] = []
+        self._stopping = asyncio.Event()
+        self._first_registered = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._hello: HelloWorldServer | None = None
+        self._origin = OriginClient(connector_id=str(self.connector_id))
+        self._proxy = StreamProxy(self._origin, lambda: self.ingress, self._service,
+                                  self._emit)
+
+    def subscribe(self, observer: Callable[[TunnelEvent], None]) -> None:
+        self._observers.append(observer)
+
+    def _emit(self, event: TunnelEvent) -> None:
+        if isinstance(event, ConnectionEvent):
+            self._changed.set()
+        for observer in self._observers:
+            try:
+                observer(event)
+            except Exception:  # an observer must never break the connector
+                log.exception("observer failed")
+
+    def _service(self, service: str) -> str:
+        if service in ("hello_world", "hello-world"):
+            assert self._hello is not None
+            return self._hello.url
+        return service
+
+    @property
+    def ready_connections(self) -> int:
+        return sum(1 for c in self.connections.values()
+                   if c.registered.is_set() and c.conn is not None and not c.conn.closed)
+
+    async def wait_ready(self, n: int = 1) -> None:
+        """Wait until at least n connections are registered (for tests and the notebook)."""
+        while self.ready_connections < n:
+            self._changed.clear()
+            await self._changed.wait()
+
+    def local_config(self) -> bytes:
+        doc = {"__configuration_flags": self.config.config_flags,
+               "ingress": self.ingress.to_json_rules(), "warp-routing": {}}
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    def apply_remote_config(self, version: int, config: bytes) -> tuple[int, str]:
+        """updateConfiguration: apply only newer versions; a bad one keeps the old config."""
+        if version <= self.config_version:
+            return self.config_version, ""
+        try:
+            ingress = Ingress.from_json(config)
+        except IngressError as exc:
+            log.error("Failed to deserialize new configuration: %s", exc)
+            return self.config_version, str(exc)
+        self.ingress = ingress
+        self.config_version = version
+        log.info("Updated to new configuration version=%d", version)
+        return version, ""
+
+    async def run(self) -> None:
+        if any(r.service in ("hello_world", "hello-world") for r in self.ingress.rules):
+            self._hello = HelloWorldServer()
+            await self._hello.start()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                n = self.config.ha_connections
+                for index in range(n):
+                    tg.create_task(self._keep_connected(index))
+                await self._stopping.wait()
+        finally:
+            await self._origin.aclose()
+            if self._hello is not None:
+                await self._hello.stop()
+
+    def _target(self, index: int) -> DialTarget:
+        host, port = self.config.edge[index % len(self.config.edge)]
+        return DialTarget(host, port, self.config.cacert)
+
+    async def _keep_connected(self, index: int) -> None:
+        if index > 0:
+            await self._first_registered.wait()
+            await asyncio.sleep(float(index))  # cloudflared starts them 1 s apart
+        creds = self.config.credentials
+        client = ClientInfo(client_id=self.connector_id.bytes, features=list(FEATURES),
+                            version=f"nbtunnel-{__version__}", arch=client_arch())
+        backoff = Backoff(max_retries=self.config.retries)
+        settings = QuicSettings(backend=self.config.quic_backend)
+        while not self._stopping.is_set():
+            target = self._target(index)
+            conn = EdgeConnection(
+                index, target, TunnelAuth(creds.account_tag, creds.secret),
+                creds.tunnel_id.bytes, client, self._proxy, settings=settings,
+                attempts=backoff.retries, local_config=self.local_config,
+                on_config=self.apply_remote_config, emit=self._emit,
+            )
+            self.connections[index] = conn
+            self._emit(ConnectionEvent(index, "connecting", edge=conn.edge))
+            registered_task = asyncio.ensure_future(self._announce(conn, backoff))
+            try:
+                await conn.run()
+                reason = conn.conn.close_reason if conn.conn else "closed"
+            except RegistrationRefused as exc:
+                reason = f"registration refused: {exc}"
+            except (NbtunnelError, OSError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            finally:
+                registered_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await registered_task
+            if self._stopping.is_set():
+                break
+            delay = backoff.next_delay()
+            log.warning("Connection %d to %s ended (%s); retrying in up to %.0fs", index,
+                        conn.edge, reason, backoff.ceiling / 2 or 1)
+            self._emit(ConnectionEvent(index, "reconnecting", edge=conn.edge, detail=reason,
+                                       delay=delay))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
+        self._emit(ConnectionEvent(index, "closed"))
+
+    async def _announce(self, conn: EdgeConnection, backoff: Backoff) -> None:
+        await conn.registered.wait()
+        backoff.reset()
+        details = conn.details
+        assert details is not None
+        conn_id = str(uuid.UUID(bytes=details.uuid)) if len(details.uuid) == 16 else ""
+        log.info("Registered tunnel connection connIndex=%d connection=%s location=%s "
+                 "protocol=quic edge=%s", conn.index, conn_id, details.location_name, conn.edge)
+        self._first_registered.set()
+        self._emit(ConnectionEvent(conn.index, "registered", edge=conn.edge,
+                                   location=details.location_name, connection_id=conn_id))
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Unregister every connection, finish in-flight requests within the grace period."""
+        if self._stopping.is_set():
+            return
+        grace = self.config.grace_period if grace is None else grace
+        log.info("Initiating graceful shutdown (grace period %.0fs)", grace)
+        for conn in self.connections.values():
+            self._emit(ConnectionEvent(conn.index, "draining", edge=conn.edge))
+        self._stopping.set()
+        await asyncio.gather(*(c.unregister(grace) for c in self.connections.values()),
+                             return_exceptions=True)

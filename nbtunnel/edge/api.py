@@ -1,0 +1,81 @@
+"""The edge's HTTP API, served by the public front on the API hostnames.
+
+For now it is the quick-tunnel service: `POST /tunnel` answers exactly as trycloudflare does
+(`{"success":true,"result":{"id","name","hostname","account_tag","secret"},"errors":[]}`), so
+both `cloudflared tunnel --quick-service URL` and our connector can use it. A later issue adds
+the authenticated control-plane API beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+from typing import TYPE_CHECKING
+
+from nbtunnel import __version__
+from nbtunnel.edge.store import Store
+from nbtunnel.edge.words import random_hostname
+
+if TYPE_CHECKING:
+    from nbtunnel.edge.front import Headers, Request
+
+log = logging.getLogger("nbtunnel.edge.api")
+
+JSON = [(b"Content-Type", b"application/json")]
+
+
+def _json(status: int, doc: object) -> tuple[int, Headers, bytes]:
+    return status, JSON, json.dumps(doc).encode()
+
+
+class EdgeApi:
+    """Dispatches API requests; each handler returns (status, headers, body)."""
+
+    def __init__(self, store: Store, *, domain: str, ca_pem: bytes) -> None:
+        self.store = store
+        self.domain = domain
+        self.ca_pem = ca_pem
+
+    async def __call__(self, req: Request, body: bytes) -> tuple[int, Headers, bytes]:
+        path = req.target.split("?", 1)[0]
+        if path == "/tunnel":
+            if req.method != "POST":
+                return _json(405, {"success": False, "errors": [
+                    {"code": 405, "message": "use POST /tunnel"}]})
+            return self.create_quick_tunnel()
+        if path == "/ca.pem" and req.method in ("GET", "HEAD"):
+            return 200, [(b"Content-Type", b"application/x-pem-file")], self.ca_pem
+        if path == "/" and req.method in ("GET", "HEAD"):
+            return _json(200, {
+                "service": "nbtunnel edge",
+                "version": __version__,
+                "domain": self.domain,
+                "endpoints": {"POST /tunnel": "create a quick tunnel",
+                              "GET /ca.pem": "the edge CA for --cacert"},
+            })
+        return _json(404, {"success": False, "errors": [
+            {"code": 404, "message": f"no API endpoint {req.method} {path}"}]})
+
+    def create_quick_tunnel(self) -> tuple[int, Headers, bytes]:
+        hostname = random_hostname(self.domain)
+        while self.store.hostname_taken(hostname):
+            hostname = random_hostname(self.domain)
+        name = hostname.split(".", 1)[0]
+        tunnel = self.store.create_tunnel(
+            name, account_tag=secrets.token_hex(16), kind="quick"
+        )
+        self.store.add_route(hostname, tunnel.id)
+        log.info("quick tunnel %s created: %s", tunnel.id, hostname)
+        return _json(200, {
+            "success": True,
+            "result": {
+                "id": str(tunnel.id),
+                "name": name,
+                "hostname": hostname,
+                "account_tag": tunnel.account_tag,
+                "secret": base64.b64encode(tunnel.secret).decode(),
+            },
+            "errors": [],
+        })

@@ -1,0 +1,203 @@
+"""The edge side of one connector connection: registration on the control stream.
+
+A connector opens client stream 0 right after the handshake and speaks Cap'n Proto RPC on it
+(no preamble). We answer `registerConnection` after checking the tunnel id, account tag and
+secret against the store; on success the connection joins the registry and the public front
+may open data streams on it. `unregisterConnection` means drain: no new streams, and the
+connection closes once its in-flight streams finish. Any registration error is answered and
+the connection is closed, as cloudflared expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+from nbtunnel.core.errors import ProtocolError
+from nbtunnel.core.registration import (
+    LocalConfigurationReceived,
+    PeerAborted,
+    RegisterRequested,
+    RegistrationServer,
+    UnregisterRequested,
+)
+from nbtunnel.core.schema import ConnectionDetails, RegisterConnectionParams, RegistrationError
+from nbtunnel.edge.registry import LiveConnection, Registry
+from nbtunnel.edge.store import Store
+from nbtunnel.transport.errors import TransportError
+
+log = logging.getLogger("nbtunnel.edge.control")
+
+CONTROL_STREAM_TIMEOUT = 10.0
+LINGER = 0.25  # let a final RPC answer reach the connector before CONNECTION_CLOSE
+
+
+def _ip_text(raw: bytes) -> str:
+    try:
+        addr = ipaddress.ip_address(raw)
+    except ValueError:
+        return ""
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        return str(addr.ipv4_mapped)
+    return str(addr)
+
+
+class ControlHandler:
+    """Serves the control stream of every connector connection the listener accepts."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        *,
+        location: str = "LOC",
+        on_change: Callable[[str, LiveConnection], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.location = location
+        self.on_change = on_change
+
+    def check(self, params: RegisterConnectionParams) -> RegistrationError | None:
+        """Validate credentials; the error text follows Cloudflare's 'Unauthorized' style."""
+        if len(params.tunnel_id) != 16:
+            return RegistrationError("Unauthorized: malformed tunnel id", should_retry=False)
+        tunnel = self.store.get_tunnel(uuid.UUID(bytes=params.tunnel_id))
+        if tunnel is None:
+            return RegistrationError("Unauthorized: Tunnel not found", should_retry=False)
+        if tunnel.account_tag != params.auth.account_tag or not hmac.compare_digest(
+            tunnel.secret, params.auth.tunnel_secret
+        ):
+            return RegistrationError("Unauthorized: Invalid tunnel secret", should_retry=False)
+        return None
+
+    async def serve(self, conn: object) -> None:
+        """Run one connector connection until it closes (called by the QUIC listener)."""
+        from nbtunnel.transport.quic import QuicTunnelConnection
+
+        assert isinstance(conn, QuicTunnelConnection)
+        try:
+            stream = await asyncio.wait_for(conn.accept_stream(), CONTROL_STREAM_TIMEOUT)
+        except (TimeoutError, TransportError):
+            conn.close(0, "no control stream")
+            return
+        rpc = RegistrationServer()
+        live: LiveConnection | None = None
+        try:
+            while True:
+                data = await stream.read(65536)
+                if not data:
+                    break
+                try:
+                    events = rpc.receive_data(data)
+                except ProtocolError as exc:
+                    log.warning("control stream from %s: %s", conn.remote_address, exc)
+                    await self._flush(stream, rpc)
+                    conn.close(0x1, f"control stream protocol error: {exc}"[:200])
+                    return
+                for event in events:
+                    if isinstance(event, RegisterRequested):
+                        live = await self._register(conn, rpc, event, live)
+                    elif isinstance(event, UnregisterRequested):
+                        rpc.answer_empty(event.question_id)
+                        if live is not None:
+                            self._drain(live)
+                    elif isinstance(event, LocalConfigurationReceived):
+                        if live is not None:
+                            live.local_config = event.config
+                        rpc.answer_empty(event.question_id)
+                    elif isinstance(event, PeerAborted):
+                        log.debug("connector aborted RPC: %s", event.reason)
+                await self._flush(stream, rpc)
+        except TransportError:
+            pass
+        finally:
+            if live is not None:
+                self.registry.remove(live)
+                log.info(
+                    "connection %s (tunnel %s, index %d) closed: %s",
+                    live.connection_id, live.tunnel_id, live.conn_index, conn.close_reason,
+                )
+                if self.on_change:
+                    self.on_change("closed", live)
+
+    async def _flush(self, stream: object, rpc: RegistrationServer) -> None:
+        out = rpc.data_to_send()
+        if out:
+            await stream.write(out)  # type: ignore[attr-defined]
+
+    async def _register(
+        self, conn: object, rpc: RegistrationServer, event: RegisterRequested,
+        current: LiveConnection | None,
+    ) -> LiveConnection | None:
+        from nbtunnel.transport.quic import QuicTunnelConnection
+
+        assert isinstance(conn, QuicTunnelConnection)
+        params = event.params
+        error = self.check(params)
+        if error is None and current is not None:
+            error = RegistrationError("EDUPCONN", should_retry=True)
+        if error is not None:
+            log.warning("registration refused from %s: %s", conn.remote_address, error.cause)
+            rpc.answer_register(event.question_id, error)
+            asyncio.get_running_loop().call_later(LINGER, conn.close, 0, error.cause[:200])
+            return current
+        tunnel_id = uuid.UUID(bytes=params.tunnel_id)
+        client = params.options.client
+        connector_id = (
+            uuid.UUID(bytes=client.client_id) if len(client.client_id) == 16 else uuid.uuid4()
+        )
+        # A reconnect of the same connector and index replaces the stale connection.
+        for old in self.registry.connections(tunnel_id):
+            if old.connector_id == connector_id and old.conn_index == params.conn_index:
+                self.registry.remove(old)
+                old.transport.close(0, "replaced by a newer connection")
+        live = LiveConnection(
+            tunnel_id=tunnel_id,
+            conn_index=params.conn_index,
+            connector_id=connector_id,
+            connection_id=uuid.uuid4(),
+            protocol="quic",
+            edge_location=self.location,
+            origin_ip=conn.remote_address[0],
+            client_version=client.version,
+            client_arch=client.arch,
+            features=list(client.features),
+            opened_at=time.time(),
+            transport=conn,
+        )
+        rpc.answer_register(
+            event.question_id,
+            ConnectionDetails(uuid=live.connection_id.bytes, location_name=self.location),
+        )
+        self.registry.add(live)
+        log.info(
+            "registered connection %s: tunnel %s index %d from %s (client %s %s, %s)",
+            live.connection_id, tunnel_id, live.conn_index, conn.remote_address[0],
+            client.version, client.arch, _ip_text(params.options.origin_local_ip) or "-",
+        )
+        if self.on_change:
+            self.on_change("registered", live)
+        return live
+
+    def _drain(self, live: LiveConnection) -> None:
+        """Unregister: stop routing to it, close once in-flight requests are done."""
+        live.draining = True
+        log.info("connection %s unregistered; draining %d in-flight", live.connection_id,
+                 live.in_flight)
+        if self.on_change:
+            self.on_change("draining", live)
+        if live.in_flight == 0:
+            loop = asyncio.get_running_loop()
+            loop.call_later(LINGER, live.transport.close, 0, "unregistered")
+
+
+def close_quietly(conn: object) -> None:
+    with contextlib.suppress(Exception):
+        conn.close(0, "edge shutting down")  # type: ignore[attr-defined]

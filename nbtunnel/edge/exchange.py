@@ -1,0 +1,263 @@
+"""One eyeball request carried over one QUIC data stream to a connector and back.
+
+The edge writes the data-stream preamble and a `ConnectRequest` (method, host, headers and the
+headers the edge adds), then the request body, then FIN. It reads the connector's
+`ConnectResponse` and relays the body to the client as it arrives. A `ConnectResponse.error`, a
+reset stream or a dead connection before the response head become a 502 page with the cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from nbtunnel.core.errors import NbtunnelError, ProtocolError
+from nbtunnel.core.httpmeta import build_connect_request, parse_http_response, request_has_body
+from nbtunnel.core.streams import ConnectResponse, HeadParser, encode_connect_request
+from nbtunnel.edge.pages import error_page, reason
+from nbtunnel.transport.errors import TransportError
+
+if TYPE_CHECKING:
+    from nbtunnel.edge.front import Request
+    from nbtunnel.edge.registry import LiveConnection
+
+log = logging.getLogger("nbtunnel.edge.exchange")
+
+# Hop-by-hop headers are the client's business with this front, never forwarded.
+_REQUEST_DROP = {
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
+    "cf-connecting-ip", "cf-ray", "cf-visitor", "x-forwarded-proto",
+}
+_RESPONSE_DROP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "trailer"}
+_NO_BODY_STATUS = {204, 304}
+
+
+class ExchangeError(NbtunnelError):
+    """The request could not be handed to the connector (stream or connection failure)."""
+
+
+class Exchange:
+    """Drives one request/response pair over a fresh data stream."""
+
+    def __init__(self, live: LiveConnection, req: Request, writer: asyncio.StreamWriter) -> None:
+        self.live = live
+        self.req = req
+        self.writer = writer
+        self.stream = None  # type: ignore[var-annotated]
+        self.has_body = False
+        self.keep = req.keep_alive
+        self._body_broken = False
+        self._response: asyncio.Task[None] | None = None
+        self._head_decided: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.status = 0
+        self._pending = b""
+
+    def _metadata_headers(self) -> list[tuple[str, str]]:
+        req = self.req
+        out: list[tuple[str, str]] = []
+        xff = ""
+        for raw_name, raw_value in req.headers:
+            name = raw_name.decode("latin-1")
+            lname = name.lower()
+            if lname in _REQUEST_DROP:
+                continue
+            if lname == "x-forwarded-for":
+                xff = raw_value.decode("latin-1") + ", "
+                continue
+            out.append((name, raw_value.decode("latin-1")))
+        out.append(("Cf-Connecting-Ip", req.client_ip))
+        out.append(("X-Forwarded-For", xff + req.client_ip))
+        out.append(("X-Forwarded-Proto", "http"))
+        out.append(("Cf-Visitor", '{"scheme":"http"}'))
+        out.append(("Cf-Ray", req.ray))
+        return out
+
+    async def start(self) -> None:
+        req = self.req
+        headers = self._metadata_headers()
+        try:
+            self.stream = self.live.transport.open_stream()
+        except TransportError as exc:
+            raise ExchangeError(f"the connector connection is gone: {exc}") from exc
+        self.live.in_flight += 1
+        self.has_body = not req.upgrade and request_has_body(headers)
+        creq = build_connect_request(
+            req.method, req.host, req.target, headers, scheme="http", websocket=req.upgrade
+        )
+        try:
+            await self.stream.write(encode_connect_request(creq))
+            if not self.has_body and not req.upgrade:
+                self.stream.write_eof()
+        except TransportError as exc:
+            self._done()
+            raise ExchangeError(f"could not open a data stream to the connector: {exc}") from exc
+        self._response = asyncio.get_running_loop().create_task(self._respond())
+
+    async def request_body(self, chunk: bytes) -> None:
+        if not self.has_body or self._body_broken:
+            return
+        try:
+            await self.stream.write(chunk)
+        except TransportError:
+            self._body_broken = True  # the response side reports the failure
+
+    async def finish(self) -> bool:
+        """Request fully read: end the stream's write side and wait for the response."""
+        if self.has_body and not self._body_broken:
+            with contextlib.suppress(TransportError):
+                self.stream.write_eof()
+        assert self._response is not None
+        await self._response
+        return self.keep
+
+    async def abort(self, why: str) -> None:
+        log.debug("abort %s: %s", self.req.ray, why)
+        if self.stream is not None:
+            with contextlib.suppress(Exception):
+                self.stream.reset(0)
+        if self._response is not None:
+            self._response.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._response
+
+    def _done(self) -> None:
+        live = self.live
+        live.in_flight -= 1
+        live.served += 1
+        if live.draining and live.in_flight == 0:
+            live.transport.close(0, "unregistered")
+
+    async def _read_head(self) -> ConnectResponse:
+        parser = HeadParser("response")
+        while True:
+            data = await self.stream.read(65536)
+            if not data:
+                raise ExchangeError("the connector closed the stream before answering")
+            head = parser.feed(data)
+            if head is not None:
+                assert isinstance(head, ConnectResponse)
+                self._pending = parser.rest
+                return head
+
+    async def _respond(self) -> None:
+        try:
+            try:
+                resp = await self._read_head()
+                if resp.error:
+                    raise ExchangeError(resp.error)
+                status, headers = parse_http_response(resp)
+            except (ExchangeError, ProtocolError, TransportError) as exc:
+                self._error_page(502, str(exc))
+                self._head_decided.set_result(False)
+                return
+            self.status = status
+            upgraded = self.req.upgrade and status == 101
+            self._head_decided.set_result(upgraded)
+            await self._relay(status, headers, upgraded)
+        finally:
+            if not self._head_decided.done():
+                self._head_decided.set_result(False)
+            self._done()
+
+    async def _relay(self, status: int, headers: list[tuple[str, str]], upgraded: bool) -> None:
+        length: int | None = None
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, reason(status).encode())]
+        for name, value in headers:
+            lname = name.lower()
+            if lname in _RESPONSE_DROP and not (upgraded and lname == "connection"):
+                continue
+            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+                continue  # never let a connector inject header lines
+            if lname == "content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    continue
+            head.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
+        no_body = (
+            self.req.method == "HEAD" or status in _NO_BODY_STATUS or 100 <= status < 200
+        )
+        chunked = False
+        if not no_body and length is None and not upgraded:
+            if self.req.version == "1.1":
+                chunked = True
+                head.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                self.keep = False
+        head.append(b"Cf-Ray: %s\r\n" % self.req.ray.encode())
+        if not self.keep and not upgraded:
+            head.append(b"Connection: close\r\n")
+        head.append(b"\r\n")
+        self.writer.write(b"".join(head))
+        sent = 0
+        pending = self._pending
+        try:
+            while True:
+                data = pending or await self.stream.read(65536)
+                pending = b""
+                if not data:
+                    break
+                if no_body:
+                    continue
+                sent += len(data)
+                if chunked:
+                    self.writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+                else:
+                    self.writer.write(data)
+                await self.writer.drain()
+        except (TransportError, ProtocolError) as exc:
+            log.info("response %s broke after %d bytes: %s", self.req.ray, sent, exc)
+            self.keep = False
+            self.writer.transport.abort()  # a truncated body must not look complete
+            return
+        if chunked:
+            self.writer.write(b"0\r\n\r\n")
+        if length is not None and not no_body and sent != length:
+            self.keep = False
+        await self.writer.drain()
+
+    def _error_page(self, status: int, detail: str) -> None:
+        from nbtunnel.edge.pages import wants_html
+
+        log.info("%s %s%s -> %d: %s", self.req.method, self.req.host, self.req.target,
+                 status, detail)
+        ctype, body = error_page(status, detail, ray=self.req.ray,
+                                 as_html=wants_html(self.req.headers))
+        self.writer.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nCf-Ray: %s\r\n"
+            b"Server: nbtunnel\r\n%s\r\n%s"
+            % (status, reason(status).encode(), ctype, len(body), self.req.ray.encode(),
+               b"" if self.keep else b"Connection: close\r\n",
+               b"" if self.req.method == "HEAD" else body)
+        )
+
+    async def run_upgraded(self, reader: asyncio.StreamReader, rest: bytes) -> None:
+        """WebSocket: after a 101, pipe raw bytes both ways until either side ends."""
+        upgraded = await self._head_decided
+        if not upgraded:
+            self.keep = False
+            assert self._response is not None
+            await self._response
+            await self.writer.drain()
+            return
+        try:
+            if rest:
+                await self.stream.write(rest)
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                await self.stream.write(data)
+        except (TransportError, ConnectionError):
+            pass
+        finally:
+            # cloudflared tears the flow down when either direction ends (no half-close)
+            with contextlib.suppress(Exception):
+                self.stream.write_eof()
+            assert self._response is not None
+            if not self._response.done():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._response), 5)
+                await self.abort("client ended the websocket")

@@ -1,0 +1,332 @@
+"""The public HTTP/1.1 front: routes eyeball requests by Host to a tunnel's data streams.
+
+One asyncio task per client connection parses requests with httptools (llhttp) and handles them
+in order. Each proxied request gets its own QUIC data stream on one of the tunnel's registered
+connections (round-robin). Bodies stream both ways: the request body is written to the stream
+as it is parsed (the client is not read faster than the stream accepts), and the response body
+is written to the client as it arrives, with `drain()` as back-pressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httptools
+
+from nbtunnel.edge.exchange import Exchange, ExchangeError
+from nbtunnel.edge.pages import error_page, reason, wants_html
+from nbtunnel.edge.registry import LiveConnection, Registry
+from nbtunnel.edge.store import Store
+
+log = logging.getLogger("nbtunnel.edge.front")
+
+Headers = list[tuple[bytes, bytes]]
+ApiHandler = Callable[["Request", bytes], Awaitable[tuple[int, Headers, bytes]]]
+
+MAX_HEADER_BYTES = 64 * 1024
+MAX_API_BODY = 1024 * 1024
+HEADER_TIMEOUT = 30.0
+KEEPALIVE_TIMEOUT = 75.0
+
+
+@dataclass
+class Request:
+    """A parsed request head as the front sees it."""
+
+    method: str
+    target: str
+    host: str
+    headers: Headers
+    version: str
+    keep_alive: bool
+    upgrade: bool
+    client_ip: str
+    ray: str
+    body_expected: bool = True
+
+
+@dataclass
+class _Collector:
+    """httptools callback target: turns parser callbacks into a list of events."""
+
+    events: list[tuple[str, object]] = field(default_factory=list)
+    url: bytes = b""
+    headers: Headers = field(default_factory=list)
+    head_bytes: int = 0
+    too_large: bool = False
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self._count(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        self._count(len(name) + len(value) + 4)
+
+    def _count(self, n: int) -> None:
+        self.head_bytes += n
+        if self.head_bytes > MAX_HEADER_BYTES:
+            self.too_large = True
+
+    def on_headers_complete(self) -> None:
+        self.events.append(("head", (self.url, self.headers)))
+
+    def on_body(self, body: bytes) -> None:
+        self.events.append(("body", body))
+
+    def on_message_complete(self) -> None:
+        self.events.append(("end", None))
+
+
+def _host_of(headers: Headers) -> str:
+    for name, value in headers:
+        if name.lower() == b"host":
+            return value.decode("latin-1").strip()
+    return ""
+
+
+def strip_port(host: str) -> str:
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class PublicFront:
+    """HTTP/1.1 listener that maps hostnames to tunnels and proxies through data streams."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        *,
+        location: str = "LOC",
+        api: ApiHandler | None = None,
+        api_hosts: frozenset[str] = frozenset(),
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.location = location
+        self.api = api
+        self.api_hosts = api_hosts
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.requests_total = 0
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._on_client, host, port, limit=2**16)
+
+    @property
+    def sockname(self) -> tuple[str, int]:
+        assert self._server is not None
+        name = self._server.sockets[0].getsockname()
+        return name[0], name[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)  # owned: close() cancels and awaits every client task
+        try:
+            await self._serve_client(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception:  # one broken client must never take the front down
+            log.exception("client connection failed")
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        peer = writer.get_extra_info("peername")
+        client_ip = peer[0] if peer else ""
+        col = _Collector()
+        parser = httptools.HttpRequestParser(col)
+        handler: _RequestHandler | None = None
+        idle = True
+        while True:
+            timeout = KEEPALIVE_TIMEOUT if idle else HEADER_TIMEOUT
+            try:
+                if handler is None:
+                    data = await asyncio.wait_for(reader.read(65536), timeout)
+                else:
+                    data = await reader.read(65536)
+            except TimeoutError:
+                if not idle:
+                    await self._simple(writer, 408, "The request head took too long.", [])
+                return
+            if not data:
+                if handler is not None:
+                    await handler.client_gone()
+                return
+            upgrade_rest: bytes | None = None
+            try:
+                parser.feed_data(data)
+            except httptools.HttpParserUpgrade as exc:
+                upgrade_rest = data[exc.args[0] :]
+            except httptools.HttpParserError as exc:
+                if col.too_large:
+                    await self._simple(writer, 431, "The request head is too large.", [])
+                else:
+                    await self._simple(writer, 400, f"Malformed request: {exc}", [])
+                return
+            if col.too_large:
+                await self._simple(writer, 431, "The request head is too large.", [])
+                return
+            idle = False
+            events, col.events = col.events, []
+            for kind, value in events:
+                if kind == "head":
+                    url, headers = value  # type: ignore[misc]
+                    req = self._request(parser, url, headers, client_ip)
+                    handler = _RequestHandler(self, req, writer)
+                    await handler.begin()
+                elif kind == "body":
+                    assert handler is not None
+                    await handler.body(value)  # type: ignore[arg-type]
+                else:
+                    assert handler is not None
+                    if upgrade_rest is not None and handler.req.upgrade:
+                        await handler.run_upgraded(reader, upgrade_rest)
+                        return
+                    keep = await handler.finish()
+                    handler = None
+                    idle = True
+                    if not keep:
+                        return
+
+    def _request(
+        self, parser: httptools.HttpRequestParser, url: bytes, headers: Headers, client_ip: str
+    ) -> Request:
+        self.requests_total += 1
+        upgrade = bool(parser.should_upgrade()) and any(
+            n.lower() == b"upgrade" and v.lower() == b"websocket" for n, v in headers
+        )
+        return Request(
+            method=parser.get_method().decode("latin-1"),
+            target=url.decode("latin-1"),
+            host=_host_of(headers),
+            headers=headers,
+            version=parser.get_http_version(),
+            keep_alive=bool(parser.should_keep_alive()),
+            upgrade=upgrade,
+            client_ip=client_ip,
+            ray=f"{secrets.token_hex(8)}-{self.location}",
+        )
+
+    async def _simple(
+        self, writer: asyncio.StreamWriter, status: int, detail: str, headers: Headers
+    ) -> None:
+        ray = f"{secrets.token_hex(8)}-{self.location}"
+        ctype, body = error_page(status, detail, ray=ray, as_html=wants_html(headers))
+        writer.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\nCf-Ray: %s\r\n\r\n%s"
+            % (status, reason(status).encode(), ctype, len(body), ray.encode(), body)
+        )
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+
+
+class _RequestHandler:
+    """One request on a client connection: an edge page, an API call, or a tunnel exchange."""
+
+    def __init__(self, front: PublicFront, req: Request, writer: asyncio.StreamWriter) -> None:
+        self.front = front
+        self.req = req
+        self.writer = writer
+        self.exchange: Exchange | None = None
+        self.local: tuple[int, str] | None = None  # an edge page to send once the body is read
+        self.api_body: bytearray | None = None
+
+    async def begin(self) -> None:
+        req = self.req
+        hostname = strip_port(req.host).lower()
+        if self.front.api is not None and hostname in self.front.api_hosts:
+            self.api_body = bytearray()
+            return
+        tunnel_id = self.front.store.resolve(hostname)
+        if tunnel_id is None:
+            self.local = (404, f"No tunnel serves the hostname {hostname or '(none)'!r}.")
+            return
+        live: LiveConnection | None = self.front.registry.pick(tunnel_id)
+        if live is None:
+            self.local = (530, f"The tunnel for {hostname} has no live connector connection.")
+            return
+        self.exchange = Exchange(live, req, self.writer)
+        try:
+            await self.exchange.start()
+        except ExchangeError as exc:
+            self.exchange = None
+            self.local = (502, str(exc))
+
+    async def body(self, chunk: bytes) -> None:
+        if self.exchange is not None:
+            await self.exchange.request_body(chunk)
+        elif self.api_body is not None:
+            if len(self.api_body) + len(chunk) > MAX_API_BODY:
+                self.api_body = None
+                self.local = (413, "The API request body is too large.")
+            else:
+                self.api_body += chunk
+
+    async def finish(self) -> bool:
+        """Complete the request; returns whether the connection stays open."""
+        keep = self.req.keep_alive
+        if self.exchange is not None:
+            return await self.exchange.finish() and keep
+        if self.api_body is not None and self.front.api is not None:
+            status, headers, body = await self.front.api(self.req, bytes(self.api_body))
+            self._write_local(status, headers, body, keep)
+        else:
+            status, detail = self.local or (500, "internal error")
+            ctype, body = error_page(
+                status, detail, ray=self.req.ray, as_html=wants_html(self.req.headers)
+            )
+            self._write_local(status, [(b"Content-Type", ctype)], body, keep)
+        await self.writer.drain()
+        return keep
+
+    def _write_local(self, status: int, headers: Headers, body: bytes, keep: bool) -> None:
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, reason(status).encode())]
+        for name, value in headers:
+            head.append(name + b": " + value + b"\r\n")
+        head.append(b"Content-Length: %d\r\nCf-Ray: %s\r\nServer: nbtunnel\r\n" % (
+            len(body), self.req.ray.encode()))
+        if not keep:
+            head.append(b"Connection: close\r\n")
+        head.append(b"\r\n")
+        if self.req.method != "HEAD":
+            head.append(body)
+        self.writer.write(b"".join(head))
+
+    async def client_gone(self) -> None:
+        if self.exchange is not None:
+            await self.exchange.abort("client closed the connection")
+
+    async def run_upgraded(self, reader: asyncio.StreamReader, rest: bytes) -> None:
+        if self.exchange is None:
+            await self.finish()
+            return
+        await self.exchange.run_upgraded(reader, rest)

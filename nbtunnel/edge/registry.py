@@ -1,0 +1,92 @@
+"""Live connector connections, by tunnel, and the choice of one for each request.
+
+Pure bookkeeping (no I/O): the control handler adds a connection once `registerConnection`
+succeeds and removes it when the QUIC connection ends; the public front asks `pick()` for the
+next connection of a tunnel, round-robin over every registered, non-draining connection of
+every replica.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(eq=False)
+class LiveConnection:
+    """One registered connector connection (one HA connection of one replica)."""
+
+    tunnel_id: uuid.UUID
+    conn_index: int
+    connector_id: uuid.UUID
+    connection_id: uuid.UUID
+    protocol: str
+    edge_location: str
+    origin_ip: str
+    client_version: str
+    client_arch: str
+    features: list[str]
+    opened_at: float
+    transport: Any  # nbtunnel.transport.quic.QuicTunnelConnection; kept loose for tests
+    draining: bool = False
+    in_flight: int = 0
+    served: int = 0
+    local_config: bytes | None = None
+    _idle_waiters: list[Any] = field(default_factory=list)
+
+    def describe(self) -> dict[str, object]:
+        """JSON-ready view, in the shape `tunnel info` shows."""
+        return {
+            "id": str(self.connection_id),
+            "connector_id": str(self.connector_id),
+            "conn_index": self.conn_index,
+            "colo_name": self.edge_location,
+            "protocol": self.protocol,
+            "origin_ip": self.origin_ip,
+            "opened_at": self.opened_at,
+            "client_version": self.client_version,
+            "arch": self.client_arch,
+            "draining": self.draining,
+            "in_flight": self.in_flight,
+        }
+
+
+class Registry:
+    """Tunnel id → live connections; round-robin selection that skips draining ones."""
+
+    def __init__(self) -> None:
+        self._by_tunnel: dict[uuid.UUID, list[LiveConnection]] = {}
+        self._counter = itertools.count()
+
+    def add(self, conn: LiveConnection) -> None:
+        self._by_tunnel.setdefault(conn.tunnel_id, []).append(conn)
+
+    def remove(self, conn: LiveConnection) -> None:
+        conns = self._by_tunnel.get(conn.tunnel_id)
+        if conns and conn in conns:
+            conns.remove(conn)
+            if not conns:
+                del self._by_tunnel[conn.tunnel_id]
+
+    def connections(self, tunnel_id: uuid.UUID | None = None) -> list[LiveConnection]:
+        if tunnel_id is None:
+            return [c for conns in self._by_tunnel.values() for c in conns]
+        return list(self._by_tunnel.get(tunnel_id, ()))
+
+    def pick(self, tunnel_id: uuid.UUID) -> LiveConnection | None:
+        """Next usable connection for a tunnel, or None when it has no live one (→ 530)."""
+        conns = self._by_tunnel.get(tunnel_id)
+        if not conns:
+            return None
+        n = len(conns)
+        start = next(self._counter)
+        for i in range(n):
+            conn = conns[(start + i) % n]
+            if not conn.draining and not conn.transport.closed:
+                return conn
+        return None
+
+    def is_connected(self, tunnel_id: uuid.UUID) -> bool:
+        return self.pick(tunnel_id) is not None

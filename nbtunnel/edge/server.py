@@ -1,0 +1,121 @@
+"""The edge as one object: connector listener, control plane, store and public front.
+
+`async with Edge(EdgeConfig(...)) as edge:` starts everything on loopback by default and
+closes it all on exit. The CLI (`nbtunnel edge`) and the connector's embedded mode both use it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from nbtunnel.edge.api import EdgeApi
+from nbtunnel.edge.control import ControlHandler
+from nbtunnel.edge.front import PublicFront
+from nbtunnel.edge.registry import Registry
+from nbtunnel.edge.store import Store
+from nbtunnel.paths import default_home
+from nbtunnel.transport.quic import QuicServer, QuicSettings, serve
+from nbtunnel.transport.tls import LocalCA
+
+log = logging.getLogger("nbtunnel.edge")
+
+
+@dataclass
+class EdgeConfig:
+    """Where the edge listens and keeps its state."""
+
+    state_dir: Path = field(default_factory=lambda: default_home() / "edge")
+    quic_host: str = "127.0.0.1"
+    quic_port: int = 7844
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    domain: str = "localhost"
+    location: str = "LOC"
+    api_hosts: tuple[str, ...] = ()
+    quic_backend: str | None = None
+
+
+class Edge:
+    """A running local edge (see module docstring)."""
+
+    def __init__(self, config: EdgeConfig | None = None) -> None:
+        self.config = config or EdgeConfig()
+        self.store: Store | None = None
+        self.registry = Registry()
+        self.ca: LocalCA | None = None
+        self.front: PublicFront | None = None
+        self._quic: QuicServer | None = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self.ca = LocalCA.load_or_create(cfg.state_dir)
+        self.store = Store(cfg.state_dir / "edge.sqlite3")
+        control = ControlHandler(self.store, self.registry, location=cfg.location)
+        api_hosts = frozenset(
+            {"127.0.0.1", "localhost", "::1", f"api.{cfg.domain}", *cfg.api_hosts}
+        )
+        api = EdgeApi(self.store, domain=cfg.domain, ca_pem=self.ca.ca_path.read_bytes())
+        try:
+            self._quic = await serve(
+                cfg.quic_host, cfg.quic_port,
+                certfile=str(self.ca.cert_path), keyfile=str(self.ca.key_path),
+                on_connection=control.serve,
+                settings=QuicSettings(idle_timeout=10.0, backend=cfg.quic_backend),
+            )
+            self.front = PublicFront(
+                self.store, self.registry, location=cfg.location, api=api, api_hosts=api_hosts
+            )
+            await self.front.start(cfg.http_host, cfg.http_port)
+        except BaseException:
+            await self.close()
+            raise
+        log.info("edge listening: connectors on udp %s:%d, public front on http://%s:%d",
+                 *self.quic_address, *self.public_address)
+
+    async def close(self) -> None:
+        if self.front is not None:
+            await self.front.close()
+            self.front = None
+        if self._quic is not None:
+            await self._quic.close()
+            self._quic = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    async def __aenter__(self) -> Edge:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def quic_address(self) -> tuple[str, int]:
+        assert self._quic is not None
+        return self._quic.sockname
+
+    @property
+    def public_address(self) -> tuple[str, int]:
+        assert self.front is not None
+        return self.front.sockname
+
+    @property
+    def api_url(self) -> str:
+        host, port = self.public_address
+        return f"http://{host}:{port}"
+
+    def public_url(self, hostname: str) -> str:
+        port = self.public_address[1]
+        return f"http://{hostname}" + ("" if port == 80 else f":{port}")
+
+    @property
+    def ca_path(self) -> Path:
+        assert self.ca is not None
+        return self.ca.ca_path

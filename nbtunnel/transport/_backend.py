@@ -1,0 +1,148 @@
+"""What the asyncio layer needs from a QUIC library, and the shared settings.
+
+qh3 and aioquic share the sans-I/O ``QuicConnection`` API (same method and event names), so
+the connection layer calls it directly. Only what differs or reaches into private state lives
+behind :class:`Backend`: configurations, endpoint creation, send-buffer size and how receive
+credit is held back until the application reads.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+ALPN = "argotunnel"
+DEFAULT_SERVER_NAME = "quic.cftunnel.com"
+
+# Target credit for a stream id, or None to leave the library's own window logic alone.
+CreditFn = Callable[[int], "int | None"]
+
+
+@dataclass
+class QuicSettings:
+    """Transport knobs; defaults mirror cloudflared (quic-go) where it has an opinion."""
+
+    idle_timeout: float = 5.0
+    """MaxIdleTimeout transport parameter (cloudflared: 5 s)."""
+    keepalive: float | None = 1.0
+    """Client PING period (cloudflared: 1 s); None disables it. Servers never ping."""
+    handshake_timeout: float = 5.0
+    max_datagram_frame_size: int = 16383
+    stream_high_water: int = 1 << 20
+    """write() blocks while the library holds more than this for the stream..."""
+    stream_low_water: int = 256 << 10
+    """...and resumes once it is below this."""
+    stream_receive_window: int = 4 << 20
+    """Per-stream credit beyond what the application has read (real receive back-pressure)."""
+    connection_receive_window: int = 16 << 20
+    max_incoming_streams: int = 1024
+    """Concurrent bidi streams the peer may open (cloudflared allows ~unlimited)."""
+    backend: str | None = None
+    zero_length_cid: bool = False
+    """Client: use a zero-length source connection ID, as quic-go (cloudflared) does."""
+    pq_key_share_only: bool = False
+    """Client: offer only an X25519MLKEM768 key share, like cloudflared's Go TLS (qh3 only)."""
+
+
+class ProtocolOwner(abc.ABC):
+    """The callbacks a backend protocol forwards to (implemented by QuicTunnelConnection)."""
+
+    @abc.abstractmethod
+    def _on_event(self, event: Any) -> None: ...
+
+    @abc.abstractmethod
+    def _before_transmit(self) -> None: ...
+
+    @abc.abstractmethod
+    def _after_transmit(self) -> None: ...
+
+
+OwnerFactory = Callable[[Any, "TunnelProtocol"], ProtocolOwner]
+
+
+class TunnelProtocol(Protocol):
+    """Structural type of each backend's ``QuicConnectionProtocol`` subclass."""
+
+    _quic: Any
+    owner: ProtocolOwner | None
+
+    def transmit(self) -> None: ...
+
+    def connect(self, addr: Any) -> None: ...
+
+    def shutdown(self) -> None:
+        """Cancel the library timer so nothing fires after the connection was dropped."""
+
+
+class Backend(abc.ABC):
+    """One QUIC library. Instances are created lazily by :func:`quic.get_backend`."""
+
+    name: str
+
+    @abc.abstractmethod
+    def client_configuration(
+        self, settings: QuicSettings, server_name: str, cafile: str | None, verify: bool
+    ) -> Any: ...
+
+    @abc.abstractmethod
+    def server_configuration(self, settings: QuicSettings, certfile: str, keyfile: str) -> Any: ...
+
+    @abc.abstractmethod
+    def new_client(self, configuration: Any, settings: QuicSettings) -> Any:
+        """A client ``QuicConnection`` (not yet connected)."""
+
+    @abc.abstractmethod
+    def protocol(self, quic: Any, owner_factory: OwnerFactory) -> TunnelProtocol: ...
+
+    @abc.abstractmethod
+    async def create_client_endpoint(
+        self, protocol: TunnelProtocol, local: tuple[str, int]
+    ) -> asyncio.DatagramTransport: ...
+
+    @abc.abstractmethod
+    async def serve(
+        self, host: str, port: int, configuration: Any, owner_factory: OwnerFactory
+    ) -> Any:
+        """Start the library's server; returns an object with ``_transport`` and ``close()``."""
+
+    @abc.abstractmethod
+    def prepare_connection(self, quic: Any, settings: QuicSettings, credit: CreditFn) -> None:
+        """Raise stream limits and install the credit hook on a fresh QuicConnection."""
+
+    @abc.abstractmethod
+    def send_buffer_size(self, quic: Any, stream_id: int) -> int:
+        """Bytes the library still holds for this stream (what back-pressure watches)."""
+
+    def before_transmit(self, quic: Any, credit: CreditFn) -> None:
+        """Hook run before each ``datagrams_to_send`` (qh3 needs it for credit control)."""
+        return None
+
+    def after_transmit(self, quic: Any) -> None:
+        """Hook run after each ``datagrams_to_send``."""
+        return None
+
+    def grant_credit(self, quic: Any, stream_id: int) -> None:
+        """Make sure the library (re)considers this stream's MAX_STREAM_DATA."""
+        return None
+
+    def cipher(self, quic: Any) -> str | None:
+        return None
+
+    def tls_group(self, quic: Any) -> str | None:
+        return None
+
+
+def held_back_limit(target: int, highest_offset: int) -> int:
+    """Value to store so the library's "double when half used" rule lands exactly on ``target``.
+
+    Both libraries raise ``max_stream_data_local`` by doubling it whenever the peer has *sent*
+    more than half of it, regardless of what the application has read. That removes receive
+    back-pressure. Storing ``target // 2`` when the rule will fire (and ``target`` when it will
+    not) makes the advertised limit ``target`` = bytes read + window, like quic-go.
+    """
+    if highest_offset * 2 > target:
+        return target // 2
+    return target

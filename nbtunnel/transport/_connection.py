@@ -1,0 +1,334 @@
+"""One QUIC connection (client or server side), library-neutral.
+
+The backend's protocol forwards every library event here *synchronously*, so bytes that arrive
+in the same receive batch as HandshakeCompleted land in a stream buffer before any application
+code runs. Nothing here starts a task: transmits, keepalives and the handshake deadline are
+loop callbacks that are cancelled when the connection ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ._backend import Backend, ProtocolOwner, QuicSettings, TunnelProtocol
+from ._stream import QuicStream
+from .errors import ConnectTimeoutError, HandshakeError, TransportClosedError
+
+MAX_QUEUED_DATAGRAMS = 1024
+_ping_ids = itertools.count(1)
+
+
+def _describe_close(error_code: int, reason: str) -> str:
+    if reason == "Idle timeout":
+        return "idle timeout"
+    if 0x100 <= error_code <= 0x1FF:
+        return f"TLS alert {error_code - 0x100} (CRYPTO_ERROR 0x{error_code:x}): {reason!r}"
+    return f"connection closed: error 0x{error_code:x}, reason {reason!r}"
+
+
+class QuicTunnelConnection(ProtocolOwner):
+    """A QUIC connection carrying the tunnel: bidi streams plus RFC 9221 datagrams."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        quic: Any,
+        protocol: TunnelProtocol,
+        settings: QuicSettings,
+        *,
+        on_handshake: Callable[[QuicTunnelConnection], None] | None = None,
+        on_terminated: Callable[[QuicTunnelConnection], None] | None = None,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._backend = backend
+        self._quic = quic
+        self._protocol = protocol
+        self._settings = settings
+        self._is_client: bool = quic._is_client
+        self._on_handshake = on_handshake
+        self._on_terminated = on_terminated
+        self.backend = backend.name
+        self.alpn: str | None = None
+        self.remote_address: tuple[str, int] = ("", 0)
+        self.local_address: tuple[str, int] = ("", 0)
+        self.close_reason = ""
+        self._streams: dict[int, QuicStream] = {}
+        self._accept_queue: deque[QuicStream] = deque()
+        self._accept_waiter: asyncio.Future[None] | None = None
+        self._datagrams: deque[bytes] = deque()
+        self._datagram_waiter: asyncio.Future[None] | None = None
+        self._blocked_writers: set[QuicStream] = set()
+        self._error: TransportClosedError | None = None
+        self._handshake: asyncio.Future[None] = self._loop.create_future()
+        self._terminated = asyncio.Event()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._transmit_handle: asyncio.Handle | None = None
+        self._keepalive_handle: asyncio.TimerHandle | None = None
+        self._handshake_timer: asyncio.TimerHandle | None = self._loop.call_later(
+            settings.handshake_timeout, self._on_handshake_timeout
+        )
+        backend.prepare_connection(quic, settings, self._credit_for)
+
+    def __repr__(self) -> str:
+        return f"<QuicTunnelConnection {self.backend} {self.remote_address} {self.close_reason}>"
+
+    # public API -------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._error is not None
+
+    @property
+    def cipher(self) -> str | None:
+        return self._backend.cipher(self._quic)
+
+    @property
+    def tls_group(self) -> str | None:
+        return self._backend.tls_group(self._quic)
+
+    def open_stream(self) -> QuicStream:
+        """A new locally initiated bidi stream (nothing is sent until the first write)."""
+        if self._error is not None:
+            raise self._closed_exc()
+        stream_id = self._quic.get_next_available_stream_id()
+        self._quic.send_stream_data(stream_id, b"")  # registers it so the next id differs
+        stream = self._streams[stream_id] = QuicStream(self, stream_id)
+        return stream
+
+    async def accept_stream(self) -> QuicStream:
+        """The next peer-initiated bidi stream; TransportClosedError once the connection ends."""
+        while not self._accept_queue:
+            if self._error is not None:
+                raise self._closed_exc()
+            self._accept_waiter = self._loop.create_future()
+            try:
+                await self._accept_waiter
+            finally:
+                self._accept_waiter = None
+        return self._accept_queue.popleft()
+
+    def send_datagram(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._closed_exc()
+        self._quic.send_datagram_frame(data)
+        self._schedule_transmit()
+
+    async def receive_datagram(self) -> bytes:
+        while not self._datagrams:
+            if self._error is not None:
+                raise self._closed_exc()
+            self._datagram_waiter = self._loop.create_future()
+            try:
+                await self._datagram_waiter
+            finally:
+                self._datagram_waiter = None
+        return self._datagrams.popleft()
+
+    def close(self, error_code: int = 0, reason: str = "") -> None:
+        """Send CONNECTION_CLOSE; local operations fail at once, wait_closed() ends later."""
+        if self._error is not None:
+            return
+        self.close_reason = f"closed locally: error 0x{error_code:x}, reason {reason!r}"
+        self._fail(TransportClosedError(self.close_reason))
+        self._quic.close(error_code=error_code, reason_phrase=reason)
+        self._protocol.transmit()
+
+    async def wait_closed(self) -> None:
+        await self._terminated.wait()
+
+    # glue used by QuicStream ------------------------------------------------------------
+
+    def _closed_exc(self) -> TransportClosedError:
+        err = self._error
+        assert err is not None
+        return TransportClosedError(str(err), err.cause)
+
+    def _send(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        self._quic.send_stream_data(stream_id, data, end_stream)
+        self._schedule_transmit()
+
+    def _send_buffer_size(self, stream_id: int) -> int:
+        return self._backend.send_buffer_size(self._quic, stream_id)
+
+    def _reset(self, stream_id: int, code: int) -> None:
+        if self._error is None:
+            try:
+                self._quic.reset_stream(stream_id, code)
+            except (ValueError, AssertionError, KeyError):
+                return  # already reset or finished: nothing to abort
+            self._schedule_transmit()
+
+    def _stop(self, stream_id: int, code: int) -> None:
+        if self._error is None:
+            try:
+                self._quic.stop_stream(stream_id, code)
+            except (ValueError, AssertionError, KeyError):
+                return
+            self._schedule_transmit()
+
+    def _grant_credit(self, stream_id: int) -> None:
+        if self._error is None:
+            self._backend.grant_credit(self._quic, stream_id)
+            self._schedule_transmit()
+
+    def _credit_for(self, stream_id: int) -> int | None:
+        stream = self._streams.get(stream_id)
+        return None if stream is None else stream._credit_target()
+
+    def _maybe_forget(self, stream: QuicStream) -> None:
+        if stream._done:
+            self._streams.pop(stream.stream_id, None)
+            self._blocked_writers.discard(stream)
+
+    # called by the backend protocol -----------------------------------------------------
+
+    def _on_event(self, event: Any) -> None:
+        name = type(event).__name__
+        if name == "StreamDataReceived":
+            stream = self._streams.get(event.stream_id)
+            if stream is None:
+                stream = self._new_peer_stream(event.stream_id)
+                if stream is None:
+                    return
+            stream._feed(event.data, event.end_stream)
+        elif name == "StreamReset":
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream._on_reset(event.error_code)
+        elif name == "StopSendingReceived":
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream._on_stop_sending(event.error_code)
+        elif name == "DatagramFrameReceived":
+            if len(self._datagrams) >= MAX_QUEUED_DATAGRAMS:
+                self._datagrams.popleft()  # unreliable by design: drop the oldest
+            self._datagrams.append(event.data)
+            _wake(self._datagram_waiter)
+        elif name == "HandshakeCompleted":
+            self._on_handshake_completed(event)
+        elif name == "ConnectionTerminated":
+            self._terminate(_describe_close(event.error_code, event.reason_phrase))
+
+    def _before_transmit(self) -> None:
+        self._backend.before_transmit(self._quic, self._credit_for)
+
+    def _after_transmit(self) -> None:
+        self._backend.after_transmit(self._quic)
+        if self._blocked_writers:
+            low = self._settings.stream_low_water
+            for stream in list(self._blocked_writers):
+                if self._send_buffer_size(stream.stream_id) < low:
+                    stream._wake_writer()
+
+    # internals --------------------------------------------------------------------------
+
+    def _new_peer_stream(self, stream_id: int) -> QuicStream | None:
+        peer_initiated = bool(stream_id & 1) == self._is_client
+        if not peer_initiated or stream_id & 2 or self._error is not None:
+            return None  # a stream we already forgot, or unidirectional: not used by tunnels
+        stream = self._streams[stream_id] = QuicStream(self, stream_id)
+        self._accept_queue.append(stream)
+        _wake(self._accept_waiter)
+        return stream
+
+    def _on_handshake_completed(self, event: Any) -> None:
+        self.alpn = event.alpn_protocol
+        paths = getattr(self._quic, "_network_paths", None)
+        if paths:
+            self.remote_address = tuple(paths[0].addr[:2])
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        if not self._handshake.done():
+            self._handshake.set_result(None)
+        if self._is_client and self._settings.keepalive:
+            self._keepalive_handle = self._loop.call_later(
+                self._settings.keepalive, self._send_keepalive
+            )
+        if self._on_handshake is not None:
+            self._on_handshake(self)
+
+    def _on_handshake_timeout(self) -> None:
+        self._handshake_timer = None
+        if not self._handshake.done():
+            self._handshake.set_exception(
+                ConnectTimeoutError(f"no QUIC handshake within {self._settings.handshake_timeout}s")
+            )
+            self._handshake.exception()
+            self._abort("handshake timeout")
+
+    def _send_keepalive(self) -> None:
+        self._keepalive_handle = None
+        if self._error is None and self._settings.keepalive:
+            self._quic.send_ping(next(_ping_ids))
+            self._protocol.transmit()
+            self._keepalive_handle = self._loop.call_later(
+                self._settings.keepalive, self._send_keepalive
+            )
+
+    def _schedule_transmit(self) -> None:
+        if self._transmit_handle is None:
+            self._transmit_handle = self._loop.call_soon(self._transmit_now)
+
+    def _transmit_now(self) -> None:
+        self._transmit_handle = None
+        if not self._terminated.is_set():
+            self._protocol.transmit()
+
+    def _fail(self, error: TransportClosedError) -> None:
+        """Make every pending and future operation raise ``error``."""
+        if self._error is None:
+            self._error = error
+        for stream in list(self._streams.values()):
+            stream._wake_reader()
+            stream._wake_writer()
+        _wake(self._accept_waiter)
+        _wake(self._datagram_waiter)
+        if not self._handshake.done():
+            self._handshake.set_exception(HandshakeError(error.args[0], error.cause))
+            self._handshake.exception()  # servers never await it: do not log "never retrieved"
+
+    def _abort(self, reason: str) -> None:
+        """Close without waiting for the draining period (handshake failure, server stop)."""
+        if not self._terminated.is_set():
+            if self._error is None:
+                self.close(0, reason)
+            self._terminate(reason)
+
+    def _terminate(self, reason: str) -> None:
+        if self._terminated.is_set():
+            return
+        if not self.close_reason:
+            self.close_reason = reason
+        self._fail(TransportClosedError(self.close_reason))
+        for handle in (self._transmit_handle, self._keepalive_handle, self._handshake_timer):
+            if handle is not None:
+                handle.cancel()
+        self._transmit_handle = self._keepalive_handle = self._handshake_timer = None
+        self._protocol.shutdown()
+        if self._transport is not None:
+            self._transport.close()
+        self._terminated.set()
+        if self._on_terminated is not None:
+            self._on_terminated(self)
+
+    def _attach_transport(self, transport: asyncio.DatagramTransport) -> None:
+        self._transport = transport
+        self._set_local(transport.get_extra_info("socket"))
+
+    def _set_local(self, sock: socket.socket | None) -> None:
+        if sock is not None:
+            self.local_address = tuple(sock.getsockname()[:2])
+
+    async def _wait_handshake(self) -> None:
+        await asyncio.shield(self._handshake)
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)

@@ -1,0 +1,200 @@
+"""qh3 1.9.x backend: the default, because it serves cloudflared without any TLS patch.
+
+Private state used (pinned to qh3>=1.9.4,<2): ``QuicConnection._streams``,
+``_streams_dirty_limits``, ``_local_max_streams_bidi``, ``QuicStream.max_stream_data_local*``,
+``QuicStreamSender._pending`` (Rust; bytes not yet sent or waiting for retransmission),
+``tls._supported_groups`` and the protocol's ``_timer``/``_transmit_task``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any, cast
+
+from qh3.asyncio._transport import create_optimized_datagram_transport  # GRO/GSO, as qh3.connect
+from qh3.asyncio.protocol import QuicConnectionProtocol
+from qh3.asyncio.server import QuicServer as _Qh3Server
+from qh3.quic.configuration import QuicConfiguration
+from qh3.quic.connection import QuicConnection
+from qh3.tls import Group
+
+from ._backend import (
+    ALPN,
+    Backend,
+    CreditFn,
+    OwnerFactory,
+    ProtocolOwner,
+    QuicSettings,
+    TunnelProtocol,
+    held_back_limit,
+)
+
+
+class _Protocol(QuicConnectionProtocol):
+    """Forwards events to the owner and brackets every transmit with the credit hooks."""
+
+    def __init__(self, quic: QuicConnection, owner_factory: OwnerFactory) -> None:
+        super().__init__(quic)
+        self.owner: ProtocolOwner | None = None
+        self.owner = owner_factory(quic, self)
+
+    def quic_event_received(self, event: Any) -> None:
+        if self.owner is not None:
+            self.owner._on_event(event)
+
+    def transmit(self) -> None:
+        owner = self.owner
+        if owner is not None:
+            owner._before_transmit()
+        super().transmit()
+        if owner is not None:
+            owner._after_transmit()
+
+    def shutdown(self) -> None:
+        self.owner = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._transmit_task is not None:
+            self._transmit_task.cancel()
+            self._transmit_task = None
+
+
+class _ClientConnection(QuicConnection):
+    """Client that can behave like quic-go: PQ-only key share, zero-length connection ID."""
+
+    pq_only = False
+    zero_length_cid = False
+
+    def _replenish_connection_ids(self) -> None:
+        if not self.zero_length_cid:  # with an empty CID there is nothing to issue (RFC 9000)
+            super()._replenish_connection_ids()
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        if self.pq_only:
+            self.tls._supported_groups = [Group.X25519ML768, Group.SECP256R1]
+
+
+class Qh3Backend(Backend):
+    name = "qh3"
+
+    def _base_configuration(self, settings: QuicSettings, is_client: bool) -> QuicConfiguration:
+        return QuicConfiguration(
+            is_client=is_client,
+            alpn_protocols=[ALPN],
+            idle_timeout=settings.idle_timeout,
+            max_datagram_frame_size=settings.max_datagram_frame_size,
+            max_stream_data=settings.stream_receive_window,
+            max_data=settings.connection_receive_window,
+        )
+
+    def client_configuration(
+        self, settings: QuicSettings, server_name: str, cafile: str | None, verify: bool
+    ) -> QuicConfiguration:
+        config = self._base_configuration(settings, is_client=True)
+        config.server_name = server_name
+        if settings.zero_length_cid:
+            config.connection_id_length = 0
+        if cafile is not None:
+            config.load_verify_locations(cafile=cafile)
+        if not verify:
+            import ssl
+
+            config.verify_mode = ssl.CERT_NONE
+        return config
+
+    def server_configuration(
+        self, settings: QuicSettings, certfile: str, keyfile: str
+    ) -> QuicConfiguration:
+        config = self._base_configuration(settings, is_client=False)
+        config.load_cert_chain(certfile, keyfile)
+        return config
+
+    def new_client(self, configuration: Any, settings: QuicSettings) -> QuicConnection:
+        quic = _ClientConnection(configuration=configuration)
+        quic.pq_only = settings.pq_key_share_only
+        quic.zero_length_cid = settings.zero_length_cid
+        return quic
+
+    def protocol(self, quic: Any, owner_factory: OwnerFactory) -> TunnelProtocol:
+        return _Protocol(quic, owner_factory)
+
+    async def create_client_endpoint(
+        self, protocol: TunnelProtocol, local: tuple[str, int]
+    ) -> asyncio.DatagramTransport:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind(local)
+            transport, _ = await create_optimized_datagram_transport(
+                loop, lambda: cast(asyncio.DatagramProtocol, protocol), sock=sock
+            )
+        except BaseException:
+            sock.close()
+            raise
+        return transport
+
+    async def serve(
+        self, host: str, port: int, configuration: Any, owner_factory: OwnerFactory
+    ) -> _Qh3Server:
+        loop = asyncio.get_running_loop()
+        _, server = await loop.create_datagram_endpoint(
+            lambda: _Qh3Server(
+                configuration=configuration,
+                create_protocol=lambda quic, **_: _Protocol(quic, owner_factory),
+            ),
+            local_addr=(host, port),
+        )
+        return server
+
+    def prepare_connection(self, quic: Any, settings: QuicSettings, credit: CreditFn) -> None:
+        limit = quic._local_max_streams_bidi
+        limit.value = limit.sent = max(limit.value, settings.max_incoming_streams)
+
+    def send_buffer_size(self, quic: Any, stream_id: int) -> int:
+        stream = quic._streams.get(stream_id)
+        if stream is None:
+            return 0
+        return sum(stop - start for start, stop in stream.sender._pending)
+
+    def before_transmit(self, quic: Any, credit: CreditFn) -> None:
+        # qh3 raises MAX_STREAM_DATA only for streams in this set, doubling on the way.
+        for stream in quic._streams_dirty_limits:
+            target = credit(stream.stream_id)
+            if target is not None and not stream.receiver.is_finished:
+                stream.max_stream_data_local = held_back_limit(
+                    target, stream.receiver.highest_offset
+                )
+
+    def after_transmit(self, quic: Any) -> None:
+        # If no packet was built the halved value may still be stored: never go below what
+        # was advertised, or the peer's legitimate data would trip our own flow control.
+        for stream in quic._streams_dirty_limits:
+            if stream.max_stream_data_local < stream.max_stream_data_local_sent:
+                stream.max_stream_data_local = stream.max_stream_data_local_sent
+
+    def grant_credit(self, quic: Any, stream_id: int) -> None:
+        stream = quic._streams.get(stream_id)
+        if stream is not None and not stream.receiver.is_finished:
+            quic._streams_dirty_limits.add(stream)
+
+    def cipher(self, quic: Any) -> str | None:
+        suite = quic.get_cipher()
+        return None if suite is None else getattr(suite, "name", str(suite))
+
+    def tls_group(self, quic: Any) -> str | None:
+        tls = getattr(quic, "tls", None)
+        if tls is None or quic._is_client:
+            return None  # a client keeps every share it offered: the choice is not recorded
+        for attr, name in (
+            ("_x25519_kyber_768_private_key", "X25519MLKEM768"),
+            ("_x25519_private_key", "x25519"),
+            ("_ec_p256_private_key", "secp256r1"),
+            ("_ec_p384_private_key", "secp384r1"),
+        ):
+            if getattr(tls, attr, None) is not None:
+                return name
+        return None

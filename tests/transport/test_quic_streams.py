@@ -1,0 +1,233 @@
+"""Real QUIC+TLS on 127.0.0.1: handshake, streams in both directions, FIN/reset, datagrams."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from nbtunnel.transport.errors import HandshakeError, StreamResetError, TransportClosedError
+from nbtunnel.transport.quic import ALPN, QuicStream, QuicTunnelConnection, available_backends
+from nbtunnel.transport.tls import LocalCA
+
+from .util import dial, edge
+
+
+async def echo_stream(stream: QuicStream) -> None:
+    while data := await stream.read():
+        await stream.write(data)
+    stream.write_eof()
+
+
+async def echo_handler(conn: QuicTunnelConnection) -> None:
+    async with asyncio.TaskGroup() as tg:
+        while True:
+            try:
+                stream = await conn.accept_stream()
+            except TransportClosedError:
+                return
+            tg.create_task(echo_stream(stream))
+
+
+async def test_handshake_alpn_and_stream0_echo(ca: LocalCA, pair: tuple[str, str]) -> None:
+    client_backend, server_backend = pair
+    async with edge(ca, server_backend, echo_handler) as server:
+        async with dial(ca, server, client_backend) as conn:
+            assert conn.alpn == ALPN
+            assert conn.backend == client_backend
+            assert conn.remote_address == ("127.0.0.1", server.sockname[1])
+            stream = conn.open_stream()
+            assert stream.stream_id == 0
+            await stream.write(b"ping")
+            stream.write_eof()
+            assert await stream.readexactly(4) == b"ping"
+            assert await stream.read() == b""
+            assert stream.at_eof
+            (server_conn,) = server.connections
+            assert server_conn.alpn == ALPN
+            assert server_conn.backend == server_backend
+            assert server_conn.remote_address == ("127.0.0.1", conn.local_address[1])
+
+
+async def test_wrong_ca_fails_handshake(ca: LocalCA, pair: tuple[str, str], tmp_path: Path) -> None:
+    client_backend, server_backend = pair
+    other = LocalCA.load_or_create(tmp_path / "other")
+    async with edge(ca, server_backend, echo_handler) as server:
+        with pytest.raises(HandshakeError) as info:
+            async with dial(other, server, client_backend):
+                pass
+    assert "0x1" in str(info.value) or "alert" in str(info.value).lower()
+
+
+async def test_server_opened_streams_both_directions(ca: LocalCA, pair: tuple[str, str]) -> None:
+    """The edge opens one stream per request; the connector answers on the same stream."""
+    client_backend, server_backend = pair
+    answers: dict[int, bytes] = {}
+    done = asyncio.Event()
+
+    async def edge_handler(conn: QuicTunnelConnection) -> None:
+        streams = [conn.open_stream() for _ in range(5)]
+        for i, stream in enumerate(streams):
+            await stream.write(f"request {i}".encode())
+            stream.write_eof()
+        for stream in streams:
+            answers[stream.stream_id] = await stream.readexactly(12)
+            assert await stream.read() == b""
+        done.set()
+        await conn.wait_closed()
+
+    async with edge(ca, server_backend, edge_handler) as server:
+        async with dial(ca, server, client_backend) as conn:
+            for _ in range(5):
+                stream = await conn.accept_stream()
+                assert stream.stream_id % 4 == 1  # server-initiated bidi
+                request = await stream.read()
+                assert await stream.read() == b""
+                await stream.write(b"answer " + request[-1:] + b"....")
+                stream.write_eof()
+            await asyncio.wait_for(done.wait(), 10)
+    assert sorted(answers) == [1, 5, 9, 13, 17]
+    assert answers[9] == b"answer 2...."
+
+
+async def test_20mb_transfer_sha256(ca: LocalCA, pair: tuple[str, str]) -> None:
+    client_backend, server_backend = pair
+    payload = os.urandom(20 << 20)
+
+    async def digest_handler(conn: QuicTunnelConnection) -> None:
+        stream = await conn.accept_stream()
+        digest = hashlib.sha256()
+        while data := await stream.read():
+            digest.update(data)
+        await stream.write(digest.digest())
+        await stream.write(payload)  # and the same 20 MB back down
+        stream.write_eof()
+        await conn.wait_closed()
+
+    async with edge(ca, server_backend, digest_handler) as server:
+        async with dial(ca, server, client_backend) as conn:
+            stream = conn.open_stream()
+            await stream.write(payload)
+            stream.write_eof()
+            assert await stream.readexactly(32) == hashlib.sha256(payload).digest()
+            down = hashlib.sha256()
+            while data := await stream.read():
+                down.update(data)
+            assert down.digest() == hashlib.sha256(payload).digest()
+
+
+async def test_200_concurrent_streams(ca: LocalCA, pair: tuple[str, str]) -> None:
+    client_backend, server_backend = pair
+
+    async def one(conn: QuicTunnelConnection, i: int) -> None:
+        stream = conn.open_stream()
+        body = i.to_bytes(4, "big") * 1000
+        await stream.write(body)
+        stream.write_eof()
+        assert await stream.readexactly(len(body)) == body
+        assert await stream.read() == b""
+
+    async with edge(ca, server_backend, echo_handler) as server:
+        async with dial(ca, server, client_backend) as conn:
+            async with asyncio.TaskGroup() as tg:
+                for i in range(200):
+                    tg.create_task(one(conn, i))
+
+
+async def test_fin_is_a_half_close(ca: LocalCA, backend: str) -> None:
+    """After the client's FIN the server still answers on the same stream."""
+
+    async def handler(conn: QuicTunnelConnection) -> None:
+        stream = await conn.accept_stream()
+        assert await stream.read() == b"question"
+        assert await stream.read() == b""
+        assert stream.at_eof
+        await stream.write(b"answer")
+        stream.write_eof()
+        await conn.wait_closed()
+
+    async with edge(ca, backend, handler) as server:
+        async with dial(ca, server, backend) as conn:
+            stream = conn.open_stream()
+            await stream.write(b"question")
+            stream.write_eof()
+            with pytest.raises(Exception, match="write after"):
+                await stream.write(b"more")
+            assert await stream.readexactly(6) == b"answer"
+            assert await stream.read() == b""
+
+
+async def test_reset_and_stop_sending(ca: LocalCA, pair: tuple[str, str]) -> None:
+    client_backend, server_backend = pair
+    seen: list[object] = []
+    ready = asyncio.Event()
+
+    async def handler(conn: QuicTunnelConnection) -> None:
+        first = await conn.accept_stream()
+        assert await first.read() == b"partial"
+        ready.set()
+        try:
+            await first.read()
+        except StreamResetError as exc:
+            seen.append(exc.code)
+        second = await conn.accept_stream()
+        await second.read()
+        second.stop_reading(9)
+        await conn.wait_closed()
+
+    async with edge(ca, server_backend, handler) as server:
+        async with dial(ca, server, client_backend) as conn:
+            stream = conn.open_stream()
+            await stream.write(b"partial")
+            await ready.wait()
+            stream.reset(7)
+            other = conn.open_stream()
+            with pytest.raises(StreamResetError) as info:
+                for _ in range(1000):
+                    await other.write(b"x" * 1000)
+                    await asyncio.sleep(0.001)
+            assert info.value.code == 9
+    assert seen == [7]
+
+
+async def test_datagrams_both_ways(ca: LocalCA, pair: tuple[str, str]) -> None:
+    client_backend, server_backend = pair
+
+    async def handler(conn: QuicTunnelConnection) -> None:
+        while True:
+            data = await conn.receive_datagram()
+            conn.send_datagram(data[::-1])
+
+    async with edge(ca, server_backend, handler) as server:
+        async with dial(ca, server, client_backend) as conn:
+            conn.send_datagram(b"abc")
+            assert await asyncio.wait_for(conn.receive_datagram(), 5) == b"cba"
+
+
+async def test_pq_only_key_share_like_cloudflared(ca: LocalCA, backend: str) -> None:
+    """qh3 client sending only X25519MLKEM768 (as Go does); aioquic needs our ML-KEM patch."""
+    if "qh3" not in available_backends():
+        pytest.skip("needs qh3 as the client")
+    async with edge(ca, backend, echo_handler) as server:
+        async with dial(ca, server, "qh3", pq_key_share_only=True) as conn:
+            stream = conn.open_stream()
+            await stream.write(b"pq")
+            stream.write_eof()
+            assert await stream.read() == b"pq"
+            (server_conn,) = server.connections
+            assert server_conn.tls_group == "X25519MLKEM768"
+
+
+async def test_zero_length_client_cid_like_quic_go(ca: LocalCA, pair: tuple[str, str]) -> None:
+    client_backend, server_backend = pair
+    async with edge(ca, server_backend, echo_handler) as server:
+        async with dial(ca, server, client_backend, zero_length_cid=True) as conn:
+            assert conn._quic.host_cid == b""
+            for _ in range(3):
+                stream = conn.open_stream()
+                await stream.write(b"cid")
+                stream.write_eof()
+                assert await stream.read() == b"cid"
