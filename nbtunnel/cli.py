@@ -153,7 +153,7 @@ def _run_with_signals(coro: object) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, on_signal)
-        return await coro(stop)  # type: ignore[operator,no-any-return]
+        return await coro(stop)  # type: ignore[operator]
 
     try:
         return asyncio.run(wrapper())

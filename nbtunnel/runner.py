@@ -156,4 +156,4 @@ async def _serve(connector: Connector, stop: asyncio.Event) -> int:
     return 0
 
 
-__all__ = ["banner", "run_edge", "run_tunnel", "Path"]
+__all__ = ["Path", "banner", "run_edge", "run_tunnel"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nbtunnel.core.errors import NbtunnelError, ProtocolError
 from nbtunnel.core.httpmeta import build_connect_request, parse_http_response, request_has_body
@@ -45,7 +45,7 @@ class Exchange:
         self.live = live
         self.req = req
         self.writer = writer
-        self.stream = None  # type: ignore[var-annotated]
+        self.stream: Any = None  # QuicStream once start() opened it
         self.has_body = False
         self.keep = req.keep_alive
         self._body_broken = False
@@ -176,7 +176,7 @@ class Exchange:
                 except ValueError:
                     continue
             head.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
-        no_body = (
+        no_body = not upgraded and (
             self.req.method == "HEAD" or status in _NO_BODY_STATUS or 100 <= status < 200
         )
         chunked = False

@@ -15,6 +15,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import httptools
 
@@ -148,6 +149,8 @@ class PublicFront:
             await self._serve_client(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            pass  # close() cancelled us; end quietly (asyncio's server reads our result)
         except Exception:  # one broken client must never take the front down
             log.exception("client connection failed")
         finally:
@@ -198,7 +201,7 @@ class PublicFront:
             events, col.events = col.events, []
             for kind, value in events:
                 if kind == "head":
-                    url, headers = value  # type: ignore[misc]
+                    url, headers = cast(tuple[bytes, Headers], value)
                     req = self._request(parser, url, headers, client_ip)
                     handler = _RequestHandler(self, req, writer)
                     await handler.begin()

@@ -61,11 +61,14 @@ class QuicStream:
             finally:
                 self._read_waiter = None
         chunk = self._chunks[0]
-        if len(chunk) <= n:
-            self._chunks.popleft()
-        else:
+        if len(chunk) > n:
             self._chunks[0] = chunk[n:]
             chunk = chunk[:n]
+        elif self._buffered <= n and len(self._chunks) > 1:
+            chunk = b"".join(self._chunks)  # events carry ~1 packet each: hand over all at once
+            self._chunks.clear()
+        else:
+            self._chunks.popleft()
         self._buffered -= len(chunk)
         self._consumed += len(chunk)
         self._maybe_grant_credit()

@@ -97,7 +97,8 @@ def test_register_call_read_by_pycapnp(pycapnp: SimpleNamespace) -> None:
     with pycapnp.rpc.Message.from_bytes(raw) as msg:
         assert msg.which() == "call"
         call = msg.call
-        assert (call.questionId, call.interfaceId, call.methodId) == (1, s.REGISTRATION_SERVER_ID, 0)
+        ids = (call.questionId, call.interfaceId, call.methodId)
+        assert ids == (1, s.REGISTRATION_SERVER_ID, 0)
         assert call.target.which() == "promisedAnswer"
         assert call.target.promisedAnswer.questionId == 0
         assert len(call.params.capTable) == 0

@@ -21,7 +21,7 @@ from nbtunnel.edge.server import Edge, EdgeConfig
 async def eventually(cond: Callable[[], bool], timeout: float = 10.0) -> None:
     """Wait until cond() holds (checked every 10 ms), failing after timeout."""
     async with asyncio.timeout(timeout):
-        while not cond():
+        while not cond():  # noqa: ASYNC110 - polling a plain predicate
             await asyncio.sleep(0.01)
 
 

@@ -43,8 +43,8 @@ async def _read_until(proc: asyncio.subprocess.Process, pattern: str, timeout: f
         while True:
             line = (await proc.stdout.readline()).decode()
             if not line:
-                raise AssertionError("process ended before printing %r:\n%s"
-                                     % (pattern, "".join(seen)))
+                raise AssertionError(f"process ended before printing {pattern!r}:\n"
+                                     + "".join(seen))
             seen.append(line)
             m = re.search(pattern, line)
             if m:
@@ -72,9 +72,9 @@ async def test_cli_quick_tunnel_to_hello_world_with_curl(tmp_path: Path) -> None
 async def test_edge_survives_connector_sigkill_mid_transfer(
     edge: Edge, origin: Origin, tunnel: Tunnel, client: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    quick_host, _ = edge.quic_address
+    quic_host, quic_port = edge.quic_address
     proc = await _spawn(
-        "tunnel", "--edge", "%s:%d" % edge.quic_address, "--cacert", str(edge.ca_path),
+        "tunnel", "--edge", f"{quic_host}:{quic_port}", "--cacert", str(edge.ca_path),
         "--quick-service", edge.api_url, "--url", origin.url, "--ha-connections", "2",
         env={"NBTUNNEL_HOME": str(tmp_path)},
     )
@@ -119,7 +119,8 @@ async def test_connector_reconnects_after_edge_restart(
         await edge.close()
         edge = Edge(config)  # same state dir and ports: tunnels and routes survive
         await edge.start()
-        await asyncio.wait_for(connector.wait_ready(2), 60)
+        restarted = edge
+        await eventually(lambda: len(restarted.registry.connections()) == 2, timeout=60)
         host, port = edge.public_address
         async with client.get(f"http://{host}:{port}/echo/back",
                               headers={"Host": quick.hostname}) as resp:

@@ -33,7 +33,9 @@ async def wait_until_stalled(progress: list[int], writer: asyncio.Task[None]) ->
         last = progress[0]
 
 
-async def test_writer_blocks_on_a_peer_that_does_not_read(ca: LocalCA, pair: tuple[str, str]) -> None:
+async def test_writer_blocks_on_a_peer_that_does_not_read(
+    ca: LocalCA, pair: tuple[str, str]
+) -> None:
     client_backend, server_backend = pair
     accepted: asyncio.Queue[object] = asyncio.Queue()
     release = asyncio.Event()
@@ -47,7 +49,7 @@ async def test_writer_blocks_on_a_peer_that_does_not_read(ca: LocalCA, pair: tup
             received.extend(data)
         await conn.wait_closed()
 
-    total = 16 << 20
+    total = 8 << 20
     async with edge(ca, server_backend, lazy_reader, **SMALL_WINDOWS) as server:
         async with dial(ca, server, client_backend, **SMALL_WINDOWS) as conn:
             stream = conn.open_stream()
@@ -100,7 +102,7 @@ async def test_idle_timeout_when_peer_vanishes(ca: LocalCA, pair: tuple[str, str
             if server_conns:
                 break
             await asyncio.sleep(0.01)
-        conn._abort("test: vanish without CONNECTION_CLOSE")  # socket gone, nothing sent
+        conn._terminate("test: vanished")  # socket closed, no CONNECTION_CLOSE sent
         (server_conn,) = server_conns
         await asyncio.wait_for(server_conn.wait_closed(), 5)
         assert server_conn.closed
@@ -111,9 +113,9 @@ async def test_keepalive_keeps_an_idle_connection_open(ca: LocalCA, backend: str
     async def handler(conn: QuicTunnelConnection) -> None:
         await conn.wait_closed()
 
-    async with edge(ca, backend, handler, idle_timeout=0.6) as server:
-        async with dial(ca, server, backend, idle_timeout=0.6, keepalive=0.15) as conn:
-            await asyncio.sleep(1.5)
+    async with edge(ca, backend, handler, idle_timeout=0.4) as server:
+        async with dial(ca, server, backend, idle_timeout=0.4, keepalive=0.1) as conn:
+            await asyncio.sleep(1.0)  # 2.5 idle timeouts
             assert not conn.closed
 
 
