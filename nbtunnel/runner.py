@@ -104,6 +104,9 @@ def run_tunnel(args: argparse.Namespace) -> Runner:
                 log.info("No edge configured: started a local edge in this process "
                          "(connectors udp %s:%d, public front %s)", *edge.quic_address,
                          edge.api_url)
+                if not log.isEnabledFor(logging.DEBUG):
+                    # the connector already reports each connection; keep edge warnings only
+                    logging.getLogger("nbtunnel.edge").setLevel(logging.WARNING)
             if cacert is None:
                 local = default_home() / "edge" / "ca.pem"
                 if local.exists():
@@ -118,6 +121,10 @@ def run_tunnel(args: argparse.Namespace) -> Runner:
             port = edge.public_address[1] if edge else _port_of(quick_service)
             url = f"http://{quick.hostname}" + ("" if port == 80 else f":{port}")
             print(banner(url), flush=True)
+            if quick.hostname.endswith(".localhost"):
+                print(f"curl and browsers resolve *.localhost to this machine; with other "
+                      f"clients send the Host header:\n  curl -H 'Host: {quick.hostname}' "
+                      f"http://127.0.0.1:{port}/", flush=True)
             connector = Connector(ConnectorConfig(
                 edge=list(edges), credentials=quick.credentials,
                 ingress=Ingress.single(service), cacert=cacert,
