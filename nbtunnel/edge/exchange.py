@@ -28,7 +28,7 @@ log = logging.getLogger("nbtunnel.edge.exchange")
 # Hop-by-hop headers are the client's business with this front, never forwarded.
 _REQUEST_DROP = {
     "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
-    "cf-connecting-ip", "cf-ray", "cf-visitor", "x-forwarded-proto",
+    "cf-connecting-ip", "cf-ray", "cf-visitor", "x-forwarded-proto", "expect",
 }
 _RESPONSE_DROP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "trailer"}
 _NO_BODY_STATUS = {204, 304}

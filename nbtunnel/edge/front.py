@@ -283,6 +283,10 @@ class _RequestHandler:
         except ExchangeError as exc:
             self.exchange = None
             self.local = (502, str(exc))
+            return
+        if any(n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in req.headers):
+            # curl waits a second for this before sending a large body
+            self.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     async def body(self, chunk: bytes) -> None:
         if self.exchange is not None:

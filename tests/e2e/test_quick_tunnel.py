@@ -126,3 +126,17 @@ async def test_four_connections_and_killing_one_loses_nothing(
             assert resp.status == 200, await resp.text()
     # and the connector reconnects that index by itself
     await asyncio.wait_for(tunnel.connector.wait_ready(4), 20)
+
+
+@pytest.mark.skipif(__import__("shutil").which("curl") is None, reason="needs curl")
+async def test_curl_upload_with_expect_100_continue(tunnel: Tunnel, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    data = os.urandom(3 * MB)
+    path = tmp_path / "up.bin"
+    path.write_bytes(data)
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "-sS", "--max-time", "20", "-H", f"Host: {tunnel.hostname}",
+        "--data-binary", f"@{path}", f"{tunnel.base}/upload",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err
+    assert b'"sha256": "%s"' % hashlib.sha256(data).hexdigest().encode() in out
