@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="QUIC library (default: qh3)")
     tunnel.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT,
                         help="public front port of the embedded edge (8080; 0 = any)")
+    from nbtunnel.cli_control import add_control_commands
+
+    add_control_commands(sub, edge, tunnel)
+    lab = sub.add_parser("lab", add_help=False, help="the lab: edge, connectors and origin under "
+                         "inspection (`nbtunnel lab up|down --help`; needs nbtunnel[lab])")
+    lab.add_argument("lab_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -117,11 +123,20 @@ def normalize_url(url: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "lab":  # the lab is a separate package: imported only when asked for
+        return _run_lab([*args.lab_args, *extra])
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 2
     setup_logging(args.loglevel, args.log_format)
+    from nbtunnel.cli_control import dispatch
+
+    code = dispatch(parser, args)
+    if code is not None:
+        return code if isinstance(code, int) else _run_with_signals(code)
     if args.command == "tunnel":
         if not args.url and not args.hello_world:
             parser.error("tunnel: give --url URL (or --hello-world)")
@@ -133,6 +148,18 @@ def main(argv: list[str] | None = None) -> int:
 
     runner = run_edge(args) if args.command == "edge" else run_tunnel(args)
     return _run_with_signals(runner)
+
+
+def _run_lab(argv: list[str]) -> int:
+    import importlib
+
+    try:
+        lab_cli = importlib.import_module("nbtunnel_lab.cli")
+    except ImportError as exc:
+        print(f"nbtunnel lab: the lab is not installed ({exc}); pip install 'nbtunnel[lab]'",
+              file=sys.stderr)
+        return 2
+    return int(lab_cli.main(argv))
 
 
 def _run_with_signals(coro: object) -> int:

@@ -55,6 +55,16 @@ def run_edge(args: argparse.Namespace) -> Runner:
             log.error("cannot start the edge: %s", exc)
             return 1
         try:
+            from nbtunnel.edge.bootstrap import ensure_admin_token
+
+            assert edge.store is not None
+            token_path, new_token = ensure_admin_token(edge.store, config.state_dir)
+            if new_token:  # shown once on stdout (never logged); the file keeps it (0600)
+                print(f"Created account 'default' with an admin API token (saved in "
+                      f"{token_path}):\n  {new_token}\n  nbtunnel login --api {edge.api_url} "
+                      f"--token $(cat {token_path})", flush=True)
+            else:
+                print(f"admin API token: {token_path}", flush=True)
             host, port = edge.quic_address
             print(f"nbtunnel edge is running\n"
                   f"  connectors:   udp {host}:{port}  (CA: {edge.ca_path})\n"

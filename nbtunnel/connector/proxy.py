@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from nbtunnel.connector.events import RequestEvent
-from nbtunnel.connector.ingress import Ingress
+from nbtunnel.connector.ingress import Ingress, OriginRequest
 from nbtunnel.connector.origin import (
     OriginClient,
     OriginError,
@@ -111,9 +111,9 @@ class StreamProxy:
             _, rule = self.ingress().match(head.host, path)
             service = self.services(rule.service)
             if head.websocket:
-                status = await self._websocket(stream, head, service, rest)
+                status = await self._websocket(stream, head, service, rest, rule.origin)
             else:
-                status = await self._http(stream, head, service, rest, counts)
+                status = await self._http(stream, head, service, rest, counts, rule.origin)
         except OriginError as exc:
             error = str(exc)
             with contextlib.suppress(TransportError):
@@ -135,13 +135,15 @@ class StreamProxy:
 
     async def _http(
         self, stream: Stream, head: HttpRequestHead, service: str, rest: bytes,
-        counts: list[int],
+        counts: list[int], opts: OriginRequest,
     ) -> int:
         body = _body(stream, rest, counts) if request_has_body(head.headers) else None
         if service.startswith("http_status:"):
             resp: OriginResponse = await http_status_response(int(service.split(":", 1)[1]))
         else:
-            resp = await self.origin.request(service, head, body)
+            resp = await self.origin.request(service, head, body,
+                                             no_tls_verify=opts.no_tls_verify,
+                                             http_host_header=opts.http_host_header)
         try:
             headers = [(k, v) for k, v in resp.headers if k.lower() not in _RESPONSE_DROP]
             await stream.write(encode_connect_response(build_connect_response(resp.status,
@@ -155,14 +157,16 @@ class StreamProxy:
         return resp.status
 
     async def _websocket(
-        self, stream: Stream, head: HttpRequestHead, service: str, rest: bytes
+        self, stream: Stream, head: HttpRequestHead, service: str, rest: bytes,
+        opts: OriginRequest,
     ) -> int:
         if service.startswith("http_status:"):
             code = int(service.split(":", 1)[1])
             await stream.write(encode_connect_response(build_connect_response(code, [])))
             stream.write_eof()
             return code
-        result = await self.origin.websocket(service, head)
+        result = await self.origin.websocket(service, head, no_tls_verify=opts.no_tls_verify,
+                                             http_host_header=opts.http_host_header)
         if isinstance(result, OriginResponse):
             return await self._relay_plain(stream, result)
         up: OriginUpgrade = result

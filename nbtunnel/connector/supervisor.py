@@ -68,6 +68,7 @@ class Connector:
         self.connector_id = uuid.uuid4()
         self.ingress = config.ingress
         self.config_version = -1
+        self.local_config_pushes = 0
         self.connections: dict[int, EdgeConnection] = {}
         self._observers: list[Callable[[TunnelEvent], None]] = []
         self._stopping = asyncio.Event()
@@ -108,8 +109,11 @@ class Connector:
             await self._changed.wait()
 
     def local_config(self) -> bytes:
-        doc = {"__configuration_flags": self.config.config_flags,
-               "ingress": self.ingress.to_json_rules(), "warp-routing": {}}
+        self.local_config_pushes += 1
+        doc: dict[str, object] = {"__configuration_flags": self.config.config_flags,
+                                  "ingress": self.ingress.to_json_rules(), "warp-routing": {}}
+        if self.ingress.defaults:
+            doc["originRequest"] = self.ingress.defaults
         return json.dumps(doc, separators=(",", ":")).encode()
 
     def apply_remote_config(self, version: int, config: bytes) -> tuple[int, str]:

@@ -3,7 +3,8 @@
 For now it is the quick-tunnel service: `POST /tunnel` answers exactly as trycloudflare does
 (`{"success":true,"result":{"id","name","hostname","account_tag","secret"},"errors":[]}`), so
 both `cloudflared tunnel --quick-service URL` and our connector can use it. A later issue adds
-the authenticated control-plane API beside it.
+the authenticated control-plane API beside it: everything under `/api/v1` goes to
+`ControlApi` (control_api.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from nbtunnel import __version__
+from nbtunnel.edge.control_api import PREFIX, ControlApi
 from nbtunnel.edge.store import Store
 from nbtunnel.edge.words import random_hostname
 
@@ -33,13 +35,17 @@ def _json(status: int, doc: object) -> tuple[int, Headers, bytes]:
 class EdgeApi:
     """Dispatches API requests; each handler returns (status, headers, body)."""
 
-    def __init__(self, store: Store, *, domain: str, ca_pem: bytes) -> None:
+    def __init__(self, store: Store, *, domain: str, ca_pem: bytes,
+                 control: ControlApi | None = None) -> None:
         self.store = store
         self.domain = domain
         self.ca_pem = ca_pem
+        self.control = control
 
     async def __call__(self, req: Request, body: bytes) -> tuple[int, Headers, bytes]:
         path = req.target.split("?", 1)[0]
+        if self.control is not None and (path == PREFIX or path.startswith(PREFIX + "/")):
+            return await self.control(req, body)
         if path == "/tunnel":
             if req.method != "POST":
                 return _json(405, {"success": False, "errors": [
@@ -53,7 +59,8 @@ class EdgeApi:
                 "version": __version__,
                 "domain": self.domain,
                 "endpoints": {"POST /tunnel": "create a quick tunnel",
-                              "GET /ca.pem": "the edge CA for --cacert"},
+                              "GET /ca.pem": "the edge CA for --cacert",
+                              "/api/v1": "control plane (GET /api/v1/openapi.json)"},
             })
         return _json(404, {"success": False, "errors": [
             {"code": 404, "message": f"no API endpoint {req.method} {path}"}]})

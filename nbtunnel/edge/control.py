@@ -18,6 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from nbtunnel.core.errors import ProtocolError
 from nbtunnel.core.registration import (
@@ -32,10 +33,14 @@ from nbtunnel.edge.registry import LiveConnection, Registry
 from nbtunnel.edge.store import Store
 from nbtunnel.transport.errors import TransportError
 
+if TYPE_CHECKING:
+    from nbtunnel.transport.quic import QuicTunnelConnection
+
 log = logging.getLogger("nbtunnel.edge.control")
 
 CONTROL_STREAM_TIMEOUT = 10.0
 LINGER = 0.25  # let a final RPC answer reach the connector before CONNECTION_CLOSE
+DRAIN_LIMIT = 185.0  # cloudflared's longest grace period (3 min), plus a margin
 
 
 def _ip_text(raw: bytes) -> str:
@@ -116,13 +121,17 @@ class ControlHandler:
                         log.debug("connector aborted RPC: %s", event.reason)
                 await self._flush(stream, rpc)
         except TransportError:
-            pass
+            pass  # the control stream or the whole connection broke
+        try:
+            if live is not None and not conn.closed:
+                await self._wait_drained(conn, live)
         finally:
             if live is not None:
                 self.registry.remove(live)
                 log.info(
                     "connection %s (tunnel %s, index %d) closed: %s",
-                    live.connection_id, live.tunnel_id, live.conn_index, conn.close_reason,
+                    live.connection_id, live.tunnel_id, live.conn_index,
+                    conn.close_reason or "control stream ended",
                 )
                 if self.on_change:
                     self.on_change("closed", live)
@@ -186,8 +195,22 @@ class ControlHandler:
             self.on_change("registered", live)
         return live
 
+    async def _wait_drained(self, conn: QuicTunnelConnection, live: LiveConnection) -> None:
+        """The control stream ended but the connection is still up: keep it for its requests.
+
+        cloudflared closes its control stream right after `unregisterConnection` and then
+        waits up to its grace period for in-flight requests on the still-open connection;
+        closing the connection here would cut them off. Drain, and return once the
+        connection is closed (by `_drain`/the last request, or by the connector).
+        """
+        self._drain(live)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(conn.wait_closed(), DRAIN_LIMIT)
+
     def _drain(self, live: LiveConnection) -> None:
         """Unregister: stop routing to it, close once in-flight requests are done."""
+        if live.draining:
+            return
         live.draining = True
         log.info("connection %s unregistered; draining %d in-flight", live.connection_id,
                  live.in_flight)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nbtunnel.core.errors import NbtunnelError, ProtocolError
 from nbtunnel.core.httpmeta import build_connect_request, parse_http_response, request_has_body
 from nbtunnel.core.streams import ConnectResponse, HeadParser, encode_connect_request
 from nbtunnel.edge.pages import error_page, reason
-from nbtunnel.transport.errors import TransportError
+from nbtunnel.transport.errors import TransportClosedError, TransportError
 
 if TYPE_CHECKING:
     from nbtunnel.edge.front import Request
@@ -32,6 +33,7 @@ _REQUEST_DROP = {
 }
 _RESPONSE_DROP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "trailer"}
 _NO_BODY_STATUS = {204, 304}
+_REPLAYABLE = {"GET", "HEAD", "OPTIONS"}
 
 
 class ExchangeError(NbtunnelError):
@@ -41,8 +43,16 @@ class ExchangeError(NbtunnelError):
 class Exchange:
     """Drives one request/response pair over a fresh data stream."""
 
-    def __init__(self, live: LiveConnection, req: Request, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        live: LiveConnection,
+        req: Request,
+        writer: asyncio.StreamWriter,
+        repick: Callable[[LiveConnection], LiveConnection | None] = lambda _: None,
+    ) -> None:
         self.live = live
+        self.repick = repick
+        self._head = b""
         self.req = req
         self.writer = writer
         self.stream: Any = None  # QuicStream once start() opened it
@@ -77,23 +87,42 @@ class Exchange:
     async def start(self) -> None:
         req = self.req
         headers = self._metadata_headers()
+        self.has_body = not req.upgrade and request_has_body(headers)
+        self._head = encode_connect_request(build_connect_request(
+            req.method, req.host, req.target, headers, scheme="http", websocket=req.upgrade
+        ))
+        await self._send_head()
+        self._response = asyncio.get_running_loop().create_task(self._respond())
+
+    async def _send_head(self) -> None:
         try:
             self.stream = self.live.transport.open_stream()
         except TransportError as exc:
             raise ExchangeError(f"the connector connection is gone: {exc}") from exc
         self.live.in_flight += 1
-        self.has_body = not req.upgrade and request_has_body(headers)
-        creq = build_connect_request(
-            req.method, req.host, req.target, headers, scheme="http", websocket=req.upgrade
-        )
         try:
-            await self.stream.write(encode_connect_request(creq))
-            if not self.has_body and not req.upgrade:
+            await self.stream.write(self._head)
+            if not self.has_body and not self.req.upgrade:
                 self.stream.write_eof()
         except TransportError as exc:
             self._done()
             raise ExchangeError(f"could not open a data stream to the connector: {exc}") from exc
-        self._response = asyncio.get_running_loop().create_task(self._respond())
+
+    async def _read_head_or_retry(self) -> ConnectResponse:
+        """A connection that dies before answering (a SIGKILLed replica) gets one retry on
+        another connection, for requests that are safe to replay: idempotent, no body."""
+        try:
+            return await self._read_head()
+        except TransportClosedError as exc:
+            replayable = self.req.method in _REPLAYABLE and not self.has_body
+            other = self.repick(self.live) if replayable and not self.req.upgrade else None
+            if other is None:
+                raise ExchangeError(f"the connector connection died: {exc}") from exc
+            log.info("retrying %s on connection %s: %s", self.req.ray, other.connection_id, exc)
+            self._done()
+            self.live = other
+            await self._send_head()
+            return await self._read_head()
 
     async def request_body(self, chunk: bytes) -> None:
         if not self.has_body or self._body_broken:
@@ -144,7 +173,7 @@ class Exchange:
     async def _respond(self) -> None:
         try:
             try:
-                resp = await self._read_head()
+                resp = await self._read_head_or_retry()
                 if resp.error:
                     raise ExchangeError(resp.error)
                 status, headers = parse_http_response(resp)
@@ -211,6 +240,14 @@ class Exchange:
             log.info("response %s broke after %d bytes: %s", self.req.ray, sent, exc)
             self.keep = False
             self.writer.transport.abort()  # a truncated body must not look complete
+            return
+        except ConnectionError as exc:
+            # The client went away. Stop the connector too (STOP_SENDING): cloudflared has
+            # no write timeout, so otherwise its request and origin connection hang, and the
+            # unread stream holds its receive window here, until the connection ends.
+            log.debug("client of %s left after %d bytes: %s", self.req.ray, sent, exc)
+            self.keep = False
+            self.stream.reset(0)
             return
         if chunked:
             self.writer.write(b"0\r\n\r\n")

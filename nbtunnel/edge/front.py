@@ -277,7 +277,10 @@ class _RequestHandler:
         if live is None:
             self.local = (530, f"The tunnel for {hostname} has no live connector connection.")
             return
-        self.exchange = Exchange(live, req, self.writer)
+        registry = self.front.registry
+        self.exchange = Exchange(
+            live, req, self.writer, lambda failed: registry.pick(tunnel_id, exclude=failed)
+        )
         try:
             await self.exchange.start()
         except ExchangeError as exc:

@@ -13,6 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+STALE_AFTER = 1.5  # seconds without a packet from the connector (it pings every 1 s)
+
 
 @dataclass(eq=False)
 class LiveConnection:
@@ -75,18 +77,31 @@ class Registry:
             return [c for conns in self._by_tunnel.values() for c in conns]
         return list(self._by_tunnel.get(tunnel_id, ()))
 
-    def pick(self, tunnel_id: uuid.UUID) -> LiveConnection | None:
-        """Next usable connection for a tunnel, or None when it has no live one (→ 530)."""
+    def pick(
+        self, tunnel_id: uuid.UUID, exclude: LiveConnection | None = None
+    ) -> LiveConnection | None:
+        """Next usable connection for a tunnel, or None when it has no live one (→ 530).
+
+        A connector pings every second, so a connection silent for longer than
+        `STALE_AFTER` is probably dead (a SIGKILLed replica): skip it while any other
+        connection is fresh, rather than wait for the QUIC idle timeout.
+        """
         conns = self._by_tunnel.get(tunnel_id)
         if not conns:
             return None
         n = len(conns)
         start = next(self._counter)
+        stale: LiveConnection | None = None
         for i in range(n):
             conn = conns[(start + i) % n]
-            if not conn.draining and not conn.transport.closed:
-                return conn
-        return None
+            transport = conn.transport
+            if conn.draining or transport.closed or conn is exclude:
+                continue
+            if getattr(transport, "silent_for", 0.0) > STALE_AFTER:
+                stale = stale or conn
+                continue
+            return conn
+        return stale
 
     def is_connected(self, tunnel_id: uuid.UUID) -> bool:
         return self.pick(tunnel_id) is not None

@@ -13,6 +13,7 @@ from types import TracebackType
 
 from nbtunnel.edge.api import EdgeApi
 from nbtunnel.edge.control import ControlHandler
+from nbtunnel.edge.control_api import ControlApi
 from nbtunnel.edge.front import PublicFront
 from nbtunnel.edge.registry import Registry
 from nbtunnel.edge.store import Store
@@ -48,17 +49,21 @@ class Edge:
         self.ca: LocalCA | None = None
         self.front: PublicFront | None = None
         self._quic: QuicServer | None = None
+        self.control_api: ControlApi | None = None
 
     async def start(self) -> None:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self.ca = LocalCA.load_or_create(cfg.state_dir)
         self.store = Store(cfg.state_dir / "edge.sqlite3")
-        control = ControlHandler(self.store, self.registry, location=cfg.location)
+        self.control_api = ControlApi(self.store, self.registry, domain=cfg.domain)
+        control = ControlHandler(self.store, self.registry, location=cfg.location,
+                                 on_change=self.control_api.on_connection_change)
         api_hosts = frozenset(
             {"127.0.0.1", "localhost", "::1", f"api.{cfg.domain}", *cfg.api_hosts}
         )
-        api = EdgeApi(self.store, domain=cfg.domain, ca_pem=self.ca.ca_path.read_bytes())
+        api = EdgeApi(self.store, domain=cfg.domain, ca_pem=self.ca.ca_path.read_bytes(),
+                      control=self.control_api)
         try:
             self._quic = await serve(
                 cfg.quic_host, cfg.quic_port,
@@ -83,6 +88,9 @@ class Edge:
         if self._quic is not None:
             await self._quic.close()
             self._quic = None
+        if self.control_api is not None:
+            await self.control_api.aclose()
+            self.control_api = None
         if self.store is not None:
             self.store.close()
             self.store = None

@@ -46,6 +46,11 @@ class _Protocol(QuicConnectionProtocol):
         if self.owner is not None:
             self.owner._on_event(event)
 
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        if self.owner is not None:
+            self.owner._on_datagram()
+        super().datagram_received(data, addr)
+
     def transmit(self) -> None:
         owner = self.owner
         if owner is not None:

@@ -54,6 +54,9 @@ class ProtocolOwner(abc.ABC):
     def _on_event(self, event: Any) -> None: ...
 
     @abc.abstractmethod
+    def _on_datagram(self) -> None: ...
+
+    @abc.abstractmethod
     def _before_transmit(self) -> None: ...
 
     @abc.abstractmethod

@@ -57,6 +57,7 @@ class QuicTunnelConnection(ProtocolOwner):
         self.remote_address: tuple[str, int] = ("", 0)
         self.local_address: tuple[str, int] = ("", 0)
         self.close_reason = ""
+        self._last_received = self._loop.time()
         self._streams: dict[int, QuicStream] = {}
         self._accept_queue: deque[QuicStream] = deque()
         self._accept_waiter: asyncio.Future[None] | None = None
@@ -185,7 +186,15 @@ class QuicTunnelConnection(ProtocolOwner):
             self._streams.pop(stream.stream_id, None)
             self._blocked_writers.discard(stream)
 
+    @property
+    def silent_for(self) -> float:
+        """Seconds since the last packet from the peer (a live peer pings every second)."""
+        return self._loop.time() - self._last_received
+
     # called by the backend protocol -----------------------------------------------------
+
+    def _on_datagram(self) -> None:
+        self._last_received = self._loop.time()
 
     def _on_event(self, event: Any) -> None:
         name = type(event).__name__

@@ -64,3 +64,16 @@ def test_pages_html_for_browsers_text_for_curl() -> None:
     assert ctype.startswith(b"text/html") and b"&lt;bad&gt;" in body
     ctype, body = error_page(530, "x", ray="r-LOC", as_html=False)
     assert body.startswith(b"530 ") and b"r-LOC" in body
+
+
+def test_registry_prefers_connections_that_are_not_silent() -> None:
+    reg = Registry()
+    tid = uuid.uuid4()
+    conns = [_live(tid, i) for i in range(3)]
+    for c in conns:
+        reg.add(c)
+    conns[0].transport.silent_for = 10.0  # type: ignore[attr-defined]  # a SIGKILLed replica
+    assert {reg.pick(tid).conn_index for _ in range(9)} == {1, 2}  # type: ignore[union-attr]
+    for c in conns[1:]:
+        c.transport.silent_for = 10.0  # type: ignore[attr-defined]
+    assert reg.pick(tid) is not None  # all silent: still try one rather than a 530

@@ -1,0 +1,143 @@
+"""The live status panel (ipywidgets 8): URL, HA connections, counters, last requests, Stop.
+
+Updates come from `Tunnel.watch`, i.e. on the nbtunnel loop thread, at most every 0.25 s, so a
+burst of requests costs one comm message and the connector never waits on the front end
+(ipykernel's IOPub is thread-safe). The Stop button may be handled on a kernel subshell thread
+(JupyterLab >= 4.4), so its handler only schedules the stop on the loop and returns.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import ipywidgets as widgets
+import traitlets
+
+from nbtunnel.tunnel import Tunnel
+from nbtunnel.tunnelstate import human_bytes
+
+STATE_COLORS = {"registered": "#1a7f37", "connecting": "#9a6700", "reconnecting": "#bc4c00",
+                "draining": "#8250df", "closed": "#57606a"}
+STATUS_COLORS = {"connected": "#1a7f37", "connecting": "#9a6700", "reconnecting": "#bc4c00",
+                 "stopped": "#57606a"}
+RECENT_ROWS = 8
+_TABLE = "style='border-collapse:collapse;font-size:12px;margin:2px 0'"
+_CELL = "style='padding:1px 8px;text-align:left'"
+
+
+def _row(cells: list[str], tag: str = "td") -> str:
+    return "<tr>" + "".join(f"<{tag} {_CELL}>{c}</{tag}>" for c in cells) + "</tr>"
+
+
+def _badge(text: str, color: str) -> str:
+    return (f"<span class='nbtunnel-state' style='color:white;background:{color};"
+            f"border-radius:3px;padding:0 5px'>{html.escape(text)}</span>")
+
+
+class TunnelWidget(widgets.VBox):
+    """One panel per tunnel; the plain traits mirror the tunnel for tests and callers."""
+
+    url = traitlets.Unicode("")
+    status = traitlets.Unicode("connecting")
+    connection_states = traitlets.List(traitlets.Unicode())
+    requests = traitlets.Int(0)
+    errors = traitlets.Int(0)
+    bytes_in = traitlets.Int(0)
+    bytes_out = traitlets.Int(0)
+    open_streams = traitlets.Int(0)
+
+    def __init__(self, tunnel: Tunnel, **kwargs: Any) -> None:
+        self.tunnel = tunnel
+        self.header = widgets.HTML()
+        self.conn_table = widgets.HTML()
+        self.counters = widgets.HTML()
+        self.recent_table = widgets.HTML()
+        self.stop_button = widgets.Button(description="Stop", button_style="danger",
+                                          icon="stop", tooltip="stop this tunnel")
+        self.stop_button.on_click(self._on_stop)
+        self.stop_button.add_class("nbtunnel-stop")
+        super().__init__([self.header, self.conn_table, self.counters, self.recent_table,
+                          self.stop_button], **kwargs)
+        self.add_class("nbtunnel-widget")
+        self.url = tunnel.url
+        self._seen: tuple[int, int] = (-1, -1)
+        self._unwatch: Any = lambda: None
+        self.refresh(tunnel)
+        self._unwatch = tunnel.watch(self.refresh, 0.25)
+
+    def _on_stop(self, _button: Any = None) -> None:
+        # may run on a subshell thread while a cell is busy: schedule, never block
+        self.stop_button.disabled = True
+        self.stop_button.description = "Stopping..."
+        self.tunnel.stop(wait=False)
+
+    def refresh(self, tunnel: Tunnel | None = None) -> None:
+        """Re-render from the tunnel's snapshot (loop thread, or any thread in tests)."""
+        t = self.tunnel
+        conns, stats, status = t.connections, t.stats, t.status
+        states = [c.state for c in conns]
+        if (t.version, stats.open_streams) == self._seen and self.status == status:
+            return
+        self._seen = (t.version, stats.open_streams)
+        with self.hold_trait_notifications():
+            self.status, self.connection_states = status, states
+            self.requests, self.errors = stats.requests, stats.errors
+            self.bytes_in, self.bytes_out = stats.bytes_in, stats.bytes_out
+            self.open_streams = stats.open_streams
+        self.header.value = self._header_html(status)
+        self.conn_table.value = (
+            f"<table {_TABLE} class='nbtunnel-connections'>"
+            + _row(["#", "state", "location", "protocol", "edge", "connection"], "th")
+            + "".join(_row([str(c.index), _badge(c.state, STATE_COLORS.get(c.state, "#57606a")),
+                            html.escape(c.location or "-"), c.protocol, html.escape(c.edge),
+                            html.escape(c.connection_id[:8] or c.detail[:40])]) for c in conns)
+            + "</table>")
+        self.counters.value = (
+            f"<span class='nbtunnel-counters'>requests <b>{stats.requests}</b> · errors "
+            f"<b>{stats.errors}</b> · in <b>{human_bytes(stats.bytes_in)}</b> · out "
+            f"<b>{human_bytes(stats.bytes_out)}</b> · open streams "
+            f"<b>{stats.open_streams}</b></span>")
+        recent = t.recent[-RECENT_ROWS:][::-1]
+        self.recent_table.value = "" if not recent else (
+            f"<table {_TABLE} class='nbtunnel-recent'>"
+            + _row(["method", "path", "status", "ms"], "th")
+            + "".join(_row([html.escape(r.method), html.escape(r.path[:60]),
+                            str(r.status or html.escape(r.error[:40])),
+                            f"{r.duration * 1000:.1f}"]) for r in recent)
+            + "</table>")
+        if status == "stopped":
+            self.stop_button.disabled = True
+            self.stop_button.description = "Stopped"
+            self._unwatch()
+
+    def _header_html(self, status: str) -> str:
+        t = self.tunnel
+        url = html.escape(t.url)
+        copy = ("<button class='nbtunnel-copy' title='copy the URL' "
+                f"onclick=\"navigator.clipboard.writeText('{url}')\">Copy</button>")
+        extra = "".join(f"<br><small>{html.escape(label)}: <a href='{html.escape(u)}' "
+                        f"target='_blank'>{html.escape(u)}</a></small>"
+                        for label, u in t.extra_urls.items())
+        return (f"<div class='nbtunnel-header'><b>nbtunnel</b> "
+                f"<a class='nbtunnel-url' href='{url}' target='_blank'>{url}</a> {copy} "
+                f"&rarr; {html.escape(t.service)} "
+                f"{_badge(status, STATUS_COLORS.get(status, '#57606a'))}<br>"
+                f"<small>via {html.escape(t.edge_label)}</small>{extra}</div>")
+
+
+def tunnel_widget(tunnel: Tunnel) -> TunnelWidget:
+    """The tunnel's panel, created once and reused for every display."""
+    w = tunnel._views.get("widget")
+    if w is None:
+        w = tunnel._views["widget"] = TunnelWidget(tunnel)
+    return w
+
+
+def widget_bundle(tunnel: Tunnel) -> dict[str, Any]:
+    """The widget-view part of a mime bundle (text/plain stays the tunnel's own summary)."""
+    bundle = tunnel_widget(tunnel)._repr_mimebundle_()
+    if not isinstance(bundle, dict):
+        return {}
+    bundle.pop("text/plain", None)
+    return bundle

@@ -1,0 +1,124 @@
+"""JupyterLab in headless Debian Chromium (Playwright from PyPI, no browser download).
+
+Runs `%tunnel` in a real notebook page, waits for the widget to show the URL and four registered
+connections, clicks Stop and waits for the state change. Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+
+CHROMIUM = os.environ.get("NBTUNNEL_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+pytest.importorskip("jupyterlab", reason="jupyterlab not installed")
+if not (os.path.exists(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium; `./dev test` does it "
+                "when apt is usable)", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[str]:
+    """A JupyterLab server on 127.0.0.1 with its own config/runtime/settings dirs."""
+    root = tmp_path / "root"
+    root.mkdir()
+    code = nbformat.v4.new_code_cell
+    nb = nbformat.v4.new_notebook(cells=[code("%load_ext nbtunnel\nt = %tunnel hello_world")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    nbformat.write(nb, root / "tunnel.ipynb")
+    token, port = secrets.token_hex(16), _free_port()
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+         f"--LabApp.user_settings_dir={tmp_path / 'settings'}",
+         f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "lab.log", "wb"))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError((tmp_path / "lab.log").read_text()[-3000:]) from None
+                time.sleep(0.2)
+        yield f"{base}/lab/tree/tunnel.ipynb?token={token}"
+    finally:
+        proc.terminate()  # the server shuts its kernels down on SIGTERM
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        if ARTIFACTS.exists():
+            shutil.copy(tmp_path / "lab.log", ARTIFACTS / "lab-server.log")
+
+
+def test_widget_in_jupyterlab(lab: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        try:
+            page.goto(lab)
+            # status bar "Python 3 (ipykernel) | Idle": the kernel is up
+            page.wait_for_function("() => document.body.innerText.includes('| Idle')",
+                                   timeout=60_000)
+            cell = page.locator(".jp-Cell .cm-content").first
+            for _ in range(3):  # the first Shift+Enter after load sometimes only focuses
+                cell.click()
+                page.keyboard.press("Shift+Enter")
+                try:
+                    page.locator(".nbtunnel-url").wait_for(timeout=20_000)
+                    break
+                except playwright_sync.TimeoutError:
+                    continue
+            url = page.locator(".nbtunnel-url").inner_text()
+            assert url.startswith("http://") and ".localhost" in url
+            registered = page.locator(".nbtunnel-connections .nbtunnel-state",
+                                      has_text="registered")
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.nbtunnel-connections .nbtunnel-state')]"
+                ".filter(e => e.textContent === 'registered').length === 4", timeout=30_000)
+            assert registered.count() == 4
+            page.screenshot(path=str(ARTIFACTS / "lab-tunnel-connected.png"), full_page=True)
+
+            page.locator("button.nbtunnel-stop").click()
+            page.locator(".nbtunnel-header .nbtunnel-state", has_text="stopped").wait_for(
+                timeout=30_000)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.nbtunnel-connections .nbtunnel-state')]"
+                ".every(e => e.textContent === 'closed')", timeout=15_000)
+            page.screenshot(path=str(ARTIFACTS / "lab-tunnel-stopped.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "lab-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
