@@ -5,8 +5,8 @@
 Runs ``-c`` keep-alive connections on raw asyncio sockets (uvloop when installed), each
 sending one GET at a time for ``-d`` seconds (and at most ``--max-requests``), and prints one
 JSON object: requests, errors, seconds, rps, p50_ms, p99_ms. A connection that fails is
-counted as an error and reopened. It is a single Python process, so it tops out around
-10-20k requests/s: enough for the tunnel, a low ceiling for the direct runs (wrk is better).
+counted as an error and reopened. It is a single Python process, so it tops out at a few
+10k requests/s: enough for the tunnel, maybe not for the direct runs (wrk is better).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from nbtunnel_lab.client import LabResponse
 from nbtunnel_lab.faults import Fault, FaultError
-from nbtunnel_lab.lab import Lab, LabConfig, LabError
+from nbtunnel_lab.lab import Lab, LabConfig, LabConnector, LabError
 from nbtunnel_lab.records import FlowTable, Record, RecordStore
 from nbtunnel_lab.sequence import SequenceDiagram, SequenceError
 
@@ -17,6 +17,7 @@ __all__ = [
     "FlowTable",
     "Lab",
     "LabConfig",
+    "LabConnector",
     "LabError",
     "LabResponse",
     "Record",

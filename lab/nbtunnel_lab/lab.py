@@ -18,11 +18,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from nbtunnel.apiclient import ApiClient, Login
 from nbtunnel.connector.events import ConnectionEvent, TunnelEvent
 from nbtunnel.connector.hello import HelloWorldServer
 from nbtunnel.connector.ingress import Ingress
+from nbtunnel.connector.metrics import MetricsServer
 from nbtunnel.connector.quick import QuickTunnel, request_quick_tunnel
 from nbtunnel.connector.supervisor import Connector, ConnectorConfig
+from nbtunnel.credentials import Credentials
+from nbtunnel.edge.bootstrap import ensure_admin_token
 from nbtunnel.edge.server import Edge, EdgeConfig
 from nbtunnel_lab.client import LabResponse, http_request
 from nbtunnel_lab.faults import Fault, FaultError, FaultSet, make_fault
@@ -55,6 +59,26 @@ class LabConfig:
     start_timeout: float = 60.0
 
 
+@dataclass
+class LabConnector:
+    """A connector added with ``Lab.add_connector`` (a named tunnel's), and its metrics server."""
+
+    connector: Connector
+    metrics: MetricsServer
+
+    @property
+    def metrics_url(self) -> str:
+        return "http://{}:{}".format(*self.metrics.sockname)
+
+    def get(self, path: str = "/config") -> Any:
+        """GET a metrics-server endpoint (``/config``, ``/ready``, ``/diag/tunnel``) as JSON."""
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(self.metrics_url + path, timeout=10) as resp:
+            return json.loads(resp.read())
+
+
 class Lab:
     """``with Lab() as lab:`` starts it all; ``lab.stop()`` leaves no thread, task or port."""
 
@@ -71,6 +95,8 @@ class Lab:
         self.origin_url = ""
         self._hello: HelloWorldServer | None = None
         self._mitm: MitmVantages | None = None
+        self._metrics: list[MetricsServer] = []
+        self._api: ApiClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -168,24 +194,19 @@ class Lab:
     async def _up_connectors(self) -> None:
         assert self.edge is not None and self._state_dir is not None
         cfg = self.config
-        target, cacert = self.edge.quic_address, str(self.edge.ca_path)
+        target = self.edge.quic_address
         if cfg.tunnel:
-            self.relay = QuicRelay(self.edge.quic_address, cacert, self._state_dir / "relay-ca",
-                                   self.store, self.faults)
+            self.relay = QuicRelay(self.edge.quic_address, str(self.edge.ca_path),
+                                   self._state_dir / "relay-ca", self.store, self.faults)
             await self.relay.start()
-            target, cacert = self.relay.address, str(self.relay.ca_path)
+            target = self.relay.address
         self.shim = UdpShim(target, self.faults)
         await self.shim.start()
         self.quick = await request_quick_tunnel(self.edge.api_url)
-        service = self.origin_url
-        if self._mitm is not None and "origin" in self._mitm.addresses:
-            service = "http://{}:{}".format(*self._mitm.addresses["origin"])
+        service = self.origin_service
         for _ in range(cfg.connectors):
-            connector = Connector(ConnectorConfig(
-                edge=[self.shim.address], credentials=self.quick.credentials,
-                ingress=Ingress.single(service), cacert=cacert,
-                ha_connections=cfg.ha_connections, grace_period=cfg.grace_period,
-                quic_backend=cfg.quic_backend))
+            connector = Connector(self._connector_config(
+                self.quick.credentials, Ingress.single(service), cfg.ha_connections))
             connector.subscribe(self._on_event)
             self.connectors.append(connector)
             self._tasks.append(asyncio.get_running_loop().create_task(connector.run()))
@@ -193,7 +214,20 @@ class Lab:
             for connector in self.connectors:
                 await connector.wait_ready(cfg.ha_connections)
 
+    def _connector_config(self, credentials: Credentials, ingress: Ingress,
+                          ha_connections: int) -> ConnectorConfig:
+        """Connectors dial the UDP shim (then the relay if on), so every vantage point sees them."""
+        assert self.edge is not None and self.shim is not None
+        cacert = str(self.relay.ca_path if self.relay is not None else self.edge.ca_path)
+        return ConnectorConfig(edge=[self.shim.address], credentials=credentials,
+                               ingress=ingress, cacert=cacert, ha_connections=ha_connections,
+                               grace_period=self.config.grace_period,
+                               quic_backend=self.config.quic_backend)
+
     async def _down(self) -> None:
+        for metrics in self._metrics:
+            await metrics.close()
+        self._metrics.clear()
         await asyncio.gather(*(c.shutdown(self.config.grace_period) for c in self.connectors),
                              return_exceptions=True)
         for task in self._tasks:
@@ -266,11 +300,60 @@ class Lab:
     def url(self) -> str:
         return f"http://{self.hostname}:{self.public_address[1]}"
 
+    @property
+    def origin_service(self) -> str:
+        """The origin as connectors should reach it (through the origin vantage point if on)."""
+        if self._mitm is not None and "origin" in self._mitm.addresses:
+            return "http://{}:{}".format(*self._mitm.addresses["origin"])
+        return self.origin_url
+
     def request(self, path: str = "/", method: str = "GET", body: bytes = b"",
-                headers: dict[str, str] | None = None, timeout: float = 30.0) -> LabResponse:
-        """A public request through the lab, timed (for latency experiments)."""
-        return http_request(self.public_address, self.hostname, path, method, body,
+                headers: dict[str, str] | None = None, timeout: float = 30.0,
+                host: str | None = None) -> LabResponse:
+        """A public request through the lab, timed; ``host`` defaults to the quick tunnel's."""
+        return http_request(self.public_address, host or self.hostname, path, method, body,
                             headers or {}, timeout)
+
+    def api(self) -> ApiClient:
+        """A client for the edge's ``/api/v1`` with the admin token of the account ``default``."""
+        if self._api is None:
+            edge = self.edge
+            if edge is None or edge.store is None or self._state_dir is None:
+                raise LabError("the lab is not running")
+            store, state = edge.store, self._state_dir / "edge"
+
+            async def token() -> str:
+                path, new = ensure_admin_token(store, state)
+                return new or path.read_text().strip()
+
+            self._api = ApiClient(Login(edge.api_url, self._call(token())))
+        return self._api
+
+    def add_connector(self, token: str | Credentials, ingress: Ingress | None = None,
+                      ha_connections: int = 1) -> LabConnector:
+        """Run one more connector (e.g. a named tunnel's, from its token) through the lab.
+
+        Without ``ingress`` it answers 503 until the edge pushes a remote configuration.
+        It gets a metrics server on 127.0.0.1 (``/config``, ``/ready``...); ``stop()`` ends both.
+        """
+        creds = Credentials.from_token(token) if isinstance(token, str) else token
+        rules = ingress or Ingress.single("http_status:503")
+
+        async def up() -> LabConnector:
+            connector = Connector(self._connector_config(creds, rules, ha_connections))
+            connector.subscribe(self._on_event)
+            metrics = MetricsServer(connector)
+            await metrics.start("127.0.0.1", 0)
+            self._metrics.append(metrics)
+            self.connectors.append(connector)
+            self._tasks.append(asyncio.get_running_loop().create_task(connector.run()))
+            async with asyncio.timeout(30):
+                await connector.wait_ready(ha_connections)
+            return LabConnector(connector, metrics)
+
+        if self.edge is None or self.shim is None:
+            raise LabError("the lab is not running")
+        return self._call(up())
 
     def inject(self, kind: str, **params: Any) -> Fault:
         """delay / throttle / drop / reset / close / blackhole; see docs/lab.md."""

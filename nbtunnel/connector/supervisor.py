@@ -151,8 +151,10 @@ class Connector:
 
     async def _keep_connected(self, index: int) -> None:
         if index > 0:
-            await self._first_registered.wait()
-            await asyncio.sleep(float(index))  # cloudflared starts them 1 s apart
+            await self._first_registered.wait()  # shutdown() sets it too
+            with contextlib.suppress(TimeoutError):  # cloudflared starts them 1 s apart
+                async with asyncio.timeout(float(index)):
+                    await self._stopping.wait()
         creds = self.config.credentials
         client = ClientInfo(client_id=self.connector_id.bytes, features=list(FEATURES),
                             version=f"nbtunnel-{__version__}", arch=client_arch())
@@ -213,5 +215,6 @@ class Connector:
         for conn in self.connections.values():
             self._emit(ConnectionEvent(conn.index, "draining", edge=conn.edge))
         self._stopping.set()
+        self._first_registered.set()  # release connections still waiting to start
         await asyncio.gather(*(c.unregister(grace) for c in self.connections.values()),
                              return_exceptions=True)
