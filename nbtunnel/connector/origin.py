@@ -102,7 +102,7 @@ class OriginClient:
         connector_id: str,
         connect_timeout: float = 30.0,
         keepalive_timeout: float = 90.0,
-        max_connections: int = 100,
+        max_connections: int = 0,
     ) -> None:
         self._connector_id = connector_id
         self._connect_timeout = connect_timeout

@@ -39,7 +39,7 @@ from nbtunnel.core.streams import (
     RpcStreamStart,
     encode_connect_response,
 )
-from nbtunnel.transport.errors import TransportError
+from nbtunnel.transport.errors import StreamResetError, TransportError
 
 log = logging.getLogger("nbtunnel.connector.proxy")
 
@@ -52,6 +52,7 @@ class Stream(Protocol):
     async def write(self, data: bytes) -> None: ...
     def write_eof(self) -> None: ...
     def reset(self, code: int = ...) -> None: ...
+    async def wait_peer_stopped(self) -> None: ...
 
 
 class RpcStreamHandler(Protocol):
@@ -137,6 +138,13 @@ class StreamProxy:
         self, stream: Stream, head: HttpRequestHead, service: str, rest: bytes,
         counts: list[int], opts: OriginRequest,
     ) -> int:
+        async with _abandon_when_edge_stops(stream):
+            return await self._http_exchange(stream, head, service, rest, counts, opts)
+
+    async def _http_exchange(
+        self, stream: Stream, head: HttpRequestHead, service: str, rest: bytes,
+        counts: list[int], opts: OriginRequest,
+    ) -> int:
         body = _body(stream, rest, counts) if request_has_body(head.headers) else None
         if service.startswith("http_status:"):
             resp: OriginResponse = await http_status_response(int(service.split(":", 1)[1]))
@@ -189,6 +197,33 @@ class StreamProxy:
         finally:
             await resp.aclose()
         return resp.status
+
+
+@contextlib.asynccontextmanager
+async def _abandon_when_edge_stops(stream: Stream) -> AsyncIterator[None]:
+    """Cancel the exchange when the edge sends STOP_SENDING (its client went away), so a
+    silent origin response does not hold the origin connection forever."""
+    task = asyncio.current_task()
+    assert task is not None
+    fired = False
+
+    def fire(done: asyncio.Future[None]) -> None:
+        nonlocal fired
+        if not done.cancelled():
+            fired = True
+            task.cancel()
+
+    watcher = asyncio.ensure_future(stream.wait_peer_stopped())
+    watcher.add_done_callback(fire)
+    try:
+        yield
+    except asyncio.CancelledError:
+        if fired and task.uncancel() == 0:
+            raise StreamResetError(0, "the edge abandoned the request") from None
+        raise
+    finally:
+        watcher.remove_done_callback(fire)
+        watcher.cancel()
 
 
 def _path_of(dest: str) -> str:

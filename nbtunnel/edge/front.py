@@ -168,10 +168,13 @@ class PublicFront:
         parser = httptools.HttpRequestParser(col)
         handler: _RequestHandler | None = None
         idle = True
+        carry = b""  # bytes the client sent while we waited for a response
         while True:
             timeout = KEEPALIVE_TIMEOUT if idle else HEADER_TIMEOUT
             try:
-                if handler is None:
+                if carry:
+                    data, carry = carry, b""
+                elif handler is None:
                     data = await asyncio.wait_for(reader.read(65536), timeout)
                 else:
                     data = await reader.read(65536)
@@ -213,11 +216,53 @@ class PublicFront:
                     if upgrade_rest is not None and handler.req.upgrade:
                         await handler.run_upgraded(reader, upgrade_rest)
                         return
-                    keep = await handler.finish()
+                    keep, early = await self._finish_watching_client(handler, reader)
+                    if early is None:
+                        return  # the client went away; the exchange was aborted
+                    carry += early
                     handler = None
                     idle = True
                     if not keep:
                         return
+
+    async def _finish_watching_client(
+        self, handler: _RequestHandler, reader: asyncio.StreamReader
+    ) -> tuple[bool, bytes | None]:
+        """Wait for the response while watching the client socket: if the client hangs up
+        (e.g. during a silent long-poll) the exchange is aborted at once, which resets the data
+        stream so the connector releases the origin. Returns (keep-alive, bytes the client
+        sent meanwhile), or (False, None) when the client went away."""
+        if handler.exchange is None or reader.at_eof():
+            return await handler.finish(), b""
+        task = asyncio.current_task()
+        assert task is not None
+        gone = False
+
+        def on_read(done: asyncio.Future[bytes]) -> None:
+            nonlocal gone
+            if not done.cancelled() and (done.exception() is not None or not done.result()):
+                gone = True
+                task.cancel()
+
+        watcher = asyncio.ensure_future(reader.read(65536))
+        watcher.add_done_callback(on_read)
+        try:
+            keep = await handler.finish()
+        except asyncio.CancelledError:
+            if gone and task.uncancel() == 0:
+                await handler.client_gone()
+                return False, None
+            raise
+        finally:
+            watcher.remove_done_callback(on_read)
+            if not watcher.done():
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+        if watcher.cancelled() or watcher.exception() is not None:
+            return False, b""
+        data = watcher.result()
+        return (keep, data) if data else (False, b"")
 
     def _request(
         self, parser: httptools.HttpRequestParser, url: bytes, headers: Headers, client_ip: str

@@ -30,6 +30,7 @@ from ._backend import (
     TunnelProtocol,
     held_back_limit,
 )
+from ._udp import UdpEndpoint, open_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,15 @@ class _Protocol(QuicConnectionProtocol):
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         if self.owner is not None:
             self.owner._on_datagram()
-        super().datagram_received(data, addr)
+        self._quic.receive_datagram(cast(bytes, data), addr, now=self._loop.time())
+        # In a UdpEndpoint batch, process events and transmit (ACK) once, at its end.
+        transport = self._transport
+        if not (isinstance(transport, UdpEndpoint) and transport.defer(self._flush_received)):
+            self._flush_received()
+
+    def _flush_received(self) -> None:
+        self._process_events()
+        self.transmit()
 
     def transmit(self) -> None:
         owner = self.owner
@@ -130,12 +139,11 @@ class AioquicBackend(Backend):
     async def create_client_endpoint(
         self, protocol: TunnelProtocol, local: tuple[str, int]
     ) -> asyncio.DatagramTransport:
-        loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.bind(local)
-            transport, _ = await loop.create_datagram_endpoint(
+            transport, _ = await open_endpoint(
                 lambda: cast(asyncio.DatagramProtocol, protocol), sock=sock
             )
         except BaseException:
@@ -146,8 +154,7 @@ class AioquicBackend(Backend):
     async def serve(
         self, host: str, port: int, configuration: Any, owner_factory: OwnerFactory
     ) -> _AioquicServer:
-        loop = asyncio.get_running_loop()
-        _, server = await loop.create_datagram_endpoint(
+        _, server = await open_endpoint(
             lambda: _AioquicServer(
                 configuration=configuration,
                 create_protocol=lambda quic, **_: _Protocol(quic, owner_factory),

@@ -296,6 +296,9 @@ class QuicTunnelConnection(ProtocolOwner):
         for stream in list(self._streams.values()):
             stream._wake_reader()
             stream._wake_writer()
+            waiter = stream._stopped_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
         _wake(self._accept_waiter)
         _wake(self._datagram_waiter)
         if not self._handshake.done():

@@ -29,6 +29,7 @@ from ._backend import (
     TunnelProtocol,
     held_back_limit,
 )
+from ._udp import UdpEndpoint, open_endpoint
 
 
 class _Protocol(QuicConnectionProtocol):
@@ -46,7 +47,15 @@ class _Protocol(QuicConnectionProtocol):
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         if self.owner is not None:
             self.owner._on_datagram()
-        super().datagram_received(data, addr)
+        self._quic.receive_datagram(cast(bytes, data), addr, now=self._loop.time())
+        # In a UdpEndpoint batch, process events and transmit (ACK) once, at its end.
+        transport = self._transport
+        if not (isinstance(transport, UdpEndpoint) and transport.defer(self._flush_received)):
+            self._flush_received()
+
+    def _flush_received(self) -> None:
+        self._process_events()
+        self.transmit()
 
     def transmit(self) -> None:
         owner = self.owner
@@ -145,8 +154,7 @@ class Qh3Backend(Backend):
     async def serve(
         self, host: str, port: int, configuration: Any, owner_factory: OwnerFactory
     ) -> _Qh3Server:
-        loop = asyncio.get_running_loop()
-        _, server = await loop.create_datagram_endpoint(
+        _, server = await open_endpoint(
             lambda: _Qh3Server(
                 configuration=configuration,
                 create_protocol=lambda quic, **_: _Protocol(quic, owner_factory),

@@ -37,6 +37,7 @@ class QuicStream:
         self._write_error: TransportError | None = None
         self._fin_sent = False
         self._recv_closed = False  # the peer's FIN or RESET_STREAM arrived
+        self._stopped_waiter: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"<QuicStream {self.stream_id} buffered={self._buffered} eof={self._eof}>"
@@ -104,6 +105,17 @@ class QuicStream:
                     self._conn._blocked_writers.discard(self)
                 self._check_writable()
 
+    async def wait_peer_stopped(self) -> None:
+        """Return once the peer no longer wants our data (STOP_SENDING) or the connection died.
+
+        Lets a proxy notice an abandoned request while the origin is silent, instead of only
+        at its next write.
+        """
+        while self._write_error is None and self._conn._error is None:
+            if self._stopped_waiter is None or self._stopped_waiter.done():
+                self._stopped_waiter = asyncio.get_running_loop().create_future()
+            await self._stopped_waiter
+
     def write_eof(self) -> None:
         """Send FIN (half-close); reading goes on."""
         if self._fin_sent or self._write_error is not None or self._conn._error is not None:
@@ -162,6 +174,8 @@ class QuicStream:
         self._write_error = StreamResetError(code, "peer sent STOP_SENDING")
         self._fin_sent = True
         self._wake_writer()
+        if self._stopped_waiter is not None and not self._stopped_waiter.done():
+            self._stopped_waiter.set_result(None)
         self._conn._maybe_forget(self)
 
     def _credit_target(self) -> int | None:

@@ -30,6 +30,7 @@ class Origin:
     url: str
     sse_release: asyncio.Event
     uploads: list[str]
+    holds: list[str]
 
 
 def _echo_payload(request: web.Request, body: bytes) -> dict[str, object]:
@@ -77,6 +78,7 @@ def download_sha256(size: int) -> str:
 async def origin() -> AsyncIterator[Origin]:
     release = asyncio.Event()
     uploads: list[str] = []
+    holds: list[str] = []
 
     async def upload(request: web.Request) -> web.StreamResponse:
         h = hashlib.sha256()
@@ -106,7 +108,19 @@ async def origin() -> AsyncIterator[Origin]:
                 await sock.send_bytes(msg.data)
         return sock
 
+    async def hold(request: web.Request) -> web.StreamResponse:
+        """Send the head, then stay silent until the client (the connector) goes away."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await resp.prepare(request)
+        holds.append("open")
+        index = len(holds) - 1
+        while request.transport is not None and not request.transport.is_closing():
+            await asyncio.sleep(0.02)
+        holds[index] = "released"
+        return resp
+
     app = web.Application(client_max_size=1024**3)
+    app.router.add_get("/hold", hold)
     app.router.add_route("*", "/echo{tail:.*}", _echo)
     app.router.add_get("/download/{size}", _download)
     app.router.add_post("/upload", upload)
@@ -118,7 +132,7 @@ async def origin() -> AsyncIterator[Origin]:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield Origin(f"http://127.0.0.1:{port}", release, uploads)
+        yield Origin(f"http://127.0.0.1:{port}", release, uploads, holds)
     finally:
         release.set()
         await runner.cleanup()

@@ -28,7 +28,7 @@ from nbtunnel.core.streams import DATA_SIGNATURE, PROTOCOL_VERSION, HeadParser
 from nbtunnel.edge.server import Edge
 from nbtunnel.transport.errors import StreamResetError, TransportError
 from nbtunnel.transport.quic import connect
-from tests.e2e.conftest import Origin, Tunnel, start_tunnel, stop_tunnel
+from tests.e2e.conftest import Origin, Tunnel, eventually, start_tunnel, stop_tunnel
 
 
 async def _ok(client: aiohttp.ClientSession, t: Tunnel) -> None:
@@ -201,3 +201,19 @@ async def test_truncated_connect_response_gets_502(
         await _ok(client, tunnel)
     finally:
         conn.close()
+
+
+async def test_client_leaving_a_silent_response_releases_the_origin(
+    tunnel: Tunnel, origin: Origin, client: aiohttp.ClientSession
+) -> None:
+    """A long-poll whose client hangs up must not hold the origin connection forever: the edge
+    notices the hang-up, resets the stream, and the connector closes the origin request."""
+    host, port = tunnel.edge.public_address
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET /hold HTTP/1.1\r\nHost: {tunnel.hostname}\r\n\r\n".encode())
+    await writer.drain()
+    assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+    assert origin.holds == ["open"]
+    writer.close()
+    await eventually(lambda: origin.holds == ["released"], timeout=10)
+    await _ok(client, tunnel)

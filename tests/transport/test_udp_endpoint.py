@@ -1,0 +1,141 @@
+"""The batched UDP endpoint: batch reads, per-batch deferred flush, send buffering, close."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+
+from nbtunnel.transport import _udp
+from nbtunnel.transport._udp import UdpEndpoint, open_endpoint
+
+
+class Recorder(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.transport: UdpEndpoint | None = None
+        self.received: list[tuple[bytes, Any]] = []
+        self.flushes: list[int] = []  # datagrams seen at each flush
+        self.errors: list[Exception] = []
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, UdpEndpoint)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.received.append((data, addr))
+        assert self.transport is not None
+        if not self.transport.defer(self.flush):
+            self.flush()
+
+    def flush(self) -> None:
+        self.flushes.append(len(self.received))
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.append(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.001)
+
+
+async def test_batch_reads_and_flushes_once_per_batch() -> None:
+    transport, proto = await open_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+    addr = transport.get_extra_info("sockname")
+    assert transport.get_extra_info("socket").getsockname() == addr
+    assert transport.get_extra_info("peername") is None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        count = _udp.RECV_BATCH * 2 + 5
+        for i in range(count):  # all queued before the loop gets to read any
+            peer.sendto(b"x%d" % i, addr)
+        await wait_for(lambda: len(proto.received) == count)
+        assert [d for d, _ in proto.received] == [b"x%d" % i for i in range(count)]
+        assert proto.received[0][1] == peer.getsockname()
+        # one flush per readiness callback (at most RECV_BATCH datagrams each), not per datagram
+        assert proto.flushes[-1] == count
+        assert len(proto.flushes) <= count // 2
+        assert all(b - a <= _udp.RECV_BATCH for a, b in zip([0, *proto.flushes], proto.flushes))
+        # replies go out; outside a batch defer() refuses
+        transport.sendto(b"reply", peer.getsockname())
+        peer.settimeout(2)
+        assert peer.recvfrom(100) == (b"reply", addr)
+        assert transport.defer(proto.flush) is False
+    transport.close()
+    assert transport.is_closing()
+    assert await asyncio.wait_for(proto.lost, 2) is None
+    assert transport.get_extra_info("socket").fileno() == -1
+    transport.sendto(b"ignored", ("127.0.0.1", 9))  # after close: silently dropped
+
+
+async def test_failing_datagram_handler_does_not_stop_the_batch() -> None:
+    errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: errors.append(ctx))
+
+    class Flaky(Recorder):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            super().datagram_received(data, addr)
+            if data == b"bad":
+                raise RuntimeError("boom")
+
+    transport, proto = await open_endpoint(Flaky, local_addr=("127.0.0.1", 0))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        for data in (b"a", b"bad", b"c"):
+            peer.sendto(data, transport.get_extra_info("sockname"))
+        await wait_for(lambda: len(proto.received) == 3)
+    assert [d for d, _ in proto.received] == [b"a", b"bad", b"c"]
+    assert proto.flushes[-1] == 3
+    assert len(errors) == 1 and isinstance(errors[0]["exception"], RuntimeError)
+    transport.abort()
+    await asyncio.wait_for(proto.lost, 2)
+
+
+async def test_send_buffers_on_eagain_then_drops_beyond_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    transport, proto = await open_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+    sent: list[bytes] = []
+    blocked = True
+
+    class FakeSock:
+        def __init__(self, real: socket.socket) -> None:
+            self.real = real
+
+        def sendto(self, data: bytes, addr: Any) -> int:
+            if blocked:
+                raise BlockingIOError
+            sent.append(data)
+            return len(data)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.real, name)
+
+    real = transport._sock
+    monkeypatch.setattr(transport, "_sock", FakeSock(real))
+    monkeypatch.setattr(_udp, "MAX_SEND_BUFFER", 3000)
+    for i in range(5):
+        transport.sendto(bytes([i]) * 1000, ("127.0.0.1", 9))
+    assert transport.get_write_buffer_size() == 3000  # two dropped
+    blocked = False
+    await wait_for(lambda: transport.get_write_buffer_size() == 0)
+    assert sent == [bytes([i]) * 1000 for i in range(3)]  # in order
+    transport.sendto(b"direct", ("127.0.0.1", 9))
+    assert sent[-1] == b"direct"
+    # close() with a queued datagram: drained first, then connection_lost
+    blocked = True
+    transport.sendto(b"last", ("127.0.0.1", 9))
+    transport.close()
+    await asyncio.sleep(0.01)
+    assert not proto.lost.done()
+    blocked = False
+    await asyncio.wait_for(proto.lost, 2)
+    assert sent[-1] == b"last"
+    assert real.fileno() == -1
