@@ -259,7 +259,9 @@ class PublicFront:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
-        if watcher.cancelled() or watcher.exception() is not None:
+        if watcher.cancelled():
+            return keep, b""  # we stopped watching: the client sent nothing meanwhile
+        if watcher.exception() is not None:
             return False, b""
         data = watcher.result()
         return (keep, data) if data else (False, b"")
