@@ -7,6 +7,8 @@ For each configuration (no vantage point; only public, only tunnel, only origin;
 starts a ``Lab`` (hello-world origin, one connector, 2 HA connections), warms up, then runs
 ``bench/_loadgen.py`` in its own process against the lab's public address: keep-alive GETs of
 ``/`` (about 1.4 KB) at concurrency 1 and 10, each for a fixed time. Needs the ``lab`` extra.
+Errors are the load generator's (non-2xx/3xx, timeouts, resets); ``reconn`` counts connector
+reconnects during the run (0 expected).
 The UDP shim (for blackholes) is always on, so "none" includes one extra UDP hop in Python.
 Every run is bounded (``-d`` seconds per load, a timeout per process); the lab stops after each.
 """
@@ -55,13 +57,16 @@ def measure(name: str, flags: dict[str, bool], seconds: float) -> dict[str, Any]
             r = load(lab, conns, seconds)
             row[f"c{conns}"] = r
         row["records"] = len(lab.store.snapshot())
+        row["reconnects"] = len(lab.connection_events("reconnecting"))
+        row["after"] = lab.request("/").status  # still healthy after the loads?
     return row
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     base = {c: rows[0][c]["rps"] for c in ("c1", "c10")}
     head = (f"{'vantage points':16}{'c1 req/s':>10}{'p50 ms':>8}{'p99 ms':>8}"
-            f"{'c10 req/s':>11}{'p50 ms':>8}{'p99 ms':>8}{'vs none':>9}{'errors':>8}")
+            f"{'c10 req/s':>11}{'p50 ms':>8}{'p99 ms':>8}{'vs none':>9}{'errors':>8}"
+            f"{'reconn':>8}")
     lines = [head, "-" * len(head)]
     for row in rows:
         c1, c10 = row["c1"], row["c10"]
@@ -69,7 +74,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"{row['config']:16}{c1['rps']:>10.0f}{c1['p50_ms'] or 0:>8.1f}"
             f"{c1['p99_ms'] or 0:>8.1f}{c10['rps']:>11.0f}{c10['p50_ms'] or 0:>8.1f}"
-            f"{c10['p99_ms'] or 0:>8.1f}{rel:>8.0%} {c1['errors'] + c10['errors']:>7}")
+            f"{c10['p99_ms'] or 0:>8.1f}{rel:>8.0%} {c1['errors'] + c10['errors']:>7}"
+            f"{row['reconnects']:>8}")
     return "\n".join(lines)
 
 

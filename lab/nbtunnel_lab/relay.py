@@ -225,10 +225,10 @@ class QuicRelay:
             due, data = item
             if due > loop.time():
                 await asyncio.sleep(due - loop.time())
-            await dst.write(data)
             rate = self.faults.rate(direction, stream.plane, stream.sid, stream.pair.conn_index)
-            if rate:
+            if rate:  # pace before writing: a single chunk (headers + body) is slowed too
                 await asyncio.sleep(len(data) / rate)
+            await dst.write(data)
         dst.write_eof()
 
     def _reset(self, stream: _Stream, why: str) -> None:

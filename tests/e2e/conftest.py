@@ -114,7 +114,7 @@ async def origin() -> AsyncIterator[Origin]:
         await resp.prepare(request)
         holds.append("open")
         index = len(holds) - 1
-        while request.transport is not None and not request.transport.is_closing():
+        while request.transport is not None and not request.transport.is_closing():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         holds[index] = "released"
         return resp
