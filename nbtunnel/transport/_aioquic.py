@@ -25,57 +25,18 @@ from ._backend import (
     Backend,
     CreditFn,
     OwnerFactory,
-    ProtocolOwner,
     QuicSettings,
     TunnelProtocol,
     held_back_limit,
 )
-from ._udp import UdpEndpoint, open_endpoint
+from ._protocol import ProtocolHooks
+from ._udp import open_endpoint
 
 log = logging.getLogger(__name__)
 
 
-class _Protocol(QuicConnectionProtocol):
-    """Forwards events to the owner and brackets every transmit with the back-pressure hook."""
-
-    def __init__(self, quic: QuicConnection, owner_factory: OwnerFactory) -> None:
-        super().__init__(quic)
-        self.owner: ProtocolOwner | None = None
-        self.owner = owner_factory(quic, self)
-
-    def quic_event_received(self, event: Any) -> None:
-        if self.owner is not None:
-            self.owner._on_event(event)
-
-    def datagram_received(self, data: bytes | str, addr: Any) -> None:
-        if self.owner is not None:
-            self.owner._on_datagram()
-        self._quic.receive_datagram(cast(bytes, data), addr, now=self._loop.time())
-        # In a UdpEndpoint batch, process events and transmit (ACK) once, at its end.
-        transport = self._transport
-        if not (isinstance(transport, UdpEndpoint) and transport.defer(self._flush_received)):
-            self._flush_received()
-
-    def _flush_received(self) -> None:
-        self._process_events()
-        self.transmit()
-
-    def transmit(self) -> None:
-        owner = self.owner
-        if owner is not None:
-            owner._before_transmit()
-        super().transmit()
-        if owner is not None:
-            owner._after_transmit()
-
-    def shutdown(self) -> None:
-        self.owner = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._transmit_task is not None:
-            self._transmit_task.cancel()
-            self._transmit_task = None
+class _Protocol(ProtocolHooks, QuicConnectionProtocol):
+    """The library's protocol with our hooks (see _protocol.py)."""
 
 
 class _ClientConnection(QuicConnection):
