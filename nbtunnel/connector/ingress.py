@@ -23,10 +23,10 @@ class IngressError(NbtunnelError):
 
 # originRequest keys: the ones applied by this connector, and the ones cloudflared knows that
 # are accepted but not applied (a warning says so).
-APPLIED_ORIGIN_KEYS = {"connectTimeout", "noTLSVerify", "httpHostHeader", "keepAliveTimeout",
-                       "keepAliveConnections"}
-IGNORED_ORIGIN_KEYS = {"tlsTimeout", "tcpKeepAlive", "noHappyEyeballs", "originServerName",
-                       "matchSNItoHost", "caPool", "disableChunkedEncoding", "bastionMode",
+APPLIED_ORIGIN_KEYS = {"connectTimeout", "noTLSVerify", "httpHostHeader", "originServerName",
+                       "disableChunkedEncoding"}
+IGNORED_ORIGIN_KEYS = {"tlsTimeout", "tcpKeepAlive", "noHappyEyeballs", "keepAliveTimeout",
+                       "keepAliveConnections", "matchSNItoHost", "caPool", "bastionMode",
                        "proxyAddress", "proxyPort", "proxyType", "ipRules", "http2Origin",
                        "access"}
 _DURATION_KEYS = {"connectTimeout", "tlsTimeout", "tcpKeepAlive", "keepAliveTimeout"}

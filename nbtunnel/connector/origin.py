@@ -93,6 +93,18 @@ class _Target:
         return f"dial tcp {host}:{self.port}"
 
 
+MAX_UNCHUNKED_BODY = 64 * 1024 * 1024
+
+
+async def _read_limited(body: AsyncIterator[bytes], limit: int) -> bytes:
+    buf = bytearray()
+    async for chunk in body:
+        buf += chunk
+        if len(buf) > limit:
+            raise OriginError(f"request body over {limit} bytes with disableChunkedEncoding")
+    return bytes(buf)
+
+
 class OriginClient:
     """Pooled HTTP/1.1 client towards origins; one per connector, closed with `aclose`."""
 
@@ -121,22 +133,42 @@ class OriginClient:
         *,
         no_tls_verify: bool = False,
         http_host_header: str | None = None,
+        connect_timeout: float | None = None,
+        server_name: str | None = None,
+        disable_chunked: bool = False,
     ) -> OriginResponse:
-        """Send one request; `body` is streamed (None means no body at all)."""
+        """Send one request; `body` is streamed (None means no body at all).
+
+        `connect_timeout`, `server_name` (TLS SNI) and `disable_chunked` are cloudflared's
+        originRequest connectTimeout, originServerName and disableChunkedEncoding; the last
+        one reads a body of unknown length first so it can be sent with a Content-Length
+        (for WSGI servers that cannot read chunked bodies).
+        """
         target = self._target(service)
         headers = _forward(head, _DROP, http_host_header)
         headers.append(("Cf-Warp-Tag-Id", self._connector_id))
         headers.append(("Connection", "keep-alive"))
+        data: AsyncIterator[bytes] | bytes | None = body
         if body is not None:
             length = _content_length(head.headers)
             if length is not None:
                 headers.append(("Content-Length", length))
+            elif disable_chunked:
+                data = await _read_limited(body, MAX_UNCHUNKED_BODY)
+                headers.append(("Content-Length", str(len(data))))
         url = URL(target.base + _path_qs(head.dest), encoded=True)
         session = self._session(target.unix_path)
+        extra: dict[str, Any] = {}
+        if connect_timeout is not None:
+            extra["timeout"] = aiohttp.ClientTimeout(
+                total=None, connect=connect_timeout, sock_connect=connect_timeout,
+                sock_read=None)
+        if server_name:
+            extra["server_hostname"] = server_name
         try:
             resp = await session.request(
-                head.method, url, headers=headers, data=body, allow_redirects=False,
-                ssl=not no_tls_verify,
+                head.method, url, headers=headers, data=data, allow_redirects=False,
+                ssl=not no_tls_verify, **extra,
             )
         except Exception as exc:
             raise _dial_error(target, exc) from exc

@@ -151,7 +151,10 @@ class StreamProxy:
         else:
             resp = await self.origin.request(service, head, body,
                                              no_tls_verify=opts.no_tls_verify,
-                                             http_host_header=opts.http_host_header)
+                                             http_host_header=opts.http_host_header,
+                                             connect_timeout=opts.connect_timeout,
+                                             server_name=opts.origin_server_name,
+                                             disable_chunked=opts.disable_chunked_encoding)
         try:
             headers = [(k, v) for k, v in resp.headers if k.lower() not in _RESPONSE_DROP]
             await stream.write(encode_connect_response(build_connect_response(resp.status,

@@ -444,3 +444,36 @@ async def test_http_status_response() -> None:
     resp = await http_status_response(404)
     assert (resp.status, resp.headers) == (404, [])
     assert await read_all(resp) == b""
+
+
+async def test_disable_chunked_encoding_sends_a_content_length(
+    client: OriginClient, origin: tuple[str, asyncio.Event]
+) -> None:
+    """originRequest.disableChunkedEncoding: a chunked eyeball body reaches the origin with a
+    Content-Length instead (for WSGI servers)."""
+    service, _ = origin
+    h = head("POST", "/upload", [("Transfer-Encoding", "chunked")])
+    resp = await client.request(service, h, chunks(b"abc", b"def"), disable_chunked=True)
+    info = json.loads(await read_all(resp))
+    assert info == {"sha256": hashlib.sha256(b"abcdef").hexdigest(), "size": 6, "te": ""}
+
+
+async def test_per_request_connect_timeout() -> None:
+    """originRequest.connectTimeout applies per request, over the client's default."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = [socket.socket() for _ in range(3)]
+        for s in fillers:
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+        client = OriginClient(connector_id=TAG, connect_timeout=30.0)
+        try:
+            with pytest.raises(OriginError, match="i/o timeout"):
+                await client.request(f"http://127.0.0.1:{port}", head(), None,
+                                     connect_timeout=0.2)
+        finally:
+            await client.aclose()
+            for s in fillers:
+                s.close()

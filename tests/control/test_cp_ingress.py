@@ -90,10 +90,10 @@ def test_validation_names_the_rule(rules: list[dict[str, object]], message: str)
 
 def test_unknown_keys_warn() -> None:
     ing = Ingress.from_rules([{"service": "http_status:404", "colour": "red",
-                               "originRequest": {"frobnicate": 1, "originServerName": "x"}}])
+                               "originRequest": {"frobnicate": 1, "tlsTimeout": "5s"}}])
     text = "\n".join(ing.warnings)
     assert "unknown key 'colour'" in text and "frobnicate: unknown key" in text
-    assert "originServerName is accepted but not applied" in text
+    assert "tlsTimeout is accepted but not applied" in text
 
 
 def test_remote_json_durations_are_seconds() -> None:
