@@ -26,7 +26,7 @@ ingress:
     service: unix:/tmp/api.sock
   - hostname: "*.example.com"
     service: https://127.0.0.1:8443
-    originRequest: {keepAliveTimeout: 1m30s}
+    originRequest: {connectTimeout: 1m30s}
   - hostname: tcp.example.org
     service: tcp://127.0.0.1:5432
   - hostname: hello.example.org
@@ -61,8 +61,8 @@ def test_origin_request_is_parsed_and_inherited(tmp_path: Path) -> None:
     assert cfg.ingress is not None and cfg.credentials_file == str(tmp_path / "creds.json")
     r0, r2 = cfg.ingress.rules[0].origin, cfg.ingress.rules[2].origin
     assert r0.no_tls_verify and r0.http_host_header == "internal.api"
-    assert r0.connect_timeout == 5.0 and r2.connect_timeout == 5.0  # top-level default
-    assert r2.keep_alive_timeout == 90.0 and not r2.no_tls_verify
+    assert r0.connect_timeout == 5.0  # top-level default
+    assert r2.connect_timeout == 90.0 and not r2.no_tls_verify  # the rule's own value
 
 
 @pytest.mark.parametrize(("rules", "message"), [
