@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import socket
 import ssl
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,31 +21,28 @@ import aiohttp
 import h11
 from yarl import URL
 
-from nbtunnel.core.errors import NbtunnelError
-from nbtunnel.core.httpmeta import HttpRequestHead
-
-ORIGIN_UNREACHABLE = (
-    "Unable to reach the origin service. The service may be down or it may not be responding"
-    " to traffic from cloudflared"
+from nbtunnel.connector.origin_parts import (  # noqa: F401 - re-exported
+    _DROP,
+    _READ_CHUNK,
+    _SKIP_AUTO,
+    _WS_DROP,
+    MAX_UNCHUNKED_BODY,
+    ORIGIN_UNREACHABLE,
+    OriginError,
+    _Body,
+    _content_length,
+    _dial_error,
+    _Empty,
+    _forward,
+    _h11_headers,
+    _H11Body,
+    _parse_service,
+    _path_qs,
+    _read_limited,
+    _response_headers,
+    _Target,
 )
-# Request headers never forwarded as-is: hop-by-hop ones, those we compute, those we replace.
-_DROP = frozenset({
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-    "upgrade", "host", "content-length", "cf-warp-tag-id", "cf-trace-id",
-    "cf-cloudflared-proxy-connection-upgrade",
-})
-_WS_DROP = _DROP | {"sec-websocket-version"}
-# aiohttp would invent these. (Go adds Accept-Encoding and then gunzips; we pass bodies as-is.)
-_SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
-_READ_CHUNK = 65536
-
-
-class OriginError(NbtunnelError):
-    """The origin could not produce a response head; `cause` reads like Go's net error."""
-
-    def __init__(self, cause: str) -> None:
-        super().__init__(f"{ORIGIN_UNREACHABLE}: {cause}")
-        self.cause = cause
+from nbtunnel.core.httpmeta import HttpRequestHead
 
 
 @dataclass(slots=True, eq=False)
@@ -75,34 +71,6 @@ class OriginUpgrade:
     headers: list[tuple[str, str]]
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-
-
-@dataclass(frozen=True, slots=True)
-class _Target:
-    base: str  # scheme://host:port for aiohttp (a dummy host for unix sockets)
-    host: str
-    port: int
-    tls: bool
-    unix_path: str | None
-
-    @property
-    def dial(self) -> str:
-        if self.unix_path is not None:
-            return f"dial unix {self.unix_path}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"dial tcp {host}:{self.port}"
-
-
-MAX_UNCHUNKED_BODY = 64 * 1024 * 1024
-
-
-async def _read_limited(body: AsyncIterator[bytes], limit: int) -> bytes:
-    buf = bytearray()
-    async for chunk in body:
-        buf += chunk
-        if len(buf) > limit:
-            raise OriginError(f"request body over {limit} bytes with disableChunkedEncoding")
-    return bytes(buf)
 
 
 class OriginClient:
@@ -289,160 +257,3 @@ async def http_status_response(code: int) -> OriginResponse:
     """The answer of an `http_status:NNN` service: that status, no headers, empty body."""
     return OriginResponse(code, [], _Empty())
 
-
-class _Body:
-    """Chunks of an aiohttp response as they arrive; returns the connection when drained."""
-
-    __slots__ = ("_done", "_resp")
-
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
-        self._resp = resp
-        self._done = False
-
-    def __aiter__(self) -> _Body:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._done:
-            raise StopAsyncIteration
-        try:
-            data = await self._resp.content.readany()
-        except Exception as exc:
-            await self.aclose()
-            raise OriginError(f"reading the response body: {exc or type(exc).__name__}") from exc
-        if not data:
-            self._done = True
-            self._resp.release()
-            raise StopAsyncIteration
-        return data
-
-    async def aclose(self) -> None:
-        if not self._done:
-            self._done = True
-            self._resp.close()  # body not drained: the connection cannot be reused
-
-
-class _H11Body:
-    """Body of a non-101 answer to an upgrade, parsed by h11 on the dedicated connection."""
-
-    def __init__(
-        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        self._conn, self._reader, self._writer = conn, reader, writer
-
-    def __aiter__(self) -> _H11Body:
-        return self
-
-    async def __anext__(self) -> bytes:
-        while not self._writer.is_closing():
-            try:
-                event = self._conn.next_event()
-                if event is h11.NEED_DATA:
-                    self._conn.receive_data(await self._reader.read(_READ_CHUNK))
-                    continue
-            except (h11.RemoteProtocolError, OSError) as exc:
-                await self.aclose()
-                raise OriginError(f"reading the response body: {exc}") from exc
-            if isinstance(event, h11.Data):
-                return bytes(event.data)
-            if isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                break
-        await self.aclose()
-        raise StopAsyncIteration
-
-    async def aclose(self) -> None:
-        self._writer.close()
-
-
-class _Empty:
-    def __aiter__(self) -> _Empty:
-        return self
-
-    async def __anext__(self) -> bytes:
-        raise StopAsyncIteration
-
-
-def _parse_service(service: str) -> _Target:
-    if service.startswith("unix:"):
-        return _Target("http://localhost", "localhost", 80, False, service[len("unix:"):])
-    url = URL(service)
-    scheme = {"ws": "http", "wss": "https"}.get(url.scheme, url.scheme)
-    if scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"unsupported origin service {service!r}")
-    port = url.port or (443 if scheme == "https" else 80)
-    host = f"[{url.host}]" if ":" in url.host else url.host
-    return _Target(f"{scheme}://{host}:{port}", url.host, port, scheme == "https", None)
-
-
-def _forward(
-    head: HttpRequestHead, drop: frozenset[str], http_host_header: str | None
-) -> list[tuple[str, str]]:
-    """Eyeball headers in order, minus hop-by-hop ones, behind the Host cloudflared sends."""
-    named = {t.strip().lower() for k, v in head.headers if k.lower() == "connection"
-             for t in v.split(",")}
-    host = http_host_header or head.host
-    out = [("Host", host)]
-    out += [(k, v) for k, v in head.headers if (lk := k.lower()) not in drop and lk not in named]
-    if http_host_header:
-        out.append(("X-Forwarded-Host", head.host))
-    return out
-
-
-def _content_length(headers: Iterable[tuple[str, str]]) -> str | None:
-    for k, v in headers:
-        if k.lower() == "content-length":
-            return v.strip() if v.strip().isdigit() else None
-    return None
-
-
-def _path_qs(dest: str) -> str:
-    """The path?query of an absolute ("https://host/p?q") or origin-form ("/p?q") dest."""
-    if not dest.startswith("/"):
-        start = dest.find("://")
-        rest = dest[start + 3:] if start >= 0 else dest
-        cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
-        dest = rest[cut:]
-        if not dest.startswith("/"):
-            dest = "/" + dest
-    return dest.split("#", 1)[0]
-
-
-def _response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    headers = [(k.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for k, v in raw]
-    if any(k.lower() == "transfer-encoding" for k, _ in headers):
-        # Framing already undone; a Content-Length next to chunked is ignored, as in Go.
-        headers = [h for h in headers if h[0].lower() not in ("transfer-encoding",
-                                                               "content-length")]
-    return headers
-
-
-def _h11_headers(event: h11.Response | h11.InformationalResponse) -> list[tuple[str, str]]:
-    return [(k.decode("latin-1"), v.decode("utf-8", "surrogateescape"))
-            for k, v in event.headers.raw_items()]
-
-
-def _dial_error(target: _Target, exc: BaseException) -> OriginError:
-    """Phrase a connect/send failure the way Go's net/http would, for cloudflared parity."""
-    cause: Any = exc
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        cause = exc.certificate_error
-    elif isinstance(exc, aiohttp.ClientConnectorError):
-        cause = exc.os_error
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        return OriginError(f"tls: failed to verify certificate: {cause.verify_message}")
-    if isinstance(cause, ssl.SSLError | ssl.CertificateError):
-        return OriginError(f"tls: {getattr(cause, 'reason', None) or cause}")
-    if isinstance(cause, socket.gaierror) or isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return OriginError(f"dial tcp: lookup {target.host}: no such host")
-    if isinstance(cause, TimeoutError):
-        return OriginError(f"{target.dial}: i/o timeout")
-    if isinstance(exc, aiohttp.ServerDisconnectedError | asyncio.IncompleteReadError):
-        return OriginError("EOF")
-    if isinstance(exc, aiohttp.ClientResponseError | h11.ProtocolError | asyncio.LimitOverrunError):
-        return OriginError(f"malformed HTTP response: {getattr(exc, 'message', exc)}")
-    if isinstance(cause, OSError) and cause.errno is not None:
-        connecting = isinstance(exc, aiohttp.ClientConnectorError | ConnectionError)
-        op = "connect" if connecting else "read"
-        return OriginError(f"{target.dial}: {op}: {os.strerror(cause.errno).lower()}")
-    text = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
-    return OriginError(f"{target.dial}: {text}")

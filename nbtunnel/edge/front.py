@@ -19,9 +19,9 @@ from typing import cast
 
 import httptools
 
-from nbtunnel.edge.exchange import Exchange, ExchangeError
+from nbtunnel.edge.handler import RequestHandler
 from nbtunnel.edge.pages import error_page, reason, wants_html
-from nbtunnel.edge.registry import LiveConnection, Registry
+from nbtunnel.edge.registry import Registry
 from nbtunnel.edge.store import Store
 
 log = logging.getLogger("nbtunnel.edge.front")
@@ -30,7 +30,6 @@ Headers = list[tuple[bytes, bytes]]
 ApiHandler = Callable[["Request", bytes], Awaitable[tuple[int, Headers, bytes]]]
 
 MAX_HEADER_BYTES = 64 * 1024
-MAX_API_BODY = 1024 * 1024
 HEADER_TIMEOUT = 30.0
 KEEPALIVE_TIMEOUT = 75.0
 
@@ -94,12 +93,6 @@ def _host_of(headers: Headers) -> str:
         if name.lower() == b"host":
             return value.decode("latin-1").strip()
     return ""
-
-
-def strip_port(host: str) -> str:
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 class PublicFront:
@@ -166,7 +159,7 @@ class PublicFront:
         client_ip = peer[0] if peer else ""
         col = _Collector()
         parser = httptools.HttpRequestParser(col)
-        handler: _RequestHandler | None = None
+        handler: RequestHandler | None = None
         idle = True
         carry = b""  # bytes the client sent while we waited for a response
         while True:
@@ -206,7 +199,7 @@ class PublicFront:
                 if kind == "head":
                     url, headers = cast(tuple[bytes, Headers], value)
                     req = self._request(parser, url, headers, client_ip)
-                    handler = _RequestHandler(self, req, writer)
+                    handler = RequestHandler(self, req, writer)
                     await handler.begin()
                 elif kind == "body":
                     assert handler is not None
@@ -226,7 +219,7 @@ class PublicFront:
                         return
 
     async def _finish_watching_client(
-        self, handler: _RequestHandler, reader: asyncio.StreamReader
+        self, handler: RequestHandler, reader: asyncio.StreamReader
     ) -> tuple[bool, bytes | None]:
         """Wait for the response while watching the client socket: if the client hangs up
         (e.g. during a silent long-poll) the exchange is aborted at once, which resets the data
@@ -297,93 +290,3 @@ class PublicFront:
         )
         with contextlib.suppress(ConnectionError):
             await writer.drain()
-
-
-class _RequestHandler:
-    """One request on a client connection: an edge page, an API call, or a tunnel exchange."""
-
-    def __init__(self, front: PublicFront, req: Request, writer: asyncio.StreamWriter) -> None:
-        self.front = front
-        self.req = req
-        self.writer = writer
-        self.exchange: Exchange | None = None
-        self.local: tuple[int, str] | None = None  # an edge page to send once the body is read
-        self.api_body: bytearray | None = None
-
-    async def begin(self) -> None:
-        req = self.req
-        hostname = strip_port(req.host).lower()
-        if self.front.api is not None and hostname in self.front.api_hosts:
-            self.api_body = bytearray()
-            return
-        tunnel_id = self.front.store.resolve(hostname)
-        if tunnel_id is None:
-            self.local = (404, f"No tunnel serves the hostname {hostname or '(none)'!r}.")
-            return
-        live: LiveConnection | None = self.front.registry.pick(tunnel_id)
-        if live is None:
-            self.local = (530, f"The tunnel for {hostname} has no live connector connection.")
-            return
-        registry = self.front.registry
-        self.exchange = Exchange(
-            live, req, self.writer, lambda failed: registry.pick(tunnel_id, exclude=failed)
-        )
-        try:
-            await self.exchange.start()
-        except ExchangeError as exc:
-            self.exchange = None
-            self.local = (502, str(exc))
-            return
-        if any(n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in req.headers):
-            # curl waits a second for this before sending a large body
-            self.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    async def body(self, chunk: bytes) -> None:
-        if self.exchange is not None:
-            await self.exchange.request_body(chunk)
-        elif self.api_body is not None:
-            if len(self.api_body) + len(chunk) > MAX_API_BODY:
-                self.api_body = None
-                self.local = (413, "The API request body is too large.")
-            else:
-                self.api_body += chunk
-
-    async def finish(self) -> bool:
-        """Complete the request; returns whether the connection stays open."""
-        keep = self.req.keep_alive
-        if self.exchange is not None:
-            return await self.exchange.finish() and keep
-        if self.api_body is not None and self.front.api is not None:
-            status, headers, body = await self.front.api(self.req, bytes(self.api_body))
-            self._write_local(status, headers, body, keep)
-        else:
-            status, detail = self.local or (500, "internal error")
-            ctype, body = error_page(
-                status, detail, ray=self.req.ray, as_html=wants_html(self.req.headers)
-            )
-            self._write_local(status, [(b"Content-Type", ctype)], body, keep)
-        await self.writer.drain()
-        return keep
-
-    def _write_local(self, status: int, headers: Headers, body: bytes, keep: bool) -> None:
-        head = [b"HTTP/1.1 %d %s\r\n" % (status, reason(status).encode())]
-        for name, value in headers:
-            head.append(name + b": " + value + b"\r\n")
-        head.append(b"Content-Length: %d\r\nCf-Ray: %s\r\nServer: nbtunnel\r\n" % (
-            len(body), self.req.ray.encode()))
-        if not keep:
-            head.append(b"Connection: close\r\n")
-        head.append(b"\r\n")
-        if self.req.method != "HEAD":
-            head.append(body)
-        self.writer.write(b"".join(head))
-
-    async def client_gone(self) -> None:
-        if self.exchange is not None:
-            await self.exchange.abort("client closed the connection")
-
-    async def run_upgraded(self, reader: asyncio.StreamReader, rest: bytes) -> None:
-        if self.exchange is None:
-            await self.finish()
-            return
-        await self.exchange.run_upgraded(reader, rest)
