@@ -92,8 +92,11 @@ class SequenceDiagram:
             y = TOP + ROW * i + 12
             x1, x2 = x.get(src, 0), x.get(dst, 0)
             left = min(x1, x2)
-            text = html.escape(f"{ms:.0f} ms  {label}"[: max(40, abs(x2 - x1) // 5)])
-            parts.append(f"<text x='{left + 4}' y='{y - 4}'>{text}</text>")
+            full = f"{ms:.0f} ms  {label}"
+            room = max(14, int(abs(x2 - x1) / 6.2))  # ~6.2 px per character at this size
+            short = full if len(full) <= room else full[: room - 1] + "\u2026"
+            parts.append(f"<text x='{left + 4}' y='{y - 4}'><title>{html.escape(full)}</title>"
+                         f"{html.escape(short)}</text>")
             if x1 != x2:
                 parts.append(f"<line x1='{x1}' y1='{y}' x2='{x2}' y2='{y}' stroke='#333' "
                              "marker-end='url(#nbt-arrow)'/>")
