@@ -12,24 +12,25 @@ import asyncio
 import contextlib
 import logging
 import sys
-import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 from nbtunnel.connector.events import TunnelEvent
-from nbtunnel.connector.ingress import Ingress, IngressError
-from nbtunnel.core.errors import NbtunnelError
-from nbtunnel.runtime import (
-    EdgeSettings,
-    Runtime,
-    current_runtime,
-    get_runtime,
-    on_new_runtime,
-    resolve_edge,
-    shutdown_runtime,
-)
+from nbtunnel.runtime import Runtime, on_new_runtime
+
+# "X as X": re-exported, nbtunnel.tunnel stays the import path of the whole public API.
+from nbtunnel.tunnelopen import aopen_tunnel as aopen_tunnel
+from nbtunnel.tunnelopen import open_tunnel as open_tunnel
+from nbtunnel.tunnelregistry import TargetError as TargetError
+from nbtunnel.tunnelregistry import Throttle as _Throttle
+from nbtunnel.tunnelregistry import TunnelError
+from nbtunnel.tunnelregistry import astop_all as _astop_all
+from nbtunnel.tunnelregistry import find_tunnel as find_tunnel
+from nbtunnel.tunnelregistry import list_tunnels as list_tunnels
+from nbtunnel.tunnelregistry import normalize_target as normalize_target
+from nbtunnel.tunnelregistry import registry as _registry
+from nbtunnel.tunnelregistry import stop_all as stop_all
 from nbtunnel.tunnelstate import (
     ConnectionInfo,
     RequestRecord,
@@ -41,42 +42,6 @@ from nbtunnel.tunnelstate import (
 log = logging.getLogger("nbtunnel.tunnel")
 
 Watcher = Callable[["Tunnel"], None]
-
-
-class TunnelError(NbtunnelError):
-    """A tunnel could not be opened (edge unreachable, no connection registered in time)."""
-
-
-class TargetError(TunnelError, ValueError):
-    """The target is not a port, URL, hello_world or http_status:NNN."""
-
-
-def normalize_target(target: int | str) -> str:
-    """8888, "8888", "localhost:8888", a URL, hello_world, http_status:404 -> ingress service."""
-    text = str(target).strip()
-    if isinstance(target, bool) or not text:
-        raise TargetError(f"invalid tunnel target {target!r}")
-    if text.isdigit():
-        if not 0 < int(text) < 65536:
-            raise TargetError(f"port {text} is out of range 1-65535")
-        text = f"http://localhost:{text}"
-    elif text == "hello-world":
-        text = "hello_world"
-    elif text != "hello_world" and not text.startswith(("http_status:", "unix:")):
-        if "://" not in text:
-            text = "http://" + text
-        text = text.rstrip("/")
-    try:
-        if "://" in text:
-            parts = urlsplit(text)
-            if not parts.hostname or parts.port == 0:
-                raise ValueError("no host")
-        Ingress.single(text)
-    except ValueError as exc:  # urlsplit: bad port
-        raise TargetError(f"invalid tunnel target {target!r}: {exc}") from exc
-    except IngressError as exc:
-        raise TargetError(f"invalid tunnel target {target!r}: {exc}") from exc
-    return text
 
 
 class Tunnel:
@@ -279,139 +244,6 @@ def _in_kernel() -> bool:
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
     return getattr(shell, "kernel", None) is not None
-
-
-class _Throttle:
-    """Coalesces change notifications: at most one callback per interval (loop thread)."""
-
-    def __init__(self, tunnel: Tunnel, callback: Watcher, interval: float) -> None:
-        self.tunnel, self.callback, self.interval = tunnel, callback, interval
-        self.last = 0.0
-        self.handle: asyncio.TimerHandle | None = None
-
-    def poke(self) -> None:
-        if self.handle is None:
-            delay = max(0.0, self.last + self.interval - time.monotonic())
-            self.handle = self.tunnel._runtime.loop.call_later(delay, self.flush)
-
-    def cancel(self) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
-            self.handle = None
-
-    def flush(self) -> None:
-        self.cancel()
-        self.last = time.monotonic()
-        try:
-            self.callback(self.tunnel)
-        except Exception:
-            log.exception("tunnel watcher failed")
-
-
-_registry: dict[str, Tunnel] = {}
-
-
-async def _astart(rt: Runtime, service: str, target: int | str, settings: EdgeSettings,
-                  ha_connections: int, protocol: str, wait: bool, timeout: float) -> Tunnel:
-    from nbtunnel.connector.quick import request_quick_tunnel
-    from nbtunnel.connector.supervisor import Connector, ConnectorConfig
-
-    existing = _registry.get(service)
-    if existing is None:
-        if settings.edge is None:
-            edge = await rt.ensure_local_edge()
-            edges = [edge.quic_address]
-            cacert: str | None = str(edge.ca_path)
-            quick_service: str | None = edge.api_url
-            front = edge.public_address
-            label = (f"the embedded local edge (udp {edges[0][0]}:{edges[0][1]}, "
-                     f"front {edge.api_url})")
-        else:
-            edges, cacert, quick_service = [settings.edge], settings.cacert, settings.quick_service
-            assert quick_service is not None
-            parts = urlsplit(quick_service)
-            front = (parts.hostname or settings.edge[0], parts.port or 80)
-            label = f"edge {settings.edge[0]}:{settings.edge[1]} (from {settings.source})"
-        assert quick_service is not None
-        try:
-            quick = await request_quick_tunnel(quick_service)
-        except NbtunnelError as exc:
-            raise TunnelError(f"cannot open a quick tunnel on {label}: {exc}") from exc
-        url = f"http://{quick.hostname}" + ("" if front[1] == 80 else f":{front[1]}")
-        connector = Connector(ConnectorConfig(
-            edge=list(edges), credentials=quick.credentials, ingress=Ingress.single(service),
-            cacert=cacert, ha_connections=ha_connections, grace_period=5.0,
-            config_flags={"protocol": protocol}))
-        existing = Tunnel(rt, service, target, quick.hostname, url, label, front, connector,
-                          ha_connections, protocol)
-        connector.subscribe(existing._on_event)
-        _registry[service] = existing
-        existing._task = rt.spawn(existing._run(), name=f"nbtunnel-tunnel-{quick.hostname}")
-        if wait:  # an existing tunnel is returned as it is, even while it reconnects
-            await existing._wait_ready(1, timeout)
-    return existing
-
-
-def _prepare(target: int | str, edge: str | None, cacert: str | None, quick_service: str | None,
-             ha_connections: int, protocol: str) -> tuple[str, EdgeSettings]:
-    service = normalize_target(target)
-    if ha_connections < 1:
-        raise TunnelError("ha_connections must be at least 1")
-    if protocol not in ("quic", "auto"):
-        raise TunnelError(f"protocol {protocol!r} is not supported (quic, auto)")
-    return service, resolve_edge(edge, cacert, quick_service)
-
-
-def open_tunnel(target: int | str, *, edge: str | None = None, cacert: str | None = None,
-                quick_service: str | None = None, ha_connections: int = 4,
-                protocol: str = "quic", wait: bool = True, timeout: float = 30.0) -> Tunnel:
-    """Publish target through a quick tunnel; returns once a connection is registered."""
-    service, settings = _prepare(target, edge, cacert, quick_service, ha_connections, protocol)
-    rt = get_runtime()
-    return rt.call(_astart(rt, service, target, settings, ha_connections, protocol, wait,
-                           timeout))
-
-
-async def aopen_tunnel(target: int | str, *, edge: str | None = None, cacert: str | None = None,
-                       quick_service: str | None = None, ha_connections: int = 4,
-                       protocol: str = "quic", wait: bool = True,
-                       timeout: float = 30.0) -> Tunnel:
-    """Async open_tunnel: the connector still runs on the runtime thread, not on your loop."""
-    service, settings = _prepare(target, edge, cacert, quick_service, ha_connections, protocol)
-    rt = get_runtime()
-    coro = _astart(rt, service, target, settings, ha_connections, protocol, wait, timeout)
-    if rt.on_loop_thread:
-        return await coro
-    return await asyncio.wrap_future(rt.submit(coro))
-
-
-def list_tunnels() -> list[Tunnel]:
-    return list(_registry.values())
-
-
-def find_tunnel(target: int | str) -> Tunnel | None:
-    """The running tunnel for a target (port, URL, ...) or public URL/hostname, if any."""
-    text = str(target).strip().rstrip("/")
-    for t in list_tunnels():
-        if text in (t.url, t.hostname):
-            return t
-    try:
-        return _registry.get(normalize_target(target))
-    except TargetError:
-        return None
-
-
-async def _astop_all() -> None:
-    tunnels = list(_registry.values())
-    await asyncio.gather(*(t._astop(2.0) for t in tunnels), return_exceptions=True)
-    _registry.clear()
-
-
-def stop_all() -> None:
-    """Stop every tunnel, close the embedded edge and end the loop thread (re-created lazily)."""
-    if current_runtime() is not None:
-        shutdown_runtime()
-    _registry.clear()
 
 
 on_new_runtime(lambda rt: rt.add_closer(_astop_all))
