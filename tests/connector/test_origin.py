@@ -9,7 +9,7 @@ import hashlib
 import json
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -284,8 +284,9 @@ async def test_connection_refused(client: OriginClient) -> None:
         assert str(info.value) == f"{ORIGIN_UNREACHABLE}: {cause}"
 
 
-async def test_connect_timeout() -> None:
-    """A listener with a full accept queue drops SYNs, so the dial hangs until the timeout."""
+@pytest.fixture
+def hanging_port() -> Iterator[int]:
+    """A listener with a full accept queue drops SYNs, so a dial hangs until its timeout."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(0)
@@ -294,15 +295,21 @@ async def test_connect_timeout() -> None:
         for s in fillers:
             s.setblocking(False)
             s.connect_ex(("127.0.0.1", port))
-        client = OriginClient(connector_id=TAG, connect_timeout=0.2)
         try:
-            with pytest.raises(OriginError) as info:
-                await client.request(f"http://127.0.0.1:{port}", head(), None)
-            assert info.value.cause == f"dial tcp 127.0.0.1:{port}: i/o timeout"
+            yield port
         finally:
-            await client.aclose()
             for s in fillers:
                 s.close()
+
+
+async def test_connect_timeout(hanging_port: int) -> None:
+    client = OriginClient(connector_id=TAG, connect_timeout=0.2)
+    try:
+        with pytest.raises(OriginError) as info:
+            await client.request(f"http://127.0.0.1:{hanging_port}", head(), None)
+        assert info.value.cause == f"dial tcp 127.0.0.1:{hanging_port}: i/o timeout"
+    finally:
+        await client.aclose()
 
 
 async def test_origin_closes_without_answering(client: OriginClient) -> None:
@@ -458,22 +465,12 @@ async def test_disable_chunked_encoding_sends_a_content_length(
     assert info == {"sha256": hashlib.sha256(b"abcdef").hexdigest(), "size": 6, "te": ""}
 
 
-async def test_per_request_connect_timeout() -> None:
+async def test_per_request_connect_timeout(hanging_port: int) -> None:
     """originRequest.connectTimeout applies per request, over the client's default."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        port = listener.getsockname()[1]
-        fillers = [socket.socket() for _ in range(3)]
-        for s in fillers:
-            s.setblocking(False)
-            s.connect_ex(("127.0.0.1", port))
-        client = OriginClient(connector_id=TAG, connect_timeout=30.0)
-        try:
-            with pytest.raises(OriginError, match="i/o timeout"):
-                await client.request(f"http://127.0.0.1:{port}", head(), None,
-                                     connect_timeout=0.2)
-        finally:
-            await client.aclose()
-            for s in fillers:
-                s.close()
+    client = OriginClient(connector_id=TAG, connect_timeout=30.0)
+    try:
+        with pytest.raises(OriginError, match="i/o timeout"):
+            await client.request(f"http://127.0.0.1:{hanging_port}", head(), None,
+                                 connect_timeout=0.2)
+    finally:
+        await client.aclose()
