@@ -56,6 +56,9 @@ async def push_configuration(
 
 
 async def _push(live: LiveConnection, version: int, config: bytes) -> tuple[int, str]:
+    if live.protocol == "http2":  # no RPC stream over HTTP/2: an update-configuration request
+        applied, err = await live.transport.update_configuration(version, config)
+        return int(applied), str(err)
     stream = live.transport.open_stream()
     client = ConfigurationClient()
     try:

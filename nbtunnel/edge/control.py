@@ -1,8 +1,9 @@
 """The edge side of one connector connection: registration on the control stream.
 
 A connector opens client stream 0 right after the handshake and speaks Cap'n Proto RPC on it
-(no preamble). We answer `registerConnection` after checking the tunnel id, account tag and
-secret against the store; on success the connection joins the registry and the public front
+(no preamble); over HTTP/2 the edge opens a control-stream request whose bodies carry the RPC.
+We answer `registerConnection` after checking the tunnel id, account tag and secret against
+the store; on success the connection joins the registry and the public front
 may open data streams on it. `unregisterConnection` means drain: no new streams, and the
 connection closes once its in-flight streams finish. Any registration error is answered and
 the connection is closed, as cloudflared expects.
@@ -18,7 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nbtunnel.core.errors import ProtocolError
 from nbtunnel.core.registration import (
@@ -34,7 +35,7 @@ from nbtunnel.edge.store import Store
 from nbtunnel.transport.errors import TransportError
 
 if TYPE_CHECKING:
-    from nbtunnel.transport.quic import QuicTunnelConnection
+    from nbtunnel.edge.h2conn import H2Connection
 
 log = logging.getLogger("nbtunnel.edge.control")
 
@@ -92,6 +93,19 @@ class ControlHandler:
         except (TimeoutError, TransportError):
             conn.close(0, "no control stream")
             return
+        await self.serve_control(conn, stream, "quic")
+
+    async def serve_http2(self, conn: H2Connection) -> None:
+        """HTTP/2 connections: the edge opens the control-stream request itself."""
+        try:
+            stream = conn.open_control_stream()
+        except TransportError:
+            conn.close(0, "no control stream")
+            return
+        await self.serve_control(conn, stream, "http2")
+
+    async def serve_control(self, conn: Any, stream: Any, protocol: str) -> None:
+        """Registration RPC over `stream`, then drain; `conn` is a QUIC or HTTP/2 connection."""
         rpc = RegistrationServer()
         live: LiveConnection | None = None
         try:
@@ -108,7 +122,7 @@ class ControlHandler:
                     return
                 for event in events:
                     if isinstance(event, RegisterRequested):
-                        live = await self._register(conn, rpc, event, live)
+                        live = await self._register(conn, rpc, event, live, protocol)
                     elif isinstance(event, UnregisterRequested):
                         rpc.answer_empty(event.question_id)
                         if live is not None:
@@ -123,7 +137,8 @@ class ControlHandler:
         except TransportError:
             pass  # the control stream or the whole connection broke
         try:
-            if live is not None and not conn.closed:
+            # HTTP/2: after a graceful GOAWAY its accepted streams still finish
+            if live is not None and not getattr(conn, "terminated", conn.closed):
                 await self._wait_drained(conn, live)
         finally:
             if live is not None:
@@ -142,12 +157,9 @@ class ControlHandler:
             await stream.write(out)  # type: ignore[attr-defined]
 
     async def _register(
-        self, conn: object, rpc: RegistrationServer, event: RegisterRequested,
-        current: LiveConnection | None,
+        self, conn: Any, rpc: RegistrationServer, event: RegisterRequested,
+        current: LiveConnection | None, protocol: str,
     ) -> LiveConnection | None:
-        from nbtunnel.transport.quic import QuicTunnelConnection
-
-        assert isinstance(conn, QuicTunnelConnection)
         params = event.params
         error = self.check(params)
         if error is None and current is not None:
@@ -172,7 +184,7 @@ class ControlHandler:
             conn_index=params.conn_index,
             connector_id=connector_id,
             connection_id=uuid.uuid4(),
-            protocol="quic",
+            protocol=protocol,
             edge_location=self.location,
             origin_ip=conn.remote_address[0],
             client_version=client.version,
@@ -195,7 +207,7 @@ class ControlHandler:
             self.on_change("registered", live)
         return live
 
-    async def _wait_drained(self, conn: QuicTunnelConnection, live: LiveConnection) -> None:
+    async def _wait_drained(self, conn: Any, live: LiveConnection) -> None:
         """The control stream ended but the connection is still up: keep it for its requests.
 
         cloudflared closes its control stream right after `unregisterConnection` and then

@@ -15,6 +15,7 @@ from nbtunnel.edge.api import EdgeApi
 from nbtunnel.edge.control import ControlHandler
 from nbtunnel.edge.control_api import ControlApi
 from nbtunnel.edge.front import PublicFront
+from nbtunnel.edge.h2conn import H2Listener
 from nbtunnel.edge.registry import Registry
 from nbtunnel.edge.store import Store
 from nbtunnel.paths import default_home
@@ -49,6 +50,7 @@ class Edge:
         self.ca: LocalCA | None = None
         self.front: PublicFront | None = None
         self._quic: QuicServer | None = None
+        self._h2: H2Listener | None = None
         self.control_api: ControlApi | None = None
 
     async def start(self) -> None:
@@ -71,6 +73,15 @@ class Edge:
                 on_connection=control.serve,
                 settings=QuicSettings(idle_timeout=10.0, backend=cfg.quic_backend),
             )
+            # cloudflared --protocol http2 dials TCP on the same port number as QUIC
+            self._h2 = H2Listener(control.serve_http2)
+            try:
+                await self._h2.start(cfg.quic_host, self._quic.sockname[1],
+                                     str(self.ca.cert_path), str(self.ca.key_path))
+            except OSError as exc:  # QUIC still serves; only `--protocol http2` is affected
+                log.warning("no HTTP/2 connector listener on tcp port %d: %s",
+                            self._quic.sockname[1], exc)
+                self._h2 = None
             self.front = PublicFront(
                 self.store, self.registry, location=cfg.location, api=api, api_hosts=api_hosts
             )
@@ -78,7 +89,7 @@ class Edge:
         except BaseException:
             await self.close()
             raise
-        log.info("edge listening: connectors on udp %s:%d, public front on http://%s:%d",
+        log.info("edge listening: connectors on udp+tcp %s:%d, public front on http://%s:%d",
                  *self.quic_address, *self.public_address)
 
     async def close(self) -> None:
@@ -88,6 +99,9 @@ class Edge:
         if self._quic is not None:
             await self._quic.close()
             self._quic = None
+        if self._h2 is not None:
+            await self._h2.close()
+            self._h2 = None
         if self.control_api is not None:
             await self.control_api.aclose()
             self.control_api = None

@@ -42,15 +42,15 @@ class QuickCloudflared:
 
 @contextlib.asynccontextmanager
 async def quick_cloudflared(
-    edge: Edge, origin_url: str, home: Path
+    edge: Edge, origin_url: str, home: Path, extra: tuple[str, ...] = ()
 ) -> AsyncIterator[QuickCloudflared]:
-    """`cloudflared tunnel --url ORIGIN` against our edge, until its connection registered."""
+    """`cloudflared tunnel [EXTRA] --url ORIGIN` against our edge, until it registered."""
     assert CLOUDFLARED is not None
     host, port = edge.quic_address
     proc = await asyncio.create_subprocess_exec(
         CLOUDFLARED, "tunnel", "--no-autoupdate", "--no-prechecks",
         "--edge", f"{host}:{port}", "--cacert", str(edge.ca_path),
-        "--quick-service", edge.api_url, "--metrics", "127.0.0.1:0",
+        "--quick-service", edge.api_url, "--metrics", "127.0.0.1:0", *extra,
         "--url", origin_url,
         env={**os.environ, "HOME": str(home)},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

@@ -1,0 +1,131 @@
+"""The edge's HTTP/2 connection against a scripted fake connector (h2 server side, plain TCP)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+
+from nbtunnel.core.httpmeta import build_connect_request, parse_http_response
+from nbtunnel.core.streams import ConnectResponse, HeadParser, encode_connect_request
+from nbtunnel.edge.h2conn import WINDOW, H2Connection
+from nbtunnel.edge.h2wire import encode_serialized_headers
+from nbtunnel.transport.errors import TransportClosedError
+
+
+@dataclass
+class FakeConnector:
+    """cloudflared's side: an HTTP/2 server whose answers the test scripts."""
+
+    h2: h2.connection.H2Connection
+    writer: asyncio.StreamWriter
+    requests: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
+    got: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def flush(self) -> None:
+        self.writer.write(self.h2.data_to_send())
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[H2Connection, FakeConnector]]:
+    fakes: list[FakeConnector] = []
+    ready = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=False, header_encoding="utf-8"))
+        conn.initiate_connection()
+        fake = FakeConnector(conn, writer)
+        fake.flush()
+        fakes.append(fake)
+        ready.set()
+        while data := await reader.read(65536):
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    fake.requests[event.stream_id] = [(str(n), str(v)) for n, v in event.headers]
+                    fake.got.set()
+            fake.flush()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+    edge = H2Connection(reader, writer)
+    edge.start()
+    async with asyncio.TaskGroup() as tg:
+        runner = tg.create_task(edge.run())
+        await ready.wait()
+        yield edge, fakes[0]
+        edge.close()
+        runner.cancel()
+    server.close()
+
+
+async def _until(cond: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5):
+        while not cond():  # noqa: ASYNC110 - polling a plain predicate
+            await asyncio.sleep(0.01)
+
+
+async def test_data_stream_translates_both_heads(
+    pair: tuple[H2Connection, FakeConnector],
+) -> None:
+    edge, fake = pair
+    stream = edge.open_stream()
+    await stream.write(encode_connect_request(build_connect_request(
+        "GET", "app.example", "/p?q=1", [("Accept", "*/*")], scheme="http")))
+    await _until(lambda: bool(fake.requests))
+    sid, headers = next(iter(fake.requests.items()))
+    assert headers == [(":method", "GET"), (":scheme", "http"), (":authority", "app.example"),
+                       (":path", "/p?q=1"), ("accept", "*/*")]
+    fake.h2.send_headers(sid, [
+        (":status", "200"),
+        ("cf-cloudflared-response-headers", encode_serialized_headers([("X-A", "1")])),
+        ("cf-cloudflared-response-meta", '{"src":"origin"}')])
+    fake.h2.send_data(sid, b"hi", end_stream=True)
+    fake.flush()
+    head = HeadParser("response").feed(await stream.read())
+    assert isinstance(head, ConnectResponse)
+    assert parse_http_response(head) == (200, [("X-A", "1")])
+    assert await stream.read() == b"hi" and await stream.read() == b""
+
+
+async def test_unread_response_holds_at_most_one_window(
+    pair: tuple[H2Connection, FakeConnector],
+) -> None:
+    edge, fake = pair
+    stream = edge.request([(":method", "GET"), (":scheme", "http"), (":authority", "a"),
+                           (":path", "/")], end_stream=True)
+    await _until(lambda: bool(fake.requests))
+    fake.h2.send_headers(stream.stream_id, [(":status", "200")])
+    sent = 0
+    while (room := fake.h2.local_flow_control_window(stream.stream_id)) > 0:
+        n = min(room, fake.h2.max_outbound_frame_size)
+        fake.h2.send_data(stream.stream_id, b"x" * n)
+        sent += n
+    fake.flush()
+    assert sent == WINDOW  # the edge's stream window is the bound
+    await _until(lambda: sum(map(len, stream._chunks)) == WINDOW)
+    got = 0
+    while got < WINDOW:
+        got += len(await stream.read())
+    await _until(lambda: fake.h2.local_flow_control_window(stream.stream_id) > 0)
+
+
+async def test_goaway_fails_unprocessed_streams(
+    pair: tuple[H2Connection, FakeConnector],
+) -> None:
+    edge, fake = pair
+    stream = edge.request([(":method", "GET"), (":scheme", "http"), (":authority", "a"),
+                           (":path", "/")], end_stream=True)
+    await _until(lambda: bool(fake.requests))
+    fake.h2.close_connection(last_stream_id=0)
+    fake.flush()
+    with pytest.raises(TransportClosedError):
+        await stream.response_headers()
+    assert edge.closed and not edge.terminated
+    with pytest.raises(TransportClosedError):
+        edge.open_stream()
