@@ -94,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: http://EDGE_HOST:8080)")
     tunnel.add_argument("--ha-connections", type=int, default=4,
                         help="connections to keep open to the edge (4)")
-    tunnel.add_argument("--protocol", default="quic", choices=["quic", "auto"],
-                        help="transport protocol (quic)")
+    tunnel.add_argument("--protocol", default="quic", choices=["quic", "http2", "auto"],
+                        help="transport protocol (quic; auto falls back to http2)")
     tunnel.add_argument("--grace-period", type=duration, default=30.0,
                         help="time to finish in-flight requests on shutdown (30s, max 3m)")
     tunnel.add_argument("--quic-backend", choices=["qh3", "aioquic"], default=None,

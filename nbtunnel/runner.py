@@ -139,7 +139,7 @@ def run_tunnel(args: argparse.Namespace) -> Runner:
                 edge=list(edges), credentials=quick.credentials,
                 ingress=Ingress.single(service), cacert=cacert,
                 ha_connections=args.ha_connections, grace_period=args.grace_period,
-                quic_backend=args.quic_backend,
+                quic_backend=args.quic_backend, protocol=args.protocol,
                 config_flags={"protocol": args.protocol},
             ))
             return await _serve(connector, stop)

@@ -3,7 +3,9 @@
 Mirrors cloudflared's `serveQUIC`: the first client-initiated bidi stream carries the
 registration RPC (no preamble); then the edge opens data streams (and RPC streams for remote
 configuration) toward us. Each stream is served in this connection's TaskGroup; when the QUIC
-connection ends, `run()` returns and the supervisor decides whether to reconnect.
+connection ends, `run()` returns and the supervisor decides whether to reconnect. With protocol
+"http2" it mirrors `serveHTTP2`: the edge opens the control stream as a request, and every data
+stream is an HTTP/2 request adapted for the same proxy (h2proxy.py).
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nbtunnel.connector.events import ConnectionEvent
+from nbtunnel.connector.h2control import accept_control, serve_update_configuration
+from nbtunnel.connector.h2proxy import H2ProxyStream
+from nbtunnel.connector.h2transport import CANCEL, H2ServerConnection, H2ServerStream, dial_http2
 from nbtunnel.connector.proxy import Stream, StreamProxy
 from nbtunnel.core.errors import NbtunnelError, ProtocolError
+from nbtunnel.core.h2headers import UPGRADE_HEADER
 from nbtunnel.core.registration import (
     CallFailed,
     CloudflaredServer,
@@ -88,7 +94,9 @@ class EdgeConnection:
         local_config: Callable[[], bytes],
         on_config: Callable[[int, bytes], tuple[int, str]],
         emit: Callable[[ConnectionEvent], None],
+        protocol: str = "quic",
     ) -> None:
+        self.protocol = protocol
         self.index = index
         self.target = target
         self.auth = auth
@@ -100,7 +108,7 @@ class EdgeConnection:
         self.local_config = local_config
         self.on_config = on_config
         self.emit = emit
-        self.conn: QuicTunnelConnection | None = None
+        self.conn: QuicTunnelConnection | H2ServerConnection | None = None
         self.details: ConnectionDetails | None = None
         self.registered = asyncio.Event()
         self._rpc = RegistrationClient()
@@ -117,34 +125,21 @@ class EdgeConnection:
     async def run(self) -> None:
         """Dial, register and serve until the connection ends. Raises on dial/registration
         failure; returns normally when an established connection closes."""
-        self.conn = await connect(
+        if self.protocol == "http2":
+            await self._run_http2()
+            return
+        self.conn = conn = await connect(
             self.target.host, self.target.port, server_name=self.target.server_name,
             cafile=self.target.cafile, settings=self.settings,
         )
         try:
-            control = self.conn.open_stream()
-            self._control = control
-            self._rpc.register(RegisterConnectionParams(
-                auth=self.auth, tunnel_id=self.tunnel_id, conn_index=self.index,
-                options=ConnectionOptions(client=self.client,
-                                          origin_local_ip=_mapped_ip(self.target.host),
-                                          num_previous_attempts=min(self.attempts, 255)),
-            ))
-            await control.write(self._rpc.data_to_send())
-            async with asyncio.timeout(RPC_TIMEOUT):
-                response = await self._await_registration(control)
-            if isinstance(response, RegistrationError):
-                raise RegistrationRefused(response)
-            self.details = response
-            self.registered.set()
-            if self.index == 0 and not response.tunnel_is_remotely_managed:
-                self._rpc.update_local_configuration(self.local_config())
-                await control.write(self._rpc.data_to_send())
+            control = conn.open_stream()
+            await self._register(control)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._read_control(control))
                 while True:
                     try:
-                        stream = await self.conn.accept_stream()
+                        stream = await conn.accept_stream()
                     except TransportError:
                         break
                     tg.create_task(self._serve_stream(stream))
@@ -152,7 +147,58 @@ class EdgeConnection:
         except* _ConnectionEnded:
             pass
         finally:
-            self.conn.close(0, "")
+            conn.close(0, "")
+
+    async def _run_http2(self) -> None:
+        """cloudflared's HTTP/2 transport: the edge opens the control stream and every request."""
+        self.conn = conn = await dial_http2(self.target.host, self.target.port,
+                                            self.target.cafile)
+        try:
+            async with asyncio.timeout(RPC_TIMEOUT):
+                control = await accept_control(conn)
+            await self._register(control)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._read_control(control))
+                while True:
+                    try:
+                        stream = await conn.accept_stream()
+                    except TransportError:
+                        break
+                    tg.create_task(self._serve_http2_stream(stream))
+                raise _ConnectionEnded
+        except* _ConnectionEnded:
+            pass
+        finally:
+            conn.close(0, "")
+
+    async def _serve_http2_stream(self, stream: H2ServerStream) -> None:
+        kind = stream.header(UPGRADE_HEADER).lower()
+        if kind == "update-configuration":
+            await serve_update_configuration(stream, self.on_config)
+        elif kind == "control-stream":
+            stream.reset(CANCEL)  # only the first one is the control stream
+        else:
+            await self._serve_stream(H2ProxyStream(stream))
+
+    async def _register(self, control: Stream) -> None:
+        """registerConnection on the control stream; then the local config on index 0."""
+        self._control = control
+        self._rpc.register(RegisterConnectionParams(
+            auth=self.auth, tunnel_id=self.tunnel_id, conn_index=self.index,
+            options=ConnectionOptions(client=self.client,
+                                      origin_local_ip=_mapped_ip(self.target.host),
+                                      num_previous_attempts=min(self.attempts, 255)),
+        ))
+        await control.write(self._rpc.data_to_send())
+        async with asyncio.timeout(RPC_TIMEOUT):
+            response = await self._await_registration(control)
+        if isinstance(response, RegistrationError):
+            raise RegistrationRefused(response)
+        self.details = response
+        self.registered.set()
+        if self.index == 0 and not response.tunnel_is_remotely_managed:
+            self._rpc.update_local_configuration(self.local_config())
+            await control.write(self._rpc.data_to_send())
 
     async def _await_registration(self, control: Stream) -> ConnectionDetails | RegistrationError:
         while True:
@@ -237,8 +283,10 @@ class EdgeConnection:
             self._rpc.shutdown()
             with contextlib.suppress(TransportError):
                 await self._control.write(self._rpc.data_to_send())
+            if isinstance(self._control, H2ServerStream):
+                self._control.reset(0)  # cloudflared ends its control stream with NO_ERROR
         self.conn.close(0, "")
 
 
 class _ConnectionEnded(Exception):
-    """Internal: the QUIC connection closed; unwinds the TaskGroup."""
+    """Internal: the edge connection closed; unwinds the TaskGroup."""

@@ -29,6 +29,7 @@ from nbtunnel.connector.origin import OriginClient
 from nbtunnel.connector.proxy import StreamProxy
 from nbtunnel.core.errors import NbtunnelError
 from nbtunnel.core.schema import ClientInfo, TunnelAuth
+from nbtunnel.transport.errors import ConnectTimeoutError
 from nbtunnel.transport.quic import QuicSettings
 
 log = logging.getLogger("nbtunnel.connector")
@@ -57,6 +58,7 @@ class ConnectorConfig:
     grace_period: float = 30.0
     retries: int = 5
     quic_backend: str | None = None
+    protocol: str = "quic"  # "quic", "http2", or "auto" (QUIC, falling back to HTTP/2)
     config_flags: dict[str, str] = field(default_factory=dict)
 
 
@@ -74,6 +76,7 @@ class Connector:
         self._stopping = asyncio.Event()
         self._first_registered = asyncio.Event()
         self._changed = asyncio.Event()
+        self._quic_worked = False  # once QUIC registered anywhere, "auto" never falls back
         self._hello: HelloWorldServer | None = None
         self._origin = OriginClient(connector_id=str(self.connector_id))
         self._proxy = StreamProxy(self._origin, lambda: self.ingress, self._service,
@@ -160,13 +163,14 @@ class Connector:
                             version=f"nbtunnel-{__version__}", arch=client_arch())
         backoff = Backoff(max_retries=self.config.retries)
         settings = QuicSettings(backend=self.config.quic_backend)
+        protocol = "http2" if self.config.protocol == "http2" else "quic"
         while not self._stopping.is_set():
             target = self._target(index)
             conn = EdgeConnection(
                 index, target, TunnelAuth(creds.account_tag, creds.secret),
                 creds.tunnel_id.bytes, client, self._proxy, settings=settings,
                 attempts=backoff.retries, local_config=self.local_config,
-                on_config=self.apply_remote_config, emit=self._emit,
+                on_config=self.apply_remote_config, emit=self._emit, protocol=protocol,
             )
             self.connections[index] = conn
             self._emit(ConnectionEvent(index, "connecting", edge=conn.edge))
@@ -178,6 +182,11 @@ class Connector:
                 reason = f"registration refused: {exc}"
             except (NbtunnelError, OSError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
+                if self._fall_back(protocol, exc, backoff):
+                    log.warning("Connection %d: QUIC keeps failing (%s); switching to the "
+                                "fallback protocol http2", index, reason)
+                    protocol = "http2"
+                    backoff.reset()
             finally:
                 registered_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -194,14 +203,24 @@ class Connector:
                     await self._stopping.wait()
         self._emit(ConnectionEvent(index, "closed"))
 
+    def _fall_back(self, protocol: str, exc: Exception, backoff: Backoff) -> bool:
+        """cloudflared's auto fallback: after max retries, or at once when the QUIC handshake
+        timed out (UDP blocked), unless QUIC already worked for some connection."""
+        if self.config.protocol != "auto" or protocol != "quic" or self._quic_worked:
+            return False
+        return isinstance(exc, ConnectTimeoutError) or backoff.retries >= backoff.max_retries
+
     async def _announce(self, conn: EdgeConnection, backoff: Backoff) -> None:
         await conn.registered.wait()
         backoff.reset()
         details = conn.details
         assert details is not None
         conn_id = str(uuid.UUID(bytes=details.uuid)) if len(details.uuid) == 16 else ""
+        if conn.protocol == "quic":
+            self._quic_worked = True
         log.info("Registered tunnel connection connIndex=%d connection=%s location=%s "
-                 "protocol=quic edge=%s", conn.index, conn_id, details.location_name, conn.edge)
+                 "protocol=%s edge=%s", conn.index, conn_id, details.location_name,
+                 conn.protocol, conn.edge)
         self._first_registered.set()
         self._emit(ConnectionEvent(conn.index, "registered", edge=conn.edge,
                                    location=details.location_name, connection_id=conn_id))

@@ -4,17 +4,23 @@ Over HTTP/2 the edge sends each eyeball request as an ordinary HTTP/2 request an
 answers with `:status`, the origin's headers serialized in `cf-cloudflared-response-headers`
 (`b64(name):b64(value)` pairs joined by `;`, unpadded standard base64) and a
 `cf-cloudflared-response-meta` saying whether the origin or cloudflared itself answered.
+The codec lives in nbtunnel.core.h2headers (the connector uses it too).
 These pure functions let the exchange keep speaking ConnectRequest/ConnectResponse bytes.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from urllib.parse import urlsplit
 
-from nbtunnel.core.errors import DecodeError
+from nbtunnel.core.h2headers import (
+    RESPONSE_HEADERS,
+    RESPONSE_META,
+    UPGRADE_HEADER,
+    Headers,
+    decode_serialized_headers,
+    encode_serialized_headers,
+)
 from nbtunnel.core.httpmeta import (
     HTTP_HEADER,
     HTTP_HOST,
@@ -29,45 +35,12 @@ from nbtunnel.core.streams import (
     encode_connect_response,
 )
 
-UPGRADE_HEADER = "cf-cloudflared-proxy-connection-upgrade"
-RESPONSE_HEADERS = "cf-cloudflared-response-headers"
-RESPONSE_META = "cf-cloudflared-response-meta"
+__all__ = ["RESPONSE_HEADERS", "RESPONSE_META", "UPGRADE_HEADER", "connect_response",
+           "decode_serialized_headers", "encode_serialized_headers", "request_headers"]
+
 # Connection-specific headers are illegal in HTTP/2 (RFC 9113 §8.2.2); Host becomes :authority.
 _H2_DROP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
             "host", "te"}
-
-Headers = list[tuple[str, str]]
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii").rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except binascii.Error as exc:
-        raise DecodeError(f"bad base64 in {RESPONSE_HEADERS}: {text[:40]!r}") from exc
-
-
-def encode_serialized_headers(headers: Headers) -> str:
-    """The serialized form cloudflared sends (used by tests and fakes)."""
-    return ";".join(
-        f"{_b64(n.encode('latin-1'))}:{_b64(v.encode('latin-1'))}" for n, v in headers
-    )
-
-
-def decode_serialized_headers(value: str) -> Headers:
-    """Origin headers out of `cf-cloudflared-response-headers`; "" means none."""
-    out: Headers = []
-    if not value:
-        return out
-    for pair in value.split(";"):
-        name, sep, val = pair.partition(":")
-        if not sep or not name:
-            raise DecodeError(f"bad pair in {RESPONSE_HEADERS}: {pair[:40]!r}")
-        out.append((_unb64(name).decode("latin-1"), _unb64(val).decode("latin-1")))
-    return out
 
 
 def request_headers(req: ConnectRequest) -> tuple[list[tuple[str, str]], bool]:
