@@ -35,14 +35,17 @@ def test_data_plane_notebook_in_jupyterlab(lab: str, tmp_path: Path) -> None:
             page.wait_for_function("() => document.body.innerText.includes('| Idle')",
                                    timeout=60_000)
             svg = page.locator(".jp-OutputArea-output svg").first
+            started = ("() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]"
+                       ".some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))")
             for _ in range(3):  # right after load a menu click is sometimes swallowed
                 page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
                 page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-                try:
-                    svg.wait_for(state="attached", timeout=60_000)
+                try:  # retry only while nothing runs: a second Run All would queue a rerun
+                    page.wait_for_function(started, timeout=10_000)
                     break
                 except playwright_sync.TimeoutError:
                     continue
+            svg.wait_for(state="attached", timeout=120_000)
             # the last cell (lab.stop()) has run: every code cell has a number, kernel idle
             page.wait_for_function(
                 "() => { const p = [...document.querySelectorAll('.jp-CodeCell "
