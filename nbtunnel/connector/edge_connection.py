@@ -14,8 +14,9 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from nbtunnel.connector.events import ConnectionEvent
 from nbtunnel.connector.h2control import accept_control, serve_update_configuration
@@ -135,17 +136,7 @@ class EdgeConnection:
         try:
             control = conn.open_stream()
             await self._register(control)
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._read_control(control))
-                while True:
-                    try:
-                        stream = await conn.accept_stream()
-                    except TransportError:
-                        break
-                    tg.create_task(self._serve_stream(stream))
-                raise _ConnectionEnded
-        except* _ConnectionEnded:
-            pass
+            await self._serve_streams(conn, control, self._serve_stream)
         finally:
             conn.close(0, "")
 
@@ -157,6 +148,16 @@ class EdgeConnection:
             async with asyncio.timeout(RPC_TIMEOUT):
                 control = await accept_control(conn)
             await self._register(control)
+            await self._serve_streams(conn, control, self._serve_http2_stream)
+        finally:
+            conn.close(0, "")
+
+    async def _serve_streams(
+        self, conn: Any, control: Stream, serve_one: Callable[[Any], Coroutine[Any, Any, None]]
+    ) -> None:
+        """Read control-stream replies and serve every stream the edge opens, each in this
+        connection's TaskGroup, until the connection ends (either transport)."""
+        try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._read_control(control))
                 while True:
@@ -164,12 +165,10 @@ class EdgeConnection:
                         stream = await conn.accept_stream()
                     except TransportError:
                         break
-                    tg.create_task(self._serve_http2_stream(stream))
+                    tg.create_task(serve_one(stream))
                 raise _ConnectionEnded
         except* _ConnectionEnded:
             pass
-        finally:
-            conn.close(0, "")
 
     async def _serve_http2_stream(self, stream: H2ServerStream) -> None:
         kind = stream.header(UPGRADE_HEADER).lower()
