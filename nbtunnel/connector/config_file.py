@@ -77,7 +77,7 @@ def load_config(path: Path, *, require_ingress: bool = False) -> TunnelConfigFil
         defaults = doc.get("originRequest") or {}
         if not isinstance(defaults, dict):
             raise IngressError("originRequest must be a mapping")
-        cfg.ingress = Ingress.from_rules(doc["ingress"], defaults)
+        cfg.ingress = Ingress.from_rules(doc["ingress"], defaults, doc.get("warp-routing"))
         cfg.warnings += cfg.ingress.warnings
     elif require_ingress:
         raise IngressError(f"{path} has no ingress rules")

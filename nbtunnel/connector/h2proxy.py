@@ -21,6 +21,7 @@ from nbtunnel.core.h2headers import (
 )
 from nbtunnel.core.httpmeta import build_connect_request, parse_http_response
 from nbtunnel.core.streams import (
+    ConnectionType,
     ConnectRequest,
     ConnectResponse,
     HeadParser,
@@ -28,10 +29,15 @@ from nbtunnel.core.streams import (
 )
 from nbtunnel.transport.errors import TransportError
 
+PROXY_SRC_HEADER = "cf-cloudflared-proxy-src"  # a private-routing TCP stream (section 4)
+
 
 def connect_request(stream: H2ServerStream) -> ConnectRequest:
     """The ConnectRequest cloudflared would see for this HTTP/2 request (defaults as in §4)."""
     pseudo = {n: v for n, v in stream.headers if n.startswith(":")}
+    if stream.header(PROXY_SRC_HEADER):
+        return ConnectRequest(dest=pseudo.get(":authority", ""), type=ConnectionType.TCP,
+                              metadata=[])
     websocket = stream.header(UPGRADE_HEADER).lower() == "websocket"
     headers = [(n, v) for n, v in stream.headers
                if not n.startswith(":") and n != UPGRADE_HEADER]
@@ -48,6 +54,8 @@ def response_headers(resp: ConnectResponse) -> list[tuple[str, str]]:
     """HTTP/2 response head for the proxy's ConnectResponse."""
     if resp.error:
         return [(":status", "502"), (RESPONSE_META, META_CLOUDFLARED)]
+    if not resp.metadata:  # a private-routing TCP ack: cloudflared answers 101, sent as 200
+        return [(":status", "200"), (RESPONSE_HEADERS, ""), (RESPONSE_META, META_ORIGIN)]
     status, origin = parse_http_response(resp)
     if status == 101:
         status = 200  # the upgraded stream then carries bytes both ways

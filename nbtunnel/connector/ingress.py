@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbtunnel.connector.warp import WarpRouting, WarpRoutingError
 from nbtunnel.core.errors import NbtunnelError
 
 
@@ -161,6 +162,7 @@ class Ingress:
     rules: tuple[Rule, ...]
     warnings: tuple[str, ...] = ()
     defaults: dict[str, object] = field(default_factory=dict)
+    warp_routing: WarpRouting = field(default_factory=WarpRouting)
 
     @classmethod
     def single(cls, service: str) -> Ingress:
@@ -168,7 +170,8 @@ class Ingress:
         return cls((Rule(service=service),))
 
     @classmethod
-    def from_rules(cls, raw: list[Any], defaults: dict[str, Any] | None = None) -> Ingress:
+    def from_rules(cls, raw: list[Any], defaults: dict[str, Any] | None = None,
+                   warp_routing: object = None) -> Ingress:
         if not isinstance(raw, list) or not raw:
             raise IngressError("the ingress list is empty (give at least a catch-all rule)")
         warnings: list[str] = []
@@ -190,6 +193,9 @@ class Ingress:
             if not isinstance(service, str) or not service:
                 raise IngressError(f"{where}: missing service")
             _check_service(service, where)
+            if service == "socks-proxy":
+                warnings.append(f"{where}: the socks-proxy service is not supported by the "
+                                "nbtunnel connector; its streams get an error")
             _check_hostname(hostname, where)
             path_src = item.get("path")
             try:
@@ -208,7 +214,11 @@ class Ingress:
             if rule.matches_all:
                 raise IngressError(f"ingress rule #{i + 1} matches all URLs but is not the last "
                                    "rule, so the rules after it would never be used")
-        return cls(tuple(rules), tuple(warnings), defaults)
+        try:
+            warp = WarpRouting.parse(warp_routing, parse_duration)
+        except WarpRoutingError as exc:
+            raise IngressError(str(exc)) from exc
+        return cls(tuple(rules), tuple(warnings), defaults, warp)
 
     @classmethod
     def from_json(cls, config: bytes) -> Ingress:
@@ -218,7 +228,8 @@ class Ingress:
             raise IngressError(f"configuration is not JSON: {exc}") from exc
         if not isinstance(doc, dict) or not isinstance(doc.get("ingress"), list):
             raise IngressError("configuration has no ingress list")
-        return cls.from_rules(doc["ingress"], doc.get("originRequest") or {})
+        return cls.from_rules(doc["ingress"], doc.get("originRequest") or {},
+                              doc.get("warp-routing"))
 
     def match(self, hostname: str, path: str) -> tuple[int, Rule]:
         hostname = hostname.rsplit(":", 1)[0] if hostname.count(":") == 1 else hostname

@@ -149,7 +149,8 @@ class MetricsServer:
     async def config(self, _: web.Request) -> web.Response:
         c = self.connector
         doc = {"version": c.config_version,
-               "config": {"ingress": c.ingress.to_json_rules(), "warp-routing": {},
+               "config": {"ingress": c.ingress.to_json_rules(),
+                          "warp-routing": c.ingress.warp_routing.to_json(),
                           "originRequest": c.ingress.defaults}}
         return web.json_response(doc)
 

@@ -24,6 +24,12 @@ from nbtunnel.connector.origin import (
     OriginUpgrade,
     http_status_response,
 )
+from nbtunnel.connector.stream_origin import (
+    Flow,
+    StreamOriginError,
+    StreamOrigins,
+    is_stream_service,
+)
 from nbtunnel.core.errors import ProtocolError
 from nbtunnel.core.httpmeta import (
     HttpRequestHead,
@@ -73,6 +79,7 @@ class StreamProxy:
         self.ingress = ingress
         self.services = services  # maps hello_world to the built-in server's URL
         self.emit = emit
+        self.streams = StreamOrigins()  # tcp://, ssh://, ..., bastion and type=tcp streams
 
     async def handle(self, stream: Stream, conn_index: int, rpc: RpcStreamHandler) -> None:
         parser = HeadParser("request")
@@ -101,17 +108,20 @@ class StreamProxy:
         started = time.monotonic()
         method, path, status, error = "?", "?", 0, ""
         counts = [0, 0]  # bytes in (request body), bytes out (response body)
+        flow = Flow()
         try:
             if req.type == ConnectionType.TCP:
-                error = "TCP streams are not supported by this connector yet"
-                await stream.write(encode_connect_response(error_connect_response(error)))
-                stream.write_eof()
+                method, path = "TCP", req.dest
+                await self.streams.tcp(stream, req, rest, self.ingress().warp_routing, flow)
                 return
             head = parse_http_request(req)
             method, path = head.method, _path_of(head.dest)
             _, rule = self.ingress().match(head.host, path)
             service = self.services(rule.service)
-            if head.websocket:
+            if is_stream_service(service):
+                status = await self.streams.carrier(stream, head, rest, service,
+                                                    rule.origin.connect_timeout, flow)
+            elif head.websocket:
                 status = await self._websocket(stream, head, service, rest, rule.origin)
             else:
                 status = await self._http(stream, head, service, rest, counts, rule.origin)
@@ -119,6 +129,11 @@ class StreamProxy:
             error = str(exc)
             with contextlib.suppress(TransportError):
                 await stream.write(encode_connect_response(error_connect_response(error)))
+                stream.write_eof()
+        except StreamOriginError as exc:
+            error = str(exc)
+            with contextlib.suppress(TransportError):
+                await stream.write(encode_connect_response(exc.response()))
                 stream.write_eof()
         except ProtocolError as exc:
             error = f"bad request metadata: {exc}"
@@ -132,7 +147,8 @@ class StreamProxy:
         finally:
             if self.emit is not None:
                 self.emit(RequestEvent(conn_index, method, path, status,
-                                       time.monotonic() - started, counts[0], counts[1], error))
+                                       time.monotonic() - started, counts[0] + flow.bytes_in,
+                                       counts[1] + flow.bytes_out, error))
 
     async def _http(
         self, stream: Stream, head: HttpRequestHead, service: str, rest: bytes,

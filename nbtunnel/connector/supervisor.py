@@ -114,7 +114,8 @@ class Connector:
     def local_config(self) -> bytes:
         self.local_config_pushes += 1
         doc: dict[str, object] = {"__configuration_flags": self.config.config_flags,
-                                  "ingress": self.ingress.to_json_rules(), "warp-routing": {}}
+                                  "ingress": self.ingress.to_json_rules(),
+                                  "warp-routing": self.ingress.warp_routing.to_json()}
         if self.ingress.defaults:
             doc["originRequest"] = self.ingress.defaults
         return json.dumps(doc, separators=(",", ":")).encode()
