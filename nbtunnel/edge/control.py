@@ -6,7 +6,8 @@ We answer `registerConnection` after checking the tunnel id, account tag and sec
 the store; on success the connection joins the registry and the public front
 may open data streams on it. `unregisterConnection` means drain: no new streams, and the
 connection closes once its in-flight streams finish. Any registration error is answered and
-the connection is closed, as cloudflared expects.
+the connection is closed, as cloudflared expects. A connection that has not registered within
+`registration_timeout` is closed: unauthenticated peers cannot hold edge state for free.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from nbtunnel.core.registration import (
     UnregisterRequested,
 )
 from nbtunnel.core.schema import ConnectionDetails, RegisterConnectionParams, RegistrationError
+from nbtunnel.edge.clock import Clock
 from nbtunnel.edge.registry import LiveConnection, Registry
 from nbtunnel.edge.store import Store
 from nbtunnel.transport.errors import TransportError
@@ -42,6 +44,7 @@ log = logging.getLogger("nbtunnel.edge.control")
 CONTROL_STREAM_TIMEOUT = 10.0
 LINGER = 0.25  # let a final RPC answer reach the connector before CONNECTION_CLOSE
 DRAIN_LIMIT = 185.0  # cloudflared's longest grace period (3 min), plus a margin
+REGISTRATION_TIMEOUT = 15.0  # cloudflared registers within milliseconds of its handshake
 
 
 def _ip_text(raw: bytes) -> str:
@@ -64,11 +67,15 @@ class ControlHandler:
         *,
         location: str = "LOC",
         on_change: Callable[[str, LiveConnection], None] | None = None,
+        registration_timeout: float = REGISTRATION_TIMEOUT,
+        clock: Clock | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.location = location
         self.on_change = on_change
+        self.registration_timeout = registration_timeout
+        self.clock = clock or Clock()
 
     def check(self, params: RegisterConnectionParams) -> RegistrationError | None:
         """Validate credentials; the error text follows Cloudflare's 'Unauthorized' style."""
@@ -106,6 +113,22 @@ class ControlHandler:
 
     async def serve_control(self, conn: Any, stream: Any, protocol: str) -> None:
         """Registration RPC over `stream`, then drain; `conn` is a QUIC or HTTP/2 connection."""
+        async with asyncio.TaskGroup() as tg:
+            deadline = tg.create_task(self._registration_deadline(conn))
+            try:
+                await self._serve_control(conn, stream, protocol, deadline)
+            finally:
+                deadline.cancel()
+
+    async def _registration_deadline(self, conn: Any) -> None:
+        """Close `conn` unless it registers (which cancels this) in time."""
+        await self.clock.sleep(self.registration_timeout)
+        log.warning("connection from %s did not register within %gs; closing",
+                    conn.remote_address, self.registration_timeout)
+        conn.close(0, f"no registration within {self.registration_timeout:g}s")
+
+    async def _serve_control(self, conn: Any, stream: Any, protocol: str,
+                             deadline: asyncio.Task[None]) -> None:
         rpc = RegistrationServer()
         live: LiveConnection | None = None
         try:
@@ -123,6 +146,8 @@ class ControlHandler:
                 for event in events:
                     if isinstance(event, RegisterRequested):
                         live = await self._register(conn, rpc, event, live, protocol)
+                        if live is not None:
+                            deadline.cancel()
                     elif isinstance(event, UnregisterRequested):
                         rpc.answer_empty(event.question_id)
                         if live is not None:

@@ -12,7 +12,8 @@ from pathlib import Path
 from types import TracebackType
 
 from nbtunnel.edge.api import EdgeApi
-from nbtunnel.edge.control import ControlHandler
+from nbtunnel.edge.clock import Clock
+from nbtunnel.edge.control import REGISTRATION_TIMEOUT, ControlHandler
 from nbtunnel.edge.control_api import ControlApi
 from nbtunnel.edge.front import PublicFront
 from nbtunnel.edge.h2conn import H2Listener
@@ -38,6 +39,8 @@ class EdgeConfig:
     location: str = "LOC"
     api_hosts: tuple[str, ...] = ()
     quic_backend: str | None = None
+    registration_timeout: float = REGISTRATION_TIMEOUT
+    clock: Clock = field(default_factory=Clock)  # tests inject a clock they advance by hand
 
 
 class Edge:
@@ -60,7 +63,8 @@ class Edge:
         self.store = Store(cfg.state_dir / "edge.sqlite3")
         self.control_api = ControlApi(self.store, self.registry, domain=cfg.domain)
         control = ControlHandler(self.store, self.registry, location=cfg.location,
-                                 on_change=self.control_api.on_connection_change)
+                                 on_change=self.control_api.on_connection_change,
+                                 registration_timeout=cfg.registration_timeout, clock=cfg.clock)
         api_hosts = frozenset(
             {"127.0.0.1", "localhost", "::1", f"api.{cfg.domain}", *cfg.api_hosts}
         )
