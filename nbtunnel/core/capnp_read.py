@@ -1,8 +1,15 @@
 """Minimal Cap'n Proto reader: stream framing, far pointers, structs, lists, text, data.
 
 Pure Python so the protocol core has no native dependency. Every failure is a
-:class:`DecodeError`; hostile input is bounded by a size cap, a traversal budget (words
-read, amplification-safe) and a nesting limit, so decoding never hangs or recurses deeply.
+:class:`DecodeError`; hostile input is bounded by a size cap, a traversal budget and a nesting
+limit, so decoding never hangs or recurses deeply.
+
+The traversal budget is what makes the reader amplification-safe: every object visited is
+charged its size in words and every list element at least one word (zero-size elements
+included: a 100-byte message may declare a billion of them), and the budget is proportional to
+the message's own size (:data:`TRAVERSAL_WORDS_PER_WORD` per word, at least
+:data:`TRAVERSAL_FLOOR_WORDS`). Decoding work, and the number of objects built, is therefore
+bounded by a small multiple of the input size, like Cap'n Proto's own traversal limit.
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ from nbtunnel.core.errors import DecodeError
 
 MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 MAX_SEGMENTS = 512
-TRAVERSAL_LIMIT_WORDS = 8 * 1024 * 1024
+TRAVERSAL_LIMIT_WORDS = 8 * 1024 * 1024  # absolute cap, whatever the message size
+TRAVERSAL_WORDS_PER_WORD = 8  # budget per word of input: decoders may read a field twice
+TRAVERSAL_FLOOR_WORDS = 1024  # budget of tiny messages
 NESTING_LIMIT = 64
 
 _U64 = struct.Struct("<Q")
@@ -42,6 +51,12 @@ def frame_length(
     return total
 
 
+def traversal_limit(message_words: int, cap: int | None = None) -> int:
+    """The traversal budget of a message of ``message_words`` words."""
+    limit = max(TRAVERSAL_FLOOR_WORDS, TRAVERSAL_WORDS_PER_WORD * message_words)
+    return min(limit, TRAVERSAL_LIMIT_WORDS if cap is None else cap)
+
+
 @dataclass(frozen=True)
 class ListInfo:
     """A decoded list pointer: where its elements are and how big each one is."""
@@ -62,17 +77,28 @@ class MessageReader:
         self,
         segments: list[bytes],
         *,
-        traversal_limit_words: int = TRAVERSAL_LIMIT_WORDS,
+        traversal_limit_words: int | None = None,
         nesting_limit: int = NESTING_LIMIT,
     ) -> None:
         self.segments = segments
-        self.budget = traversal_limit_words
+        self.limit = traversal_limit(sum(len(seg) for seg in segments) // 8,
+                                     traversal_limit_words)
+        self.budget = self.limit
         self.nesting_limit = nesting_limit
 
+    @property
+    def traversed(self) -> int:
+        """Words charged so far (the decoding work done on this message)."""
+        return self.limit - self.budget
+
     def charge(self, words: int) -> None:
+        """Spend budget before doing work proportional to ``words`` (at least 1)."""
         self.budget -= max(words, 1)
         if self.budget < 0:
-            raise DecodeError("traversal limit exceeded")
+            self.budget = 0
+            raise DecodeError(f"traversal limit exceeded: a message of "
+                              f"{sum(len(seg) for seg in self.segments)} bytes may not "
+                              f"reference more than {self.limit} words of objects")
 
     def word(self, seg: int, index: int) -> int:
         data = self.segments[seg]
@@ -279,6 +305,8 @@ def list_structs(msg: MessageReader, info: ListInfo, depth: int) -> list[StructR
     """Elements of a list viewed as structs (composite, or upgraded primitive list)."""
     if info.elem_size == 1:
         raise DecodeError("bit list cannot be read as a struct list")
+    if info.elem_size != 7:
+        msg.charge(info.count)  # a byte list viewed as structs: one object per byte
     step = info.step_bits // 8
     out = []
     for k in range(info.count):
@@ -293,7 +321,7 @@ def read_message(
     buf: bytes | bytearray | memoryview,
     *,
     max_size: int = MAX_MESSAGE_SIZE,
-    traversal_limit_words: int = TRAVERSAL_LIMIT_WORDS,
+    traversal_limit_words: int | None = None,
 ) -> tuple[MessageReader, int]:
     """Parse one framed message from the start of ``buf``: (reader, bytes consumed)."""
     total = frame_length(buf, max_size)

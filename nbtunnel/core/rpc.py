@@ -4,6 +4,10 @@ Covers what cloudflared and its edge exchange: bootstrap, calls pipelined on the
 answer (promisedAnswer) and later on the imported capability, returns, finish, release and
 abort. Anything else is answered ``Unimplemented``. Question ids are reused like go-capnp
 does (lowest free id; a bootstrap question stays taken while its capability is held).
+
+Every table a peer can grow is capped (:class:`RpcLimits`): a peer that leaves too many calls
+unfinished or holds too many capability references gets an ``Abort`` saying which limit it hit,
+and the session closes, so one connection cannot make us hold unbounded state.
 """
 
 from __future__ import annotations
@@ -16,6 +20,19 @@ from nbtunnel.core.errors import DecodeError, ProtocolError
 
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 BOOTSTRAP_EXPORT_ID = 0
+
+
+@dataclass(frozen=True)
+class RpcLimits:
+    """Per-session caps. cloudflared and its edge keep one or two calls in flight per stream."""
+
+    max_questions: int = 256  # our calls the peer has not answered (and finished)
+    max_answers: int = 256  # the peer's calls we have not answered or it has not finished
+    max_export_refs: int = 256  # references the peer holds to our capabilities
+
+
+class RpcLimitError(ProtocolError):
+    """The peer made a session table exceed its :class:`RpcLimits` cap."""
 
 
 @dataclass
@@ -72,9 +89,11 @@ class RpcSession:
     """One RPC connection. ``interfaces``: ids our bootstrap capability serves (None: none)."""
 
     def __init__(self, *, interfaces: frozenset[int] | None = None,
-                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 limits: RpcLimits | None = None) -> None:
         self.interfaces = interfaces
         self.max_message_size = max_message_size
+        self.limits = limits or RpcLimits()
         self.closed = False
         self._in = bytearray()
         self._out: list[bytes] = []
@@ -113,6 +132,11 @@ class RpcSession:
     # --- client side ----------------------------------------------------------------------
 
     def _new_question(self, bootstrap: bool) -> int:
+        if len(self._questions) >= self.limits.max_questions:
+            reason = (f"rpc: peer left {len(self._questions)} calls unanswered "
+                      f"(limit {self.limits.max_questions})")
+            self.abort(reason)
+            raise RpcLimitError(reason)
         qid = 0
         while qid in self._questions:
             qid += 1
@@ -191,6 +215,10 @@ class RpcSession:
             if self.interfaces is None:
                 self.return_exception(msg.question_id, "no bootstrap capability")
                 return
+            refs = sum(self.exports.values())
+            if refs >= self.limits.max_export_refs:
+                raise RpcLimitError(f"peer holds {refs} capability references "
+                                    f"(limit {self.limits.max_export_refs})")
             self.exports[BOOTSTRAP_EXPORT_ID] = self.exports.get(BOOTSTRAP_EXPORT_ID, 0) + 1
             self._answers[msg.question_id].returned = True
             self._out.append(m.encode_return_results(
@@ -226,6 +254,9 @@ class RpcSession:
     def _new_answer(self, answer_id: int, bootstrap: bool) -> None:
         if answer_id in self._answers:
             raise ProtocolError(f"question id {answer_id} already in use")
+        if len(self._answers) >= self.limits.max_answers:
+            raise RpcLimitError(f"peer has {len(self._answers)} calls outstanding "
+                                f"(limit {self.limits.max_answers}); send Finish")
         self._answers[answer_id] = _Answer(bootstrap)
 
     def _on_call(self, call: m.Call, events: list[RpcEvent]) -> None:
