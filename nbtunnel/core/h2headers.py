@@ -26,9 +26,9 @@ def _b64(raw: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    try:
+    try:  # binascii.Error for bad base64, plain ValueError for non-ASCII text
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except binascii.Error as exc:
+    except (binascii.Error, ValueError) as exc:
         raise DecodeError(f"bad base64 in {RESPONSE_HEADERS}: {text[:40]!r}") from exc
 
 

@@ -11,6 +11,7 @@ import h2.connection
 import h2.events
 import pytest
 
+from nbtunnel.core.errors import DecodeError
 from nbtunnel.core.httpmeta import build_connect_request, parse_http_response
 from nbtunnel.core.streams import ConnectResponse, HeadParser, encode_connect_request
 from nbtunnel.edge.h2conn import WINDOW, H2Connection
@@ -91,6 +92,25 @@ async def test_data_stream_translates_both_heads(
     assert isinstance(head, ConnectResponse)
     assert parse_http_response(head) == (200, [("X-A", "1")])
     assert await stream.read() == b"hi" and await stream.read() == b""
+
+
+async def test_non_ascii_serialized_headers_are_a_decode_error(
+    pair: tuple[H2Connection, FakeConnector],
+) -> None:
+    """A connector's non-ASCII `cf-cloudflared-response-headers` is a typed DecodeError (the
+    exchange answers 502), not a ValueError escaping the response path."""
+    edge, fake = pair
+    stream = edge.open_stream()
+    await stream.write(encode_connect_request(build_connect_request(
+        "GET", "app.example", "/", [], scheme="http")))
+    await _until(lambda: bool(fake.requests))
+    sid = next(iter(fake.requests))
+    fake.h2.send_headers(sid, [(":status", "200"),
+                               ("cf-cloudflared-response-headers", "WC1B:\u00e9t\u00e9"),
+                               ("cf-cloudflared-response-meta", '{"src":"origin"}')])
+    fake.flush()
+    with pytest.raises(DecodeError, match="bad base64"):
+        await stream.read()
 
 
 async def test_unread_response_holds_at_most_one_window(

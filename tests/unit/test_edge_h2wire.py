@@ -54,7 +54,7 @@ def test_decode_websocket_headers_and_round_trip() -> None:
 
 def test_decode_empty_and_malformed() -> None:
     assert decode_serialized_headers("") == []
-    for bad in ("nocolon", ":dmFs", "!!!:dmFs"):
+    for bad in ("nocolon", ":dmFs", "!!!:dmFs", "\u00e9:dmFs", "dmFs:\u00e9", "dmFs:\u2603"):
         with pytest.raises(DecodeError):
             decode_serialized_headers(bad)
 
