@@ -59,12 +59,11 @@ def run_edge(args: argparse.Namespace) -> Runner:
 
             assert edge.store is not None
             token_path, new_token = ensure_admin_token(edge.store, config.state_dir)
-            if new_token:  # shown once on stdout (never logged); the file keeps it (0600)
-                print(f"Created account 'default' with an admin API token (saved in "
-                      f"{token_path}):\n  {new_token}\n  nbtunnel login --api {edge.api_url} "
-                      f"--token $(cat {token_path})", flush=True)
-            else:
-                print(f"admin API token: {token_path}", flush=True)
+            # the token's path, never its value: stdout usually ends up in a log
+            what = "Created account 'default' with an" if new_token else "The"
+            print(f"{what} admin API token is in {token_path} (mode 0600); log in with:\n"
+                  f"  nbtunnel login --api {edge.api_url} --token \"$(cat {token_path})\"",
+                  flush=True)
             host, port = edge.quic_address
             print(f"nbtunnel edge is running\n"
                   f"  connectors:   udp {host}:{port}  (CA: {edge.ca_path})\n"

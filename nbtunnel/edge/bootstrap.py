@@ -1,7 +1,8 @@
 """How an operator gets the first API token: a default account and an admin token file.
 
 On its first start an edge creates the account `default` and writes an admin token to
-`<state_dir>/admin-token` (mode 0600); it is printed once on stdout, never logged. More tokens:
+`<state_dir>/admin-token` (mode 0600). Its value is never printed or logged (stdout usually
+ends up in a log): `nbtunnel edge` shows the file's path. More tokens:
 `nbtunnel edge token create ACCOUNT` (creates the account if needed).
 """
 

@@ -18,7 +18,7 @@ from nbtunnel.edge.control_api import ControlApi
 from nbtunnel.edge.front import PublicFront
 from nbtunnel.edge.h2conn import H2Listener
 from nbtunnel.edge.registry import Registry
-from nbtunnel.edge.store import Store
+from nbtunnel.edge.store import Store, private_dir
 from nbtunnel.paths import default_home
 from nbtunnel.transport.quic import QuicServer, QuicSettings, serve
 from nbtunnel.transport.tls import LocalCA
@@ -58,7 +58,7 @@ class Edge:
 
     async def start(self) -> None:
         cfg = self.config
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(cfg.state_dir)  # secrets live here: owner-only
         self.ca = LocalCA.load_or_create(cfg.state_dir)
         self.store = Store(cfg.state_dir / "edge.sqlite3")
         self.control_api = ControlApi(self.store, self.registry, domain=cfg.domain)

@@ -6,6 +6,9 @@ mirrored in a dict (routing must not slow down as the table grows). The control 
 accounts, API tokens (only their SHA-256 is kept), soft-deleted tunnels and versioned
 configurations; every multi-statement change runs in one `BEGIN IMMEDIATE` transaction, so
 concurrent API requests (or a second process such as `nbtunnel edge token create`) lose nothing.
+
+The file holds every tunnel secret: it is created 0600 (SQLite gives its `-wal` and `-shm`
+files the database file's mode) and a file found readable by others is narrowed on open.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
+import os
 import secrets
 import sqlite3
 import threading
@@ -27,6 +32,36 @@ from nbtunnel.core.errors import NbtunnelError
 from nbtunnel.edge.migrations import migrate
 
 TOKEN_PREFIX = "nbt_"
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+
+log = logging.getLogger("nbtunnel.edge.store")
+
+
+def make_private(path: Path, mode: int) -> None:
+    """Narrow an existing file or directory to ``mode`` if others may access it (logged)."""
+    try:
+        current = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return
+    if current & 0o077:
+        os.chmod(path, mode)
+        log.warning("%s was mode %o (readable by others); changed to %o", path, current, mode)
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) owner-only, or narrow an existing one."""
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    make_private(path, PRIVATE_DIR_MODE)
+
+
+def _private_database(path: Path) -> None:
+    """Create the database file 0600 before SQLite does, narrow old ones and their journals."""
+    private_dir(path.parent)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        make_private(path.with_name(path.name + suffix), PRIVATE_FILE_MODE)
+
 
 class StoreError(NbtunnelError):
     """A store operation was refused (duplicate hostname, unknown tunnel)."""
@@ -85,8 +120,8 @@ class Store:
     """Tunnels and routes in SQLite, with an in-memory route and tunnel cache."""
 
     def __init__(self, path: Path | str = ":memory:") -> None:
-        if isinstance(path, Path):
-            path.parent.mkdir(parents=True, exist_ok=True)
+        if str(path) != ":memory:":
+            _private_database(Path(path))
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
