@@ -39,9 +39,13 @@ CANCEL = 0x8  # RST_STREAM CANCEL: a refused or failed request
 
 
 async def dial_http2(host: str, port: int, cafile: str | None,
-                     server_name: str = SERVER_NAME) -> H2ServerConnection:
-    """TLS to the edge (no ALPN, as cloudflared) and start serving HTTP/2 on it."""
-    ctx = ssl.create_default_context(cafile=cafile)
+                     server_name: str = SERVER_NAME,
+                     cadata: bytes | None = None) -> H2ServerConnection:
+    """TLS to the edge (no ALPN, as cloudflared) and start serving HTTP/2 on it.
+
+    Trust: cafile and/or cadata (PEM) together; neither means the system store."""
+    ctx = ssl.create_default_context(
+        cafile=cafile, cadata=cadata.decode("ascii") if cadata else None)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         async with asyncio.timeout(DIAL_TIMEOUT):

@@ -66,7 +66,12 @@ class AioquicBackend(Backend):
         )
 
     def client_configuration(
-        self, settings: QuicSettings, server_name: str, cafile: str | None, verify: bool
+        self,
+        settings: QuicSettings,
+        server_name: str,
+        cafile: str | None,
+        verify: bool,
+        cadata: bytes | None = None,
     ) -> QuicConfiguration:
         if settings.pq_key_share_only:
             raise ValueError("pq_key_share_only needs the qh3 backend (aioquic client has no PQ)")
@@ -74,8 +79,8 @@ class AioquicBackend(Backend):
         config.server_name = server_name
         if settings.zero_length_cid:
             config.connection_id_length = 0
-        if cafile is not None:
-            config.load_verify_locations(cafile=cafile)
+        if cafile is not None or cadata is not None:
+            config.load_verify_locations(cafile=cafile, cadata=cadata)
         if not verify:
             config.verify_mode = ssl.CERT_NONE
         return config

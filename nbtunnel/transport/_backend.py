@@ -87,8 +87,14 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def client_configuration(
-        self, settings: QuicSettings, server_name: str, cafile: str | None, verify: bool
-    ) -> Any: ...
+        self,
+        settings: QuicSettings,
+        server_name: str,
+        cafile: str | None,
+        verify: bool,
+        cadata: bytes | None = None,
+    ) -> Any:
+        """Client TLS: trust cafile and/or cadata (PEM) together, or the default store."""
 
     @abc.abstractmethod
     def server_configuration(self, settings: QuicSettings, certfile: str, keyfile: str) -> Any: ...

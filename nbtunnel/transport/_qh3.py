@@ -66,14 +66,19 @@ class Qh3Backend(Backend):
         )
 
     def client_configuration(
-        self, settings: QuicSettings, server_name: str, cafile: str | None, verify: bool
+        self,
+        settings: QuicSettings,
+        server_name: str,
+        cafile: str | None,
+        verify: bool,
+        cadata: bytes | None = None,
     ) -> QuicConfiguration:
         config = self._base_configuration(settings, is_client=True)
         config.server_name = server_name
         if settings.zero_length_cid:
             config.connection_id_length = 0
-        if cafile is not None:
-            config.load_verify_locations(cafile=cafile)
+        if cafile is not None or cadata is not None:
+            config.load_verify_locations(cafile=cafile, cadata=cadata)
         if not verify:
             import ssl
 

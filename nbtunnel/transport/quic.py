@@ -82,14 +82,18 @@ async def connect(
     *,
     server_name: str = DEFAULT_SERVER_NAME,
     cafile: str | None = None,
+    cadata: bytes | None = None,
     verify: bool = True,
     settings: QuicSettings | None = None,
     local_port: int = 0,
 ) -> QuicTunnelConnection:
-    """Dial an edge like cloudflared does; raises HandshakeError / ConnectTimeoutError."""
+    """Dial an edge like cloudflared does; raises HandshakeError / ConnectTimeoutError.
+
+    Trust: ``cafile`` and/or ``cadata`` (PEM bytes) together; neither means the system store.
+    """
     settings = settings or QuicSettings()
     backend = get_backend(settings.backend)
-    configuration = backend.client_configuration(settings, server_name, cafile, verify)
+    configuration = backend.client_configuration(settings, server_name, cafile, verify, cadata)
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
