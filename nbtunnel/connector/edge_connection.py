@@ -43,7 +43,7 @@ from nbtunnel.core.schema import (
     RegistrationError,
     TunnelAuth,
 )
-from nbtunnel.transport.errors import TransportError
+from nbtunnel.transport.errors import ConnectTimeoutError, HandshakeError, TransportError
 from nbtunnel.transport.quic import QuicSettings, QuicTunnelConnection, connect
 
 log = logging.getLogger("nbtunnel.connector")
@@ -66,6 +66,17 @@ class DialTarget:
     port: int
     cafile: str | None
     server_name: str = "quic.cftunnel.com"
+    cadata: bytes | None = None  # PEM roots, trusted together with cafile
+    trust: str = ""  # what was trusted, for a failed handshake's message
+
+
+def _with_trust(exc: HandshakeError, target: DialTarget) -> HandshakeError:
+    """A certificate failure says which roots were trusted (same error class)."""
+    text = str(exc)
+    if isinstance(exc, ConnectTimeoutError) or not target.trust or not any(
+            w in text.lower() for w in ("certificate", "issuer", "verify")):
+        return exc
+    return type(exc)(f"{text}; trusted: {target.trust}", exc.cause)
 
 
 def _mapped_ip(host: str) -> bytes:
@@ -129,10 +140,16 @@ class EdgeConnection:
         if self.protocol == "http2":
             await self._run_http2()
             return
-        self.conn = conn = await connect(
-            self.target.host, self.target.port, server_name=self.target.server_name,
-            cafile=self.target.cafile, settings=self.settings,
-        )
+        try:
+            self.conn = conn = await connect(
+                self.target.host, self.target.port, server_name=self.target.server_name,
+                cafile=self.target.cafile, cadata=self.target.cadata, settings=self.settings,
+            )
+        except HandshakeError as exc:
+            named = _with_trust(exc, self.target)
+            if named is exc:
+                raise
+            raise named from exc
         try:
             control = conn.open_stream()
             await self._register(control)
@@ -142,8 +159,14 @@ class EdgeConnection:
 
     async def _run_http2(self) -> None:
         """cloudflared's HTTP/2 transport: the edge opens the control stream and every request."""
-        self.conn = conn = await dial_http2(self.target.host, self.target.port,
-                                            self.target.cafile)
+        try:
+            self.conn = conn = await dial_http2(self.target.host, self.target.port,
+                                                self.target.cafile, cadata=self.target.cadata)
+        except HandshakeError as exc:
+            named = _with_trust(exc, self.target)
+            if named is exc:
+                raise
+            raise named from exc
         try:
             async with asyncio.timeout(RPC_TIMEOUT):
                 control = await accept_control(conn)

@@ -50,6 +50,11 @@ from nbtunnel.transport.errors import StreamResetError, TransportError
 log = logging.getLogger("nbtunnel.connector.proxy")
 
 HEAD_TIMEOUT = 10.0
+# cloudflared's internal ingress rule for its management service (live logs), which the
+# `management_logs` feature advertises. nbtunnel does not implement that service, so these
+# requests get a 404 here and never reach the user's origin, whatever the ingress says.
+MANAGEMENT_HOSTNAME = "management.argotunnel.com"
+_MANAGEMENT = Ingress.single("http_status:404")
 _RESPONSE_DROP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "trailer"}
 
 
@@ -116,7 +121,10 @@ class StreamProxy:
                 return
             head = parse_http_request(req)
             method, path = head.method, _path_of(head.dest)
-            _, rule = self.ingress().match(head.host, path)
+            if head.host.split(":")[0].rstrip(".").lower() == MANAGEMENT_HOSTNAME:
+                _, rule = _MANAGEMENT.match(head.host, path)
+            else:
+                _, rule = self.ingress().match(head.host, path)
             service = self.services(rule.service)
             if is_stream_service(service):
                 status = await self.streams.carrier(stream, head, rest, service,

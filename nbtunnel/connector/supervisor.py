@@ -22,6 +22,7 @@ from nbtunnel import __version__
 from nbtunnel.connector.backoff import Backoff
 from nbtunnel.connector.credentials import Credentials
 from nbtunnel.connector.edge_connection import DialTarget, EdgeConnection, RegistrationRefused
+from nbtunnel.connector.edgepool import EdgePool
 from nbtunnel.connector.events import ConnectionEvent, TunnelEvent
 from nbtunnel.connector.hello import HelloWorldServer
 from nbtunnel.connector.ingress import Ingress, IngressError
@@ -29,11 +30,14 @@ from nbtunnel.connector.origin import OriginClient
 from nbtunnel.connector.proxy import StreamProxy
 from nbtunnel.core.errors import NbtunnelError
 from nbtunnel.core.schema import ClientInfo, TunnelAuth
-from nbtunnel.transport.errors import ConnectTimeoutError
+from nbtunnel.transport.errors import ConnectTimeoutError, HandshakeError
 from nbtunnel.transport.quic import QuicSettings
+from nbtunnel.transport.trust import Trust
 
 log = logging.getLogger("nbtunnel.connector")
 
+# cloudflared's default list. `management_logs` is kept (the edge may expect cloudflared's
+# exact set); its hostname is answered by the proxy's internal rule, never by the origin.
 FEATURES = [
     "allow_remote_config", "serialized_headers", "support_datagram_v2", "support_quic_eof",
     "management_logs",
@@ -60,6 +64,20 @@ class ConnectorConfig:
     quic_backend: str | None = None
     protocol: str = "quic"  # "quic", "http2", or "auto" (QUIC, falling back to HTTP/2)
     config_flags: dict[str, str] = field(default_factory=dict)
+    pool: EdgePool | None = None
+    """Cloudflare's discovered edge: one connection per address, rotating (edge is unused)."""
+    trust: Trust | None = None
+    """CA material for the edge (default: cacert alone, else the system store)."""
+
+    @property
+    def edge_trust(self) -> Trust:
+        if self.trust is not None:
+            return self.trust
+        return Trust.from_file(self.cacert) if self.cacert else Trust()
+
+
+class NoEdgeAddress(NbtunnelError):
+    """Every discovered edge address is held by another connection."""
 
 
 class Connector:
@@ -140,7 +158,7 @@ class Connector:
             await self._hello.start()
         try:
             async with asyncio.TaskGroup() as tg:
-                n = self.config.ha_connections
+                n = self._ha_count()
                 for index in range(n):
                     tg.create_task(self._keep_connected(index))
                 await self._stopping.wait()
@@ -149,9 +167,45 @@ class Connector:
             if self._hello is not None:
                 await self._hello.stop()
 
+    def _ha_count(self) -> int:
+        """cloudflared caps HA connections by the edge addresses (one connection each);
+        a self-hosted edge address takes several, and the log says so."""
+        wanted = self.config.ha_connections
+        if self.config.pool is not None:
+            available = self.config.pool.available()
+            if wanted > available:
+                log.info("You requested %d HA connections but I can give you at most %d.",
+                         wanted, available)
+                return max(available, 1)
+            return wanted
+        addresses = len(set(self.config.edge))
+        if wanted > addresses:
+            log.info("You requested %d HA connections and gave %d edge address%s: cloudflared "
+                     "would open at most %d; this self-hosted edge gets all %d (several per "
+                     "address)", wanted, addresses, "" if addresses == 1 else "es", addresses,
+                     wanted)
+        return wanted
+
     def _target(self, index: int) -> DialTarget:
+        trust = self.config.edge_trust
+        if self.config.pool is not None:
+            addr = self.config.pool.addr_for(index)
+            if addr is None:
+                raise NoEdgeAddress("there are no free edge addresses left to resolve to")
+            return DialTarget(addr.ip, addr.port, trust.cafile, cadata=trust.cadata,
+                              trust=trust.description)
         host, port = self.config.edge[index % len(self.config.edge)]
-        return DialTarget(host, port, self.config.cacert)
+        return DialTarget(host, port, trust.cafile, cadata=trust.cadata,
+                          trust=trust.description)
+
+    def _rotate(self, index: int, why: str) -> None:
+        """cloudflared's IpAddrFallback: a dial error, an idle timeout or EDUPCONN moves this
+        connection to another edge address (the old one is given back)."""
+        if self.config.pool is None:
+            return
+        old = self.config.pool.used_by(index)
+        new = self.config.pool.rotate(index, True, asyncio.get_running_loop().time())
+        log.info("Connection %d: %s; edge address %s -> %s", index, why, old, new or "none free")
 
     async def _keep_connected(self, index: int) -> None:
         if index > 0:
@@ -166,7 +220,12 @@ class Connector:
         settings = QuicSettings(backend=self.config.quic_backend)
         protocol = "http2" if self.config.protocol == "http2" else "quic"
         while not self._stopping.is_set():
-            target = self._target(index)
+            try:
+                target = self._target(index)
+            except NoEdgeAddress as exc:
+                if not await self._pause(index, backoff, str(exc)):
+                    break
+                continue
             conn = EdgeConnection(
                 index, target, TunnelAuth(creds.account_tag, creds.secret),
                 creds.tunnel_id.bytes, client, self._proxy, settings=settings,
@@ -179,10 +238,17 @@ class Connector:
             try:
                 await conn.run()
                 reason = conn.conn.close_reason if conn.conn else "closed"
+                if reason == "idle timeout":
+                    self._rotate(index, "the edge connection timed out idle")
             except RegistrationRefused as exc:
                 reason = f"registration refused: {exc}"
+                if exc.error.cause == "EDUPCONN":
+                    self._rotate(index, "the edge already has a connection from us there "
+                                 "(EDUPCONN)")
             except (NbtunnelError, OSError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, HandshakeError | OSError):
+                    self._rotate(index, "dial failed")
                 if self._fall_back(protocol, exc, backoff):
                     log.warning("Connection %d: QUIC keeps failing (%s); switching to the "
                                 "fallback protocol http2", index, reason)
@@ -194,15 +260,23 @@ class Connector:
                     await registered_task
             if self._stopping.is_set():
                 break
-            delay = backoff.next_delay()
-            log.warning("Connection %d to %s ended (%s); retrying in up to %.0fs", index,
-                        conn.edge, reason, backoff.ceiling / 2 or 1)
-            self._emit(ConnectionEvent(index, "reconnecting", edge=conn.edge, detail=reason,
-                                       delay=delay))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._stopping.wait()
+            if not await self._pause(index, backoff, reason, conn.edge):
+                break
         self._emit(ConnectionEvent(index, "closed"))
+
+    async def _pause(self, index: int, backoff: Backoff, reason: str, edge: str = "") -> bool:
+        """Back off before the next attempt; False when shutting down."""
+        if self._stopping.is_set():
+            return False
+        delay = backoff.next_delay()
+        log.warning("Connection %d to %s ended (%s); retrying in up to %.0fs", index,
+                    edge or "the edge", reason, backoff.ceiling / 2 or 1)
+        self._emit(ConnectionEvent(index, "reconnecting", edge=edge, detail=reason,
+                                   delay=delay))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._stopping.wait()
+        return not self._stopping.is_set()
 
     def _fall_back(self, protocol: str, exc: Exception, backoff: Backoff) -> bool:
         """cloudflared's auto fallback: after max retries, or at once when the QUIC handshake
