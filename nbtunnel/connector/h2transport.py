@@ -52,7 +52,8 @@ async def dial_http2(host: str, port: int, cafile: str | None,
             reader, writer = await asyncio.open_connection(
                 host, port, ssl=ctx, server_hostname=server_name)
     except (OSError, TimeoutError) as exc:
-        raise HandshakeError(f"HTTP/2 dial to {host}:{port} failed: {exc}", exc) from exc
+        raise HandshakeError(f"HTTP/2 dial to {host}:{port} failed: "
+                             f"{exc or type(exc).__name__}", exc) from exc
     conn = H2ServerConnection(reader, writer)
     conn.start()
     return conn
