@@ -18,7 +18,7 @@ import aiohttp
 
 from nbtunnel.connector.ingress import Ingress
 from nbtunnel.connector.supervisor import Connector, ConnectorConfig
-from nbtunnel.credentials import Credentials
+from nbtunnel.core.credentials import Credentials
 from nbtunnel.edge.bootstrap import ensure_admin_token
 from nbtunnel.edge.server import Edge, EdgeConfig
 

@@ -1,7 +1,9 @@
 """nbtunnel: a pure-Python Cloudflare Tunnel (connector and edge) for notebooks and labs.
 
-`import nbtunnel` stays cheap: the Python API (`open_tunnel`, `Tunnel`, ...) is loaded on first
-attribute access (PEP 562), and IPython/ipywidgets only by `%load_ext nbtunnel`.
+`import nbtunnel` stays cheap: the Python API (`open_tunnel`, `Tunnel`, ...) is loaded from
+`nbtunnel.api` on first attribute access (PEP 562), and IPython/ipywidgets only by
+`%load_ext nbtunnel` or when a `Tunnel` is displayed in a kernel. Packages: `core` (Sans-I/O
+protocol), `transport` (QUIC, HTTP/2), `connector`, `edge`, `api`, `cli`, `notebook`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from nbtunnel._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
-    from nbtunnel.tunnel import (
+    from nbtunnel.api import (
         TargetError,
         Tunnel,
         TunnelError,
@@ -32,10 +34,17 @@ __all__ = ["TargetError", "Tunnel", "TunnelError", "__version__", "aopen_tunnel"
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from nbtunnel import tunnel
+        import nbtunnel.api as api
+        from nbtunnel.notebook.display import install
 
-        return getattr(tunnel, name)
+        install()  # a Tunnel shown in a kernel gets the notebook's panel (imports no IPython)
+        return getattr(api, name)
     raise AttributeError(f"module 'nbtunnel' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """Tab completion lists the public (lazy) names."""
+    return sorted(__all__)
 
 
 def load_ipython_extension(ip: Any) -> None:

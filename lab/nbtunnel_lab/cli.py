@@ -17,8 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-from nbtunnel.logs import setup_logging
-from nbtunnel.paths import default_home
+from nbtunnel.cli.logs import setup_logging
+from nbtunnel.home import default_home
 from nbtunnel_lab.lab import Lab, LabConfig, LabError
 
 

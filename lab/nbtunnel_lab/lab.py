@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from nbtunnel.apiclient import ApiClient, Login
+from nbtunnel.cli.apiclient import ApiClient, Login
 from nbtunnel.connector.events import ConnectionEvent
 from nbtunnel.connector.ingress import Ingress
 from nbtunnel.connector.metrics import MetricsServer
 from nbtunnel.connector.supervisor import Connector
-from nbtunnel.credentials import Credentials
+from nbtunnel.core.credentials import Credentials
 from nbtunnel.edge.bootstrap import ensure_admin_token
 from nbtunnel_lab.client import LabResponse, http_request
 from nbtunnel_lab.faults import Fault, FaultError, make_fault

@@ -17,14 +17,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from nbtunnel.apiclient import ApiClient
+from nbtunnel.cli.apiclient import ApiClient
 from nbtunnel.connector.events import ConnectionEvent, TunnelEvent
 from nbtunnel.connector.hello import HelloWorldServer
 from nbtunnel.connector.ingress import Ingress
 from nbtunnel.connector.metrics import MetricsServer
 from nbtunnel.connector.quick import QuickTunnel, request_quick_tunnel
 from nbtunnel.connector.supervisor import Connector, ConnectorConfig
-from nbtunnel.credentials import Credentials
+from nbtunnel.core.credentials import Credentials
 from nbtunnel.edge.server import Edge, EdgeConfig
 from nbtunnel_lab.faults import FaultSet
 from nbtunnel_lab.mitm import MitmVantages

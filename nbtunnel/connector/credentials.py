@@ -1,5 +1,5 @@
-"""Re-export: the credential formats live in `nbtunnel.credentials` (shared with the edge)."""
+"""Re-export: the credential formats live in `nbtunnel.core.credentials` (shared with the edge)."""
 
-from nbtunnel.credentials import Credentials, CredentialsError
+from nbtunnel.core.credentials import Credentials, CredentialsError
 
 __all__ = ["Credentials", "CredentialsError"]

@@ -4,7 +4,7 @@ For now it is the quick-tunnel service: `POST /tunnel` answers exactly as tryclo
 (`{"success":true,"result":{"id","name","hostname","account_tag","secret"},"errors":[]}`), so
 both `cloudflared tunnel --quick-service URL` and our connector can use it. A later issue adds
 the authenticated control-plane API beside it: everything under `/api/v1` goes to
-`ControlApi` (control_api.py).
+`ControlApi` (rest_api.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from nbtunnel import __version__
-from nbtunnel.edge.control_api import PREFIX, ControlApi
+from nbtunnel.edge.rest_api import PREFIX, ControlApi
 from nbtunnel.edge.store import Store
 from nbtunnel.edge.words import random_hostname
 

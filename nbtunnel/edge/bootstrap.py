@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nbtunnel.credentials import write_secret_file
 from nbtunnel.edge.store import Store
+from nbtunnel.home import write_secret_file
 
 DEFAULT_ACCOUNT = "default"
 ADMIN_TOKEN_FILE = "admin-token"

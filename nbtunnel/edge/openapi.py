@@ -1,5 +1,5 @@
 """The OpenAPI 3.1 document for `/api/v1`, built from one table so it cannot drift far from
-the dispatcher in `control_api.py` (a test checks every documented path answers)."""
+the dispatcher in `rest_api.py` (a test checks every documented path answers)."""
 
 from __future__ import annotations
 

@@ -14,12 +14,12 @@ from types import TracebackType
 from nbtunnel.edge.api import EdgeApi
 from nbtunnel.edge.clock import Clock
 from nbtunnel.edge.control import REGISTRATION_TIMEOUT, ControlHandler
-from nbtunnel.edge.control_api import ControlApi
 from nbtunnel.edge.front import PublicFront
 from nbtunnel.edge.h2conn import H2Listener
 from nbtunnel.edge.registry import Registry
+from nbtunnel.edge.rest_api import ControlApi
 from nbtunnel.edge.store import Store, private_dir
-from nbtunnel.paths import default_home
+from nbtunnel.home import default_home
 from nbtunnel.transport.quic import QuicServer, QuicSettings, serve
 from nbtunnel.transport.tls import LocalCA
 

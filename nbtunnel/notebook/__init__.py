@@ -1,21 +1,35 @@
-"""The notebook layer: the %tunnel magic, the status widget, JupyterHub proxy URLs.
+"""The notebook layer: the %tunnel magic, the status panel, JupyterHub proxy URLs.
 
-This is the only part of nbtunnel that imports IPython and ipywidgets; `nbtunnel` itself loads
-it only from `load_ipython_extension` (and from `Tunnel._repr_mimebundle_` inside a kernel).
+This is the only part of nbtunnel that imports IPython and ipywidgets. It sits on the Python
+API (`nbtunnel.api`), never the reverse: the panel reaches `Tunnel`'s display through
+`display.install()`. The magic (and IPython) load only from `load_ipython_extension`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nbtunnel.notebook.magics import TunnelMagics
+if TYPE_CHECKING:  # pragma: no cover
+    from nbtunnel.notebook.magics import TunnelMagics
 
 __all__ = ["TunnelMagics", "load_ipython_extension", "unload_ipython_extension"]
 
 _loaded: dict[int, TunnelMagics] = {}
 
 
+def __getattr__(name: str) -> Any:
+    if name == "TunnelMagics":
+        from nbtunnel.notebook.magics import TunnelMagics
+
+        return TunnelMagics
+    raise AttributeError(f"module 'nbtunnel.notebook' has no attribute {name!r}")
+
+
 def load_ipython_extension(ip: Any) -> None:
+    from nbtunnel.notebook.display import install
+    from nbtunnel.notebook.magics import TunnelMagics
+
+    install()
     magics = TunnelMagics(ip)
     ip.register_magics(magics)
     ip.events.register("post_run_cell", magics.post_run_cell)
@@ -24,7 +38,8 @@ def load_ipython_extension(ip: Any) -> None:
 
 def unload_ipython_extension(ip: Any) -> None:
     """Stop every tunnel (and the loop thread), then remove %tunnel from the shell."""
-    from nbtunnel.tunnel import stop_all
+    from nbtunnel.api.registry import stop_all
+    from nbtunnel.notebook.magics import TunnelMagics
 
     stop_all()
     magics = _loaded.pop(id(ip), None)

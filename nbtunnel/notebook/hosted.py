@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from nbtunnel.tunnel import Tunnel
+from nbtunnel.api.tunnel import Tunnel
 
 log = logging.getLogger("nbtunnel.notebook")
 

@@ -14,18 +14,13 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
+from nbtunnel.api.edges import resolve_edge
+from nbtunnel.api.errors import EdgeConfigError, TargetError, TunnelError
+from nbtunnel.api.open import open_tunnel
+from nbtunnel.api.registry import find_tunnel, list_tunnels, stop_all
+from nbtunnel.api.targets import normalize_target
+from nbtunnel.api.tunnel import Tunnel
 from nbtunnel.core.errors import NbtunnelError
-from nbtunnel.runtime import EdgeConfigError, resolve_edge
-from nbtunnel.tunnel import (
-    TargetError,
-    Tunnel,
-    TunnelError,
-    find_tunnel,
-    list_tunnels,
-    normalize_target,
-    open_tunnel,
-    stop_all,
-)
 
 COMMANDS = ("list", "stop", "status")
 

@@ -14,8 +14,8 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
-from nbtunnel.tunnel import Tunnel
-from nbtunnel.tunnelstate import human_bytes
+from nbtunnel.api.state import human_bytes
+from nbtunnel.api.tunnel import Tunnel
 
 STATE_COLORS = {"registered": "#1a7f37", "connecting": "#9a6700", "reconnecting": "#bc4c00",
                 "draining": "#8250df", "closed": "#57606a"}

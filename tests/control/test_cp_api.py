@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiohttp
 
-from nbtunnel.credentials import Credentials
+from nbtunnel.core.credentials import Credentials
 from nbtunnel.edge.openapi import ENDPOINTS
 from nbtunnel.edge.server import Edge
 from tests.control.conftest import Api, edge_config

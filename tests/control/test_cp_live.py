@@ -16,8 +16,9 @@ from nbtunnel.cli import main
 from nbtunnel.connector.ingress import Ingress
 from nbtunnel.connector.metrics import MetricsServer
 from nbtunnel.connector.supervisor import Connector, ConnectorConfig
-from nbtunnel.credentials import Credentials
+from nbtunnel.core.credentials import Credentials
 from nbtunnel.edge.server import Edge
+from nbtunnel.home import read_credentials_file
 from tests.control.conftest import Api
 from tests.e2e.conftest import Origin
 
@@ -41,7 +42,7 @@ async def test_cli_manages_tunnels(cp_edge: Edge, api: Api, tmp_path: Path,
     tid = re.search(r"Created tunnel web with id (\S+)", out).group(1)  # type: ignore[union-attr]
     cred_file = tmp_path / "home" / f"{tid}.json"
     assert stat.S_IMODE(cred_file.stat().st_mode) == 0o400
-    creds = Credentials.from_file(cred_file)
+    creds = read_credentials_file(cred_file)
     assert set(json.loads(cred_file.read_text())) == {"AccountTag", "TunnelSecret", "TunnelID",
                                                       "Endpoint"}
     code, out = await _cli(capsys, "tunnel", "token", "web")

@@ -83,7 +83,7 @@ async def test_cloudflared_runs_nbtunnel_named_tunnel(
         f"  - hostname: b.example.com\n    service: http_status:418\n"
         f"  - service: http_status:404\n")
     await _run_cloudflared(edge, config, [], tmp_path, client)
-    from nbtunnel.apiclient import ApiClient, load_login
+    from nbtunnel.cli.apiclient import ApiClient, load_login
 
     tunnel_token = (await asyncio.to_thread(ApiClient(load_login()).call, "GET",
                                             f"/tunnels/{tid.group(1)}/token"))["token"]

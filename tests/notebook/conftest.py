@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nbtunnel.runtime import shutdown_runtime
+from nbtunnel.api.runtime import shutdown_runtime
 
 
 def nbtunnel_threads() -> list[str]:

@@ -13,8 +13,10 @@ from conftest import nbtunnel_threads
 from nbhelpers import fetch, wait_until
 
 import nbtunnel
+from nbtunnel.api.edges import resolve_edge
+from nbtunnel.api.errors import EdgeConfigError
+from nbtunnel.api.runtime import current_runtime
 from nbtunnel.edge.server import Edge, EdgeConfig
-from nbtunnel.runtime import EdgeConfigError, current_runtime, resolve_edge
 
 
 def test_import_is_cheap() -> None:
@@ -22,7 +24,7 @@ def test_import_is_cheap() -> None:
     import sys
 
     code = ("import sys, nbtunnel; mods = [m for m in ('IPython', 'ipywidgets', 'asyncio', "
-            "'nbtunnel.tunnel') if m in sys.modules]; print(mods)")
+            "'nbtunnel.api.tunnel') if m in sys.modules]; print(mods)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -12,7 +12,7 @@ from IPython.testing.globalipapp import get_ipython
 from IPython.utils.capture import capture_output
 from nbhelpers import fetch
 
-from nbtunnel.runtime import current_runtime
+from nbtunnel.api.runtime import current_runtime
 
 
 @pytest.fixture(scope="module")

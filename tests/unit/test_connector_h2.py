@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nbtunnel.cli import build_parser
+from nbtunnel.cli.parser import build_parser
 from nbtunnel.connector.h2proxy import connect_request, response_headers
 from nbtunnel.connector.h2transport import H2ServerStream
 from nbtunnel.core.h2headers import (

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from nbtunnel.cli import duration, host_port, normalize_url
+from nbtunnel.api.targets import normalize_target
+from nbtunnel.cli.parser import duration, host_port
+from nbtunnel.cli.run_quick import banner
 from nbtunnel.connector.backoff import Backoff
-from nbtunnel.connector.credentials import Credentials, CredentialsError
 from nbtunnel.connector.ingress import Ingress, IngressError
-from nbtunnel.runner import banner
+from nbtunnel.core.credentials import Credentials, CredentialsError
+from nbtunnel.home import read_credentials_file
 
 TID = uuid.UUID("11111111-2222-3333-4444-555555555555")
 
@@ -48,10 +50,10 @@ def test_credentials_file_round_trip(tmp_path: Path) -> None:
     path.write_text(creds.to_file_json())
     assert set(json.loads(path.read_text())) == {"AccountTag", "TunnelSecret", "TunnelID",
                                                  "Endpoint"}
-    assert Credentials.from_file(path) == creds
+    assert read_credentials_file(path) == creds
     path.write_text("{}")
     with pytest.raises(CredentialsError, match="invalid credentials file"):
-        Credentials.from_file(path)
+        read_credentials_file(path)
 
 
 def test_quick_result_vector() -> None:
@@ -106,9 +108,9 @@ def test_cli_parsers() -> None:
     assert host_port("127.0.0.1:7844") == ("127.0.0.1", 7844)
     assert host_port("[::1]:9") == ("::1", 9)
     assert host_port("edge.example") == ("edge.example", 7844)
-    assert normalize_url("8000") == "http://localhost:8000"
-    assert normalize_url("localhost:3000") == "http://localhost:3000"
-    assert normalize_url("hello_world") == "hello_world"
+    assert normalize_target("8000") == "http://localhost:8000"
+    assert normalize_target("localhost:3000") == "http://localhost:3000"
+    assert normalize_target("hello_world") == "hello_world"
 
 
 def test_banner_box_is_aligned() -> None:

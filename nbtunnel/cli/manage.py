@@ -14,10 +14,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from nbtunnel.apiclient import ApiClient, ApiClientError, load_login, save_login
+from nbtunnel.cli.apiclient import ApiClient, ApiClientError, Login, load_login, save_login
+from nbtunnel.core.credentials import Credentials
 from nbtunnel.core.errors import NbtunnelError
-from nbtunnel.credentials import Credentials, write_credentials_file
-from nbtunnel.paths import default_home
+from nbtunnel.home import default_home, write_credentials_file
 
 
 def _client() -> ApiClient:
@@ -33,9 +33,7 @@ def cmd_login(args: argparse.Namespace) -> int:
     return 0
 
 
-def _login_from(args: argparse.Namespace) -> Any:
-    from nbtunnel.apiclient import Login
-
+def _login_from(args: argparse.Namespace) -> Login:
     return Login(args.api.rstrip("/"), args.token)
 
 

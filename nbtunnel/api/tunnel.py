@@ -1,9 +1,8 @@
-"""The public Python API: `open_tunnel(8888)` -> `Tunnel`, usable with or without IPython.
+"""`Tunnel`: one running quick tunnel, its live state, watchers and stop.
 
-Every connector runs on the runtime's loop thread (see `runtime.py`), so a tunnel keeps serving
+Its connector runs on the runtime's loop thread (see `runtime.py`), so a tunnel keeps serving
 while the caller's thread blocks. Sync calls hand work to that loop and wait on a
 `concurrent.futures.Future`; the async variants await the same work via `asyncio.wrap_future`.
-One tunnel per target: opening the same target again returns the running tunnel.
 """
 
 from __future__ import annotations
@@ -11,37 +10,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from nbtunnel.api.errors import TunnelError
+from nbtunnel.api.registry import registry as _registry
+from nbtunnel.api.runtime import Runtime
+from nbtunnel.api.state import ConnectionInfo, RequestRecord, TunnelState, TunnelStats, human_bytes
 from nbtunnel.connector.events import TunnelEvent
-from nbtunnel.runtime import Runtime, on_new_runtime
-
-# "X as X": re-exported, nbtunnel.tunnel stays the import path of the whole public API.
-from nbtunnel.tunnelopen import aopen_tunnel as aopen_tunnel
-from nbtunnel.tunnelopen import open_tunnel as open_tunnel
-from nbtunnel.tunnelregistry import TargetError as TargetError
-from nbtunnel.tunnelregistry import Throttle as _Throttle
-from nbtunnel.tunnelregistry import TunnelError
-from nbtunnel.tunnelregistry import astop_all as _astop_all
-from nbtunnel.tunnelregistry import find_tunnel as find_tunnel
-from nbtunnel.tunnelregistry import list_tunnels as list_tunnels
-from nbtunnel.tunnelregistry import normalize_target as normalize_target
-from nbtunnel.tunnelregistry import registry as _registry
-from nbtunnel.tunnelregistry import stop_all as stop_all
-from nbtunnel.tunnelstate import (
-    ConnectionInfo,
-    RequestRecord,
-    TunnelState,
-    TunnelStats,
-    human_bytes,
-)
 
 log = logging.getLogger("nbtunnel.tunnel")
 
 Watcher = Callable[["Tunnel"], None]
+Renderer = Callable[["Tunnel"], dict[str, Any]]
+_renderers: list[Renderer] = []
+
+
+def add_renderer(renderer: Renderer) -> None:
+    """Let a display layer add MIME data to `Tunnel._repr_mimebundle_` (the notebook layer adds
+    its widget this way, so this module never imports it). Adding the same one twice is a no-op.
+    """
+    if renderer not in _renderers:
+        _renderers.append(renderer)
 
 
 class Tunnel:
@@ -62,7 +54,7 @@ class Tunnel:
         self._connector = connector
         self._state = TunnelState(ha_connections, protocol)
         self._task: asyncio.Task[None] | None = None
-        self._watchers: list[_Throttle] = []
+        self._watchers: list[Throttle] = []
         self._cleanups: list[Callable[[], Any]] = []
         self._views: dict[str, Any] = {}  # widget cache for the notebook layer
 
@@ -112,12 +104,8 @@ class Tunnel:
         if self._views.get("suppress_widget"):  # the magic already showed it in this cell
             return {"text/plain": repr(self)}
         data: dict[str, Any] = {"text/plain": self.summary()}
-        if _in_kernel():  # a widget front end may exist; terminals and scripts get text
-            try:
-                from nbtunnel.notebook.widget import widget_bundle
-            except ImportError:
-                return data
-            data.update(widget_bundle(self))
+        for render in _renderers:
+            data.update(render(self))
         return data
 
     # -- events (loop thread) ---------------------------------------------------------------
@@ -130,7 +118,7 @@ class Tunnel:
         """Call callback(tunnel) on the loop thread after changes, at most every interval s.
 
         Returns an unsubscribe function (thread-safe)."""
-        throttle = _Throttle(self, callback, interval)
+        throttle = Throttle(self, callback, interval)
         if self._runtime.closed or self._state.stopped:
             return lambda: None
         self._runtime.loop.call_soon_threadsafe(self._watchers.append, throttle)
@@ -173,15 +161,17 @@ class Tunnel:
             self._watchers.clear()
 
     async def _wait_ready(self, n: int, timeout: float) -> None:
-        assert self._task is not None
-        ready = asyncio.ensure_future(self._connector.wait_ready(n))
-        try:
-            done, _ = await asyncio.wait([ready, self._task], timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
+        task = self._task
+        assert task is not None
+        async with asyncio.TaskGroup() as tg:  # whichever comes first: registered, or run() ended
+            ready = tg.create_task(self._connector.wait_ready(n))
+            ended = tg.create_task(asyncio.wait([task]))
+            await asyncio.wait([ready, ended], timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+            registered = ready.done()
             ready.cancel()
-            await asyncio.gather(ready, return_exceptions=True)
-        if ready not in done:
+            ended.cancel()
+        if not registered:
             why = self.error or next((c.detail for c in self.connections if c.detail),
                                      "no answer from the edge")
             await self.astop(grace=0)
@@ -239,11 +229,29 @@ class Tunnel:
         await self.astop()
 
 
-def _in_kernel() -> bool:
-    """True inside an ipykernel shell (never imports IPython itself)."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    return getattr(shell, "kernel", None) is not None
+class Throttle:
+    """Coalesces change notifications: at most one callback per interval (loop thread)."""
 
+    def __init__(self, tunnel: Tunnel, callback: Callable[[Tunnel], None],
+                 interval: float) -> None:
+        self.tunnel, self.callback, self.interval = tunnel, callback, interval
+        self.last = 0.0
+        self.handle: asyncio.TimerHandle | None = None
 
-on_new_runtime(lambda rt: rt.add_closer(_astop_all))
+    def poke(self) -> None:
+        if self.handle is None:
+            delay = max(0.0, self.last + self.interval - time.monotonic())
+            self.handle = self.tunnel._runtime.loop.call_later(delay, self.flush)
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+    def flush(self) -> None:
+        self.cancel()
+        self.last = time.monotonic()
+        try:
+            self.callback(self.tunnel)
+        except Exception:
+            log.exception("tunnel watcher failed")

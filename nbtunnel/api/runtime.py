@@ -16,87 +16,18 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
-import errno
-import json
 import logging
-import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
-from nbtunnel.core.errors import NbtunnelError
-from nbtunnel.paths import default_home
+from nbtunnel.api.edges import start_local_edge
+from nbtunnel.api.errors import RuntimeStateError
 
 log = logging.getLogger("nbtunnel.runtime")
 
 T = TypeVar("T")
 THREAD_NAME = "nbtunnel-loop"
-
-
-class RuntimeStateError(NbtunnelError):
-    """The runtime was used from the wrong thread, or after it was shut down."""
-
-
-class EdgeConfigError(NbtunnelError):
-    """The edge configuration (argument, NBTUNNEL_EDGE or config file) cannot be used."""
-
-
-@dataclass(frozen=True)
-class EdgeSettings:
-    """Where tunnels connect: an explicit edge, or None for the embedded local edge."""
-
-    edge: tuple[str, int] | None
-    cacert: str | None
-    quick_service: str | None
-    source: str  # "argument", "NBTUNNEL_EDGE", a config file path, or "embedded"
-
-
-def config_path() -> Path:
-    return default_home() / "config.json"
-
-
-def parse_host_port(text: str, default_port: int = 7844) -> tuple[str, int]:
-    host, sep, port = text.strip().rpartition(":")
-    if not sep:
-        host, port = text.strip(), str(default_port)
-    host = host.strip("[]")
-    if not host or not port.isdigit():
-        raise EdgeConfigError(f"expected HOST:PORT for the edge, got {text!r}")
-    return host, int(port)
-
-
-def resolve_edge(edge: str | None = None, cacert: str | None = None,
-                 quick_service: str | None = None) -> EdgeSettings:
-    """Argument, then `NBTUNNEL_EDGE`, then `$NBTUNNEL_HOME/config.json`, else embedded."""
-    source = "argument"
-    doc: dict[str, Any] = {}
-    path = config_path()
-    if path.exists():
-        try:
-            loaded = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise EdgeConfigError(f"cannot read {path}: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise EdgeConfigError(f"{path} must hold a JSON object")
-        doc = loaded
-    if edge is None and os.environ.get("NBTUNNEL_EDGE"):
-        edge, source = os.environ["NBTUNNEL_EDGE"].split(",")[0], "NBTUNNEL_EDGE"
-    if edge is None and doc.get("edge"):
-        edge, source = str(doc["edge"]), str(path)
-    if edge is None:
-        return EdgeSettings(None, None, None, "embedded")
-    host, port = parse_host_port(edge)
-    cacert = cacert or (str(doc["cacert"]) if doc.get("cacert") else None)
-    if cacert is None and (default_home() / "edge" / "ca.pem").exists():
-        cacert = str(default_home() / "edge" / "ca.pem")
-    if cacert is None:
-        raise EdgeConfigError(f"no CA for edge {host}:{port}: pass cacert= (the edge prints "
-                              "its CA path and serves it at /ca.pem)")
-    quick_service = (quick_service or (str(doc["quick_service"]) if doc.get("quick_service")
-                                       else None) or f"http://{host}:8080")
-    return EdgeSettings((host, port), cacert, quick_service, source)
 
 
 class Runtime:
@@ -167,7 +98,7 @@ class Runtime:
             self._edge_lock = asyncio.Lock()
         async with self._edge_lock:
             if self._edge is None:
-                self._edge = await _start_local_edge()
+                self._edge = await start_local_edge()
                 if not log.isEnabledFor(logging.DEBUG):
                     logging.getLogger("nbtunnel.edge").setLevel(logging.WARNING)
             return self._edge
@@ -206,22 +137,6 @@ class Runtime:
         if not self.thread.is_alive():
             self.loop.close()
         self._executor.shutdown(wait=False)
-
-
-async def _start_local_edge() -> Any:
-    """Public front on 8080 (or $NBTUNNEL_HTTP_PORT) like the CLI, any free port if busy."""
-    from nbtunnel.edge.server import Edge, EdgeConfig
-
-    port = int(os.environ.get("NBTUNNEL_HTTP_PORT", "8080"))
-    try:
-        edge = Edge(EdgeConfig(quic_port=0, http_port=port))
-        await edge.start()
-    except OSError as exc:
-        if port == 0 or exc.errno != errno.EADDRINUSE:
-            raise
-        edge = Edge(EdgeConfig(quic_port=0, http_port=0))
-        await edge.start()
-    return edge
 
 
 _runtime: Runtime | None = None

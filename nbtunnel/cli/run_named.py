@@ -18,11 +18,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from nbtunnel.api.edges import DEFAULT_EDGE_PORT
+from nbtunnel.api.targets import normalize_target, parse_host_port
+from nbtunnel.cli.serve import serve_connector
 from nbtunnel.connector.config_file import TunnelConfigFile, find_config, load_config
-from nbtunnel.connector.ingress import Ingress, IngressError
+from nbtunnel.connector.ingress import Ingress, IngressError, parse_duration
+from nbtunnel.connector.metrics import MetricsServer
+from nbtunnel.connector.supervisor import Connector, ConnectorConfig
+from nbtunnel.core.credentials import Credentials, CredentialsError
 from nbtunnel.core.errors import NbtunnelError
-from nbtunnel.credentials import Credentials, CredentialsError
-from nbtunnel.paths import default_home
+from nbtunnel.home import default_home, read_credentials_file
 
 log = logging.getLogger("nbtunnel")
 
@@ -40,7 +45,7 @@ def resolve_credentials(args: argparse.Namespace, cfg: TunnelConfigFile | None) 
         return Credentials.from_token(str(token))
     path = getattr(args, "credentials_file", None) or (cfg.credentials_file if cfg else None)
     if path:
-        return Credentials.from_file(Path(path).expanduser())
+        return read_credentials_file(Path(path).expanduser())
     ref = getattr(args, "tunnel", None) or (cfg.tunnel if cfg else None)
     if not ref:
         raise CredentialsError("no tunnel credentials: give --token, --credentials-file, a "
@@ -48,12 +53,12 @@ def resolve_credentials(args: argparse.Namespace, cfg: TunnelConfigFile | None) 
     try:
         tid = uuid.UUID(ref)
     except ValueError:
-        from nbtunnel.apiclient import ApiClient, load_login
+        from nbtunnel.cli.apiclient import ApiClient, load_login
 
         tid = uuid.UUID(ApiClient(load_login()).tunnel(ref)["id"])
     for d in (default_home(), Path.home() / ".cloudflared"):
         if (d / f"{tid}.json").exists():
-            return Credentials.from_file(d / f"{tid}.json")
+            return read_credentials_file(d / f"{tid}.json")
     raise CredentialsError(f"no credentials file {tid}.json in {default_home()} or "
                            "~/.cloudflared; give --credentials-file")
 
@@ -67,11 +72,6 @@ def _flag(args: argparse.Namespace, cfg: TunnelConfigFile | None, name: str,
 
 
 def run_named(args: argparse.Namespace) -> Any:
-    from nbtunnel.cli import host_port, normalize_url
-    from nbtunnel.connector.metrics import MetricsServer
-    from nbtunnel.connector.supervisor import Connector, ConnectorConfig
-    from nbtunnel.runner import _serve
-
     async def runner(stop: asyncio.Event) -> int:
         try:
             cfg = _config(args)
@@ -80,7 +80,7 @@ def run_named(args: argparse.Namespace) -> Any:
             creds = resolve_credentials(args, cfg)
             url = getattr(args, "url", None) or (cfg.flags.get("url") if cfg else None)
             if url:
-                ingress = Ingress.single(normalize_url(str(url)))
+                ingress = Ingress.single(normalize_target(str(url)))
             elif getattr(args, "hello_world", False):
                 ingress = Ingress.single("hello_world")
             elif cfg is not None and cfg.ingress is not None:
@@ -93,14 +93,13 @@ def run_named(args: argparse.Namespace) -> Any:
             edges = _flag(args, cfg, "edge") or os.environ.get("NBTUNNEL_EDGE", "127.0.0.1")
             if isinstance(edges, str):
                 edges = edges.split(",")
-            edges = [e if isinstance(e, tuple) else host_port(str(e)) for e in edges]
+            edges = [e if isinstance(e, tuple) else parse_host_port(str(e), DEFAULT_EDGE_PORT)
+                     for e in edges]
             cacert = _flag(args, cfg, "cacert") or str(default_home() / "edge" / "ca.pem")
             ha = int(_flag(args, cfg, "ha-connections", 4))
             grace = _flag(args, cfg, "grace-period", 30.0)
             if isinstance(grace, str):
-                from nbtunnel.cli import duration
-
-                grace = duration(grace)
+                grace = parse_duration(grace, "grace-period")
             connector = Connector(ConnectorConfig(
                 edge=list(edges), credentials=creds, ingress=ingress, cacert=cacert,
                 ha_connections=ha, grace_period=float(grace),
@@ -117,9 +116,9 @@ def run_named(args: argparse.Namespace) -> Any:
         try:
             if metrics_addr:
                 server = MetricsServer(connector)
-                host, port = host_port(str(metrics_addr), 0)
+                host, port = parse_host_port(str(metrics_addr), 0)
                 await server.start(host, port)
-            return await _serve(connector, stop)
+            return await serve_connector(connector, stop)
         except OSError as exc:
             log.error("cannot start the metrics server on %s: %s", metrics_addr, exc)
             return 1

@@ -1,29 +1,28 @@
 """Opening a tunnel: check the arguments, pick the edge, get a quick tunnel, start a connector.
 
-Split from `tunnel.py` so that module is about one running `Tunnel`; `nbtunnel.tunnel`
-re-exports `open_tunnel` and `aopen_tunnel`. The work runs on the runtime's loop thread.
+The work runs on the runtime's loop thread. One tunnel per target: opening the same target
+again returns the running tunnel.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from nbtunnel.api.edges import EdgeSettings, resolve_edge
+from nbtunnel.api.errors import TunnelError
+from nbtunnel.api.registry import registry
+from nbtunnel.api.runtime import Runtime, get_runtime
+from nbtunnel.api.targets import normalize_target
+from nbtunnel.api.tunnel import Tunnel
 from nbtunnel.connector.ingress import Ingress
 from nbtunnel.core.errors import NbtunnelError
-from nbtunnel.runtime import EdgeSettings, Runtime, get_runtime, resolve_edge
-from nbtunnel.tunnelregistry import TunnelError, normalize_target, registry
-
-if TYPE_CHECKING:  # pragma: no cover
-    from nbtunnel.tunnel import Tunnel
 
 
 async def _astart(rt: Runtime, service: str, target: int | str, settings: EdgeSettings,
                   ha_connections: int, protocol: str, wait: bool, timeout: float) -> Tunnel:
     from nbtunnel.connector.quick import request_quick_tunnel
     from nbtunnel.connector.supervisor import Connector, ConnectorConfig
-    from nbtunnel.tunnel import Tunnel  # here, not at the top: nbtunnel.tunnel imports us
 
     existing = registry.get(service)
     if existing is None:

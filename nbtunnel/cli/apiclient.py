@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nbtunnel.core.errors import NbtunnelError
-from nbtunnel.credentials import write_secret_file
-from nbtunnel.paths import default_home
+from nbtunnel.home import default_home, write_secret_file
 
 
 class ApiClientError(NbtunnelError):

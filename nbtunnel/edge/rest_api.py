@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
-from nbtunnel.credentials import Credentials
+from nbtunnel.core.credentials import Credentials
 from nbtunnel.edge.api_json import (
     Answer,
     ApiError,
@@ -38,7 +38,7 @@ from nbtunnel.edge.store import AccountRecord, Store, StoreError, TunnelRecord
 if TYPE_CHECKING:
     from nbtunnel.edge.front import Request
 
-log = logging.getLogger("nbtunnel.edge.control_api")
+log = logging.getLogger("nbtunnel.edge.rest_api")
 
 PREFIX = "/api/v1"
 _HOSTNAME = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*"

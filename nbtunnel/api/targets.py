@@ -1,0 +1,57 @@
+"""What users type, parsed once for the CLI, the API and the magic: HOST:PORT and targets.
+
+`parse_host_port` reads `127.0.0.1:7844`, `[::1]:9` or `edge.example` (default port);
+`normalize_target` turns `8888`, `localhost:8888`, a URL, `hello_world` or `http_status:404`
+into the ingress service string the connector runs.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from nbtunnel.api.errors import AddressError, TargetError
+from nbtunnel.connector.ingress import Ingress, IngressError
+
+_HOST_PORT = re.compile(r"\[(?P<v6>[^\]]+)\](?::(?P<p6>\d+))?"
+                        r"|(?P<host>[^:\[\]\s]+)(?::(?P<port>\d+))?")
+
+
+def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """`host:port`, `[v6]:port` or `host` (then default_port); AddressError otherwise."""
+    m = _HOST_PORT.fullmatch(text.strip())
+    if not m:
+        raise AddressError(f"expected HOST:PORT, got {text!r}")
+    host = m.group("v6") or m.group("host")
+    port = int(m.group("p6") or m.group("port") or default_port)
+    if not 0 <= port < 65536:
+        raise AddressError(f"port {port} in {text!r} is out of range 0-65535")
+    return host, port
+
+
+def normalize_target(target: int | str) -> str:
+    """8888, "8888", "localhost:8888", a URL, hello_world, http_status:404 -> ingress service."""
+    text = str(target).strip()
+    if isinstance(target, bool) or not text:
+        raise TargetError(f"invalid tunnel target {target!r}")
+    if text.isdigit():
+        if not 0 < int(text) < 65536:
+            raise TargetError(f"port {text} is out of range 1-65535")
+        text = f"http://localhost:{text}"
+    elif text == "hello-world":
+        text = "hello_world"
+    elif text != "hello_world" and not text.startswith(("http_status:", "unix:")):
+        if "://" not in text:
+            text = "http://" + text
+        text = text.rstrip("/")
+    try:
+        if "://" in text:
+            parts = urlsplit(text)
+            if not parts.hostname or parts.port == 0:
+                raise ValueError("no host")
+        Ingress.single(text)
+    except ValueError as exc:  # urlsplit: bad port
+        raise TargetError(f"invalid tunnel target {target!r}: {exc}") from exc
+    except IngressError as exc:
+        raise TargetError(f"invalid tunnel target {target!r}: {exc}") from exc
+    return text

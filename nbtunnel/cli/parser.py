@@ -1,0 +1,184 @@
+"""The command line's parser: every command, flag and help text, and the argument types.
+
+Flags mirror cloudflared's where they exist (`--url`, `--edge`, `--cacert`, `--quick-service`,
+`--ha-connections`, `--protocol`, `--grace-period`); `nbtunnel tunnel --url X` (no subcommand)
+is the quick tunnel, the control-plane subcommands (create, list, info, delete, cleanup, token,
+route, run, ingress) are optional. Building it imports nothing heavy so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from nbtunnel import __version__
+from nbtunnel.api.edges import DEFAULT_EDGE_PORT, DEFAULT_HTTP_PORT
+from nbtunnel.api.errors import AddressError
+from nbtunnel.api.targets import parse_host_port
+from nbtunnel.connector.ingress import IngressError, parse_duration
+
+S = argparse.SUPPRESS
+
+
+def duration(text: str) -> float:
+    """Go-style durations ("30s", "1m30s", "500ms") or plain seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return parse_duration(text, "duration")
+    except IngressError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("duration: ")) from exc
+
+
+def host_port(text: str, default_port: int = DEFAULT_EDGE_PORT) -> tuple[str, int]:
+    try:
+        return parse_host_port(text, default_port)
+    except AddressError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nbtunnel",
+        description="A pure-Python Cloudflare Tunnel: publish a local service through an "
+        "outbound connection to an edge (a local one by default).",
+        epilog="Quick start: `nbtunnel tunnel --url hello_world` starts a local edge in-process "
+        "and prints a public URL for the built-in hello world page.",
+    )
+    parser.add_argument("--version", action="version", version=f"nbtunnel {__version__}")
+    parser.add_argument("--loglevel", default=os.environ.get("NBTUNNEL_LOGLEVEL", "info"),
+                        choices=["debug", "info", "warn", "error"], help="log level (info)")
+    parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="human-readable text (default) or one JSON object per line")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    edge = sub.add_parser("edge", help="run an edge: connector listener, API and public front",
+                          description="Run a local edge that cloudflared and nbtunnel "
+                          "connectors can connect to.")
+    edge.add_argument("--listen", type=host_port, default=("127.0.0.1", DEFAULT_EDGE_PORT),
+                      metavar="HOST:PORT", help="UDP address for connectors (127.0.0.1:7844)")
+    edge.add_argument("--http", type=lambda t: host_port(t, DEFAULT_HTTP_PORT),
+                      default=("127.0.0.1", DEFAULT_HTTP_PORT), metavar="HOST:PORT",
+                      help="public HTTP front and API (127.0.0.1:8080)")
+    edge.add_argument("--domain", default="localhost",
+                      help="domain for quick-tunnel hostnames (localhost: *.localhost resolves "
+                      "to loopback)")
+    edge.add_argument("--state-dir", type=Path, default=None,
+                      help="where the CA, certificates and tunnel store live "
+                      "(~/.nbtunnel/edge, or $NBTUNNEL_HOME/edge)")
+    edge.add_argument("--location", default="LOC", help="location name sent to connectors")
+    edge.add_argument("--quic-backend", choices=["qh3", "aioquic"], default=None,
+                      help="QUIC library (default: qh3)")
+
+    tunnel = sub.add_parser(
+        "tunnel", help="run a connector (quick tunnel with --url)",
+        description="Publish a local service. Without --edge (or $NBTUNNEL_EDGE) a local edge "
+        "is started in this process.",
+    )
+    tunnel.add_argument("--url", help="local service: http://localhost:8000, a port number, "
+                        "hello_world or http_status:NNN")
+    tunnel.add_argument("--hello-world", action="store_true",
+                        help="serve the built-in hello world page")
+    tunnel.add_argument("--edge", action="append", type=host_port, metavar="HOST:PORT",
+                        help="edge address (repeatable; default: $NBTUNNEL_EDGE or an embedded "
+                        "local edge)")
+    tunnel.add_argument("--cacert", help="PEM CA that signs the edge certificate")
+    tunnel.add_argument("--quick-service", help="quick-tunnel API base URL "
+                        "(default: http://EDGE_HOST:8080)")
+    tunnel.add_argument("--ha-connections", type=int, default=4,
+                        help="connections to keep open to the edge (4)")
+    tunnel.add_argument("--protocol", default="quic", choices=["quic", "http2", "auto"],
+                        help="transport protocol (quic; auto falls back to http2)")
+    tunnel.add_argument("--grace-period", type=duration, default=30.0,
+                        help="time to finish in-flight requests on shutdown (30s, max 3m)")
+    tunnel.add_argument("--quic-backend", choices=["qh3", "aioquic"], default=None,
+                        help="QUIC library (default: qh3)")
+    tunnel.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT,
+                        help="public front port of the embedded edge (8080; 0 = any)")
+    add_control_commands(sub, edge, tunnel)
+    lab = sub.add_parser("lab", add_help=False, help="the lab: edge, connectors and origin under "
+                         "inspection (`nbtunnel lab up|down --help`; needs nbtunnel[lab])")
+    lab.add_argument("lab_args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _run_flags(p: argparse.ArgumentParser, default: Any) -> None:
+    """Flags accepted both at tunnel level and after `run` (cloudflared allows both)."""
+    p.add_argument("--config", default=default, help="config.yml (cloudflared format)")
+    p.add_argument("--credentials-file", "--cred-file", dest="credentials_file",
+                   default=default, help="tunnel credentials file (<TunnelID>.json)")
+    p.add_argument("--token", default=default, help="tunnel token (or $TUNNEL_TOKEN)")
+    p.add_argument("--metrics", default=default, metavar="HOST:PORT",
+                   help="serve /ready, /metrics, /healthcheck, /config, /diag/tunnel")
+    if default is S:  # the tunnel parser already has these for quick tunnels
+        p.add_argument("--url", default=S)
+        p.add_argument("--edge", action="append", type=host_port, default=S,
+                       metavar="HOST:PORT")
+        p.add_argument("--cacert", default=S)
+        p.add_argument("--ha-connections", type=int, default=S)
+        p.add_argument("--grace-period", type=duration, default=S)
+        p.add_argument("--quic-backend", choices=["qh3", "aioquic"], default=S)
+
+
+def add_control_commands(sub: Any, edge: argparse.ArgumentParser,
+                         tunnel: argparse.ArgumentParser) -> None:
+    login = sub.add_parser("login", help="log in to an edge's API and keep the token",
+                           description="Check an API token against an edge and save it in "
+                           "~/.nbtunnel/login.json (mode 0600).")
+    login.add_argument("--api", required=True, help="edge API URL, e.g. http://127.0.0.1:8080")
+    login.add_argument("--token", required=True, help="API token (the edge prints its path)")
+
+    esub = edge.add_subparsers(dest="edge_command", metavar="SUBCOMMAND")
+    token = esub.add_parser("token", help="manage API tokens").add_subparsers(
+        dest="token_command", metavar="ACTION", required=True)
+    create = token.add_parser("create", help="create an API token for ACCOUNT (created if new)")
+    create.add_argument("account")
+    create.add_argument("--name", dest="token_name", default="cli")
+
+    _run_flags(tunnel, None)
+    tsub = tunnel.add_subparsers(dest="tunnel_command", metavar="SUBCOMMAND")
+    p = tsub.add_parser("create", help="create a named tunnel and write its credentials file")
+    p.add_argument("name")
+    p.add_argument("--secret", help="base64 secret of at least 32 bytes (default: random)")
+    p.add_argument("--credentials-file", "--cred-file", dest="credentials_file", default=S)
+    p = tsub.add_parser("list", help="list named tunnels")
+    p.add_argument("--name")
+    p.add_argument("-d", "--show-deleted", action="store_true")
+    p.add_argument("-o", "--output", choices=["json"])
+    p = tsub.add_parser("info", help="a tunnel and its live connections")
+    p.add_argument("tunnel")
+    p.add_argument("-o", "--output", choices=["json"])
+    p = tsub.add_parser("delete", help="delete tunnels (refused while connected unless -f)")
+    p.add_argument("tunnels", nargs="+", metavar="TUNNEL")
+    p.add_argument("-f", "--force", action="store_true")
+    p = tsub.add_parser("cleanup", help="disconnect a tunnel's connectors")
+    p.add_argument("tunnels", nargs="+", metavar="TUNNEL")
+    p.add_argument("--connector-id")
+    p = tsub.add_parser("token", help="print the tunnel token for `run --token`")
+    p.add_argument("tunnel")
+    p.add_argument("--cred-file", help="write a credentials file instead of printing")
+    route = tsub.add_parser("route", help="route hostnames to tunnels").add_subparsers(
+        dest="route_command", metavar="KIND", required=True)
+    p = route.add_parser("dns", help="route HOSTNAME to TUNNEL")
+    p.add_argument("tunnel")
+    p.add_argument("hostname")
+    p.add_argument("--overwrite-dns", action="store_true")
+    route.add_parser("list", help="list routes")
+    p = route.add_parser("delete", help="remove a route")
+    p.add_argument("hostname")
+    p = tsub.add_parser("run", help="run a named tunnel")
+    p.add_argument("tunnel", nargs="?")
+    _run_flags(p, S)
+    ingress = tsub.add_parser("ingress", help="check config.yml ingress rules").add_subparsers(
+        dest="ingress_command", metavar="ACTION", required=True)
+    p = ingress.add_parser("validate", help="validate the ingress rules")
+    p.add_argument("--json", help="validate this configuration JSON instead")
+    p = ingress.add_parser("rule", help="which rule matches URL")
+    p.add_argument("url")
+
+
+

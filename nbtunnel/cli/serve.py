@@ -1,0 +1,54 @@
+"""Running a command until a signal: the first SIGINT/SIGTERM asks for a graceful stop (the
+connector unregisters and finishes in-flight requests), a second one exits at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nbtunnel.connector.supervisor import Connector
+
+Runner = Callable[[asyncio.Event], Awaitable[int]]
+
+
+def run_with_signals(runner: Runner) -> int:
+    """Run runner(stop) in a fresh event loop; stop is set on the first signal."""
+
+    async def wrapper() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        hits = 0
+
+        def on_signal() -> None:
+            nonlocal hits
+            hits += 1
+            if hits > 1:
+                os._exit(1)
+            stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, on_signal)
+        return await runner(stop)
+
+    try:
+        return asyncio.run(wrapper())
+    except KeyboardInterrupt:
+        return 130
+
+
+async def serve_connector(connector: Connector, stop: asyncio.Event) -> int:
+    """Run connector until it ends or stop is set (then shut it down gracefully)."""
+    async with asyncio.TaskGroup() as tg:
+        run = tg.create_task(connector.run())
+        stopper = tg.create_task(stop.wait())
+        await asyncio.wait([run, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            await connector.shutdown()
+        stopper.cancel()  # the group awaits it
+    return 0
