@@ -4,7 +4,8 @@ Layers, lowest first; a module may import its own component and anything strictl
 
     core, home            Sans-I/O protocol; nbtunnel's state directory (imports only core)
     transport             QUIC and HTTP/2 shells, the only importer of qh3/aioquic
-    connector | edge      siblings: neither imports the other
+    connector | edge |    siblings: none imports another (access: the client of TCP services
+    access                a tunnel publishes)
     api                   the Python API (Tunnel, open/stop, the loop thread)
     cli | notebook        siblings on the API: neither imports the other
     nbtunnel/__init__.py  the public face (lazy names) and `python -m nbtunnel`
@@ -27,7 +28,7 @@ ROOT = REPO / "nbtunnel"
 LAB = REPO / "lab" / "nbtunnel_lab"
 
 RANK = {"_version": 0, "core": 0, "home": 1, "transport": 2, "connector": 3, "edge": 3,
-        "api": 4, "cli": 5, "notebook": 5, "__init__": 6, "__main__": 6, "lab": 7}
+        "access": 3, "api": 4, "cli": 5, "notebook": 5, "__init__": 6, "__main__": 6, "lab": 7}
 
 # third-party or stdlib modules a component must never import
 FORBIDDEN_EXTERNAL = {
@@ -51,6 +52,10 @@ OWNERS = {
     "nbtunnel/connector/proxy.py": "the peer-stopped watcher and the WebSocket pumps, cancelled "
                                    "and awaited by the stream handler",
     "nbtunnel/connector/supervisor.py": "the registration announcement, awaited per attempt",
+    "nbtunnel/connector/pipe.py": "the TCP pipe's two directions and pinger, cancelled and "
+                                  "awaited by _run",
+    "nbtunnel/access/forward.py": "pipe()'s two directions, cancelled and awaited by pipe; the "
+                                  "stdin feeder, returned to and awaited by run_stdio",
     "nbtunnel/connector/h2transport.py": "H2 connection's reader, cancelled and awaited by close",
     "nbtunnel/transport/quic.py": "QuicServer: one handler per connection, cancelled and "
                                   "awaited by close",
