@@ -34,6 +34,16 @@ def duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("duration: ")) from exc
 
 
+def non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def host_port(text: str, default_port: int = DEFAULT_EDGE_PORT) -> tuple[str, int]:
     try:
         return parse_host_port(text, default_port)
@@ -73,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--location", default="LOC", help="location name sent to connectors")
     edge.add_argument("--quic-backend", choices=["qh3", "aioquic"], default=None,
                       help="QUIC library (default: qh3)")
+    edge.add_argument("--quick-tunnel-rate", type=non_negative, default=10.0, metavar="N",
+                      help="quick tunnels one client address may create per minute, in bursts "
+                      "of up to 20 (10; 0: no limit); beyond it: 429, error code 1015")
+    edge.add_argument("--quick-tunnel-expiry", type=duration, default=3600.0,
+                      metavar="DURATION", help="delete a quick tunnel that has had no "
+                      "connection for this long (1h; 0: never)")
 
     tunnel = sub.add_parser(
         "tunnel", help="run a connector (quick tunnel with --url)",

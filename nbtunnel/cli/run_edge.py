@@ -22,6 +22,8 @@ def run_edge(args: argparse.Namespace) -> Runner:
             quic_host=args.listen[0], quic_port=args.listen[1],
             http_host=args.http[0], http_port=args.http[1],
             domain=args.domain, location=args.location, quic_backend=args.quic_backend,
+            quick_tunnels_per_minute=args.quick_tunnel_rate,
+            quick_tunnel_idle_expiry=args.quick_tunnel_expiry,
         )
         try:
             edge = await start_edge(config, fallback_http=False)

@@ -5,6 +5,10 @@ For now it is the quick-tunnel service: `POST /tunnel` answers exactly as tryclo
 both `cloudflared tunnel --quick-service URL` and our connector can use it. A later issue adds
 the authenticated control-plane API beside it: everything under `/api/v1` goes to
 `ControlApi` (rest_api.py).
+
+Quick tunnels need no account, so `POST /tunnel` is rate-limited per client address (token
+bucket, `EdgeConfig.quick_tunnels_per_minute` / `quick_tunnel_burst`); beyond it the answer is
+trycloudflare's: `429` with `error code: 1015`, plus a line saying when to retry.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import secrets
 from typing import TYPE_CHECKING
 
 from nbtunnel import __version__
+from nbtunnel.edge.clock import Clock
+from nbtunnel.edge.ratelimit import RateLimiter, Verdict, retry_after
 from nbtunnel.edge.rest_api import PREFIX, ControlApi
 from nbtunnel.edge.store import Store
 from nbtunnel.edge.words import random_hostname
@@ -36,11 +42,14 @@ class EdgeApi:
     """Dispatches API requests; each handler returns (status, headers, body)."""
 
     def __init__(self, store: Store, *, domain: str, ca_pem: bytes,
-                 control: ControlApi | None = None) -> None:
+                 control: ControlApi | None = None, quick_limiter: RateLimiter | None = None,
+                 clock: Clock | None = None) -> None:
         self.store = store
         self.domain = domain
         self.ca_pem = ca_pem
         self.control = control
+        self.quick_limiter = quick_limiter or RateLimiter(0, 1)
+        self.clock = clock or Clock()
 
     async def __call__(self, req: Request, body: bytes) -> tuple[int, Headers, bytes]:
         path = req.target.split("?", 1)[0]
@@ -50,6 +59,9 @@ class EdgeApi:
             if req.method != "POST":
                 return _json(405, {"success": False, "errors": [
                     {"code": 405, "message": "use POST /tunnel"}]})
+            verdict = self.quick_limiter.take(req.client_ip, self.clock.monotonic())
+            if not verdict.allowed:
+                return self._rate_limited(req.client_ip, verdict)
             return self.create_quick_tunnel()
         if path == "/ca.pem" and req.method in ("GET", "HEAD"):
             return 200, [(b"Content-Type", b"application/x-pem-file")], self.ca_pem
@@ -64,6 +76,18 @@ class EdgeApi:
             })
         return _json(404, {"success": False, "errors": [
             {"code": 404, "message": f"no API endpoint {req.method} {path}"}]})
+
+    def _rate_limited(self, client: str, verdict: Verdict) -> tuple[int, Headers, bytes]:
+        limiter = self.quick_limiter
+        if verdict.first:
+            log.warning("rate-limiting quick tunnel creation for %s (%g per minute, bursts "
+                        "of %d)", limiter.client_key(client), limiter.rate * 60, limiter.burst)
+        wait = retry_after(verdict.retry_in)
+        body = (f"error code: 1015\nYou are being rate limited: at most "
+                f"{limiter.rate * 60:g} quick tunnels per minute (bursts of {limiter.burst}) "
+                f"per client address. Retry in {wait} s.\n")
+        return 429, [(b"Content-Type", b"text/plain; charset=utf-8"),
+                     (b"Retry-After", str(wait).encode())], body.encode()
 
     def create_quick_tunnel(self) -> tuple[int, Headers, bytes]:
         hostname = random_hostname(self.domain)

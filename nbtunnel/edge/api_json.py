@@ -7,7 +7,9 @@ that says what to fix.
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from typing import Any
 
 from nbtunnel.core.errors import NbtunnelError
@@ -16,6 +18,9 @@ Headers = list[tuple[bytes, bytes]]
 Answer = tuple[int, Headers, bytes]
 JSON_HEADERS: Headers = [(b"Content-Type", b"application/json")]
 MAX_JSON_BODY = 256 * 1024
+MAX_JSON_DEPTH = 64  # json.loads recurses per level: 100,000 `[` raised RecursionError
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class ApiError(NbtunnelError):
@@ -47,13 +52,24 @@ def parse_body(body: bytes, *, allow_empty: bool = False) -> dict[str, Any]:
         if allow_empty:
             return {}
         raise ApiError(400, "request body is empty; send a JSON object")
+    depth = json_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        raise ApiError(400, f"JSON nested {depth} levels deep; the limit is {MAX_JSON_DEPTH}")
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ApiError(400, f"malformed JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise ApiError(400, f"expected a JSON object, got {type(doc).__name__}")
     return doc
+
+
+def json_depth(body: bytes) -> int:
+    """Deepest nesting of arrays/objects in `body` (brackets inside strings do not count), in
+    linear time and without recursion; an upper bound for malformed input."""
+    brackets = _JSON_STRING.sub(b'""', body).translate(None, _NOT_BRACKETS)
+    steps = (1 if b in b"[{" else -1 for b in brackets)
+    return max(itertools.accumulate(steps, initial=0))
 
 
 def check_fields(doc: dict[str, Any], *, required: dict[str, type | tuple[type, ...]],

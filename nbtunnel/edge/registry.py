@@ -3,7 +3,8 @@
 Pure bookkeeping (no I/O): the control handler adds a connection once `registerConnection`
 succeeds and removes it when the QUIC connection ends; the public front asks `pick()` for the
 next connection of a tunnel, round-robin over every registered, non-draining connection of
-every replica.
+every replica. It also remembers when a tunnel lost its last connection (`idle_since`), for
+the expiry of idle quick tunnels.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import itertools
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+from nbtunnel.edge.clock import Clock
 
 STALE_AFTER = 1.5  # seconds without a packet from the connector (it pings every 1 s)
 
@@ -58,12 +61,15 @@ class LiveConnection:
 class Registry:
     """Tunnel id → live connections; round-robin selection that skips draining ones."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
         self._by_tunnel: dict[uuid.UUID, list[LiveConnection]] = {}
         self._counter = itertools.count()
+        self._clock = clock or Clock()
+        self._idle_since: dict[uuid.UUID, float] = {}
 
     def add(self, conn: LiveConnection) -> None:
         self._by_tunnel.setdefault(conn.tunnel_id, []).append(conn)
+        self._idle_since.pop(conn.tunnel_id, None)
 
     def remove(self, conn: LiveConnection) -> None:
         conns = self._by_tunnel.get(conn.tunnel_id)
@@ -71,6 +77,15 @@ class Registry:
             conns.remove(conn)
             if not conns:
                 del self._by_tunnel[conn.tunnel_id]
+                self._idle_since[conn.tunnel_id] = self._clock.time()
+
+    def idle_since(self, tunnel_id: uuid.UUID) -> float | None:
+        """When the tunnel's last connection went away (None: connected, or never seen)."""
+        return self._idle_since.get(tunnel_id)
+
+    def forget(self, tunnel_id: uuid.UUID) -> None:
+        """Drop what is remembered about a deleted tunnel."""
+        self._idle_since.pop(tunnel_id, None)
 
     def connections(self, tunnel_id: uuid.UUID | None = None) -> list[LiveConnection]:
         if tunnel_id is None:

@@ -6,6 +6,8 @@ closes it all on exit. The CLI (`nbtunnel edge`) and the connector's embedded mo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,8 @@ from nbtunnel.edge.clock import Clock
 from nbtunnel.edge.control import REGISTRATION_TIMEOUT, ControlHandler
 from nbtunnel.edge.front import PublicFront
 from nbtunnel.edge.h2conn import H2Listener
+from nbtunnel.edge.quick_expiry import QUICK_TUNNEL_IDLE_EXPIRY, QuickTunnelExpiry
+from nbtunnel.edge.ratelimit import RateLimiter
 from nbtunnel.edge.registry import Registry
 from nbtunnel.edge.rest_api import ControlApi
 from nbtunnel.edge.store import Store, private_dir
@@ -40,6 +44,9 @@ class EdgeConfig:
     api_hosts: tuple[str, ...] = ()
     quic_backend: str | None = None
     registration_timeout: float = REGISTRATION_TIMEOUT
+    quick_tunnels_per_minute: float = 10.0  # per client address; 0: no limit
+    quick_tunnel_burst: int = 20
+    quick_tunnel_idle_expiry: float = QUICK_TUNNEL_IDLE_EXPIRY  # seconds; 0: never
     clock: Clock = field(default_factory=Clock)  # tests inject a clock they advance by hand
 
 
@@ -49,18 +56,20 @@ class Edge:
     def __init__(self, config: EdgeConfig | None = None) -> None:
         self.config = config or EdgeConfig()
         self.store: Store | None = None
-        self.registry = Registry()
+        self.registry = Registry(self.config.clock)
         self.ca: LocalCA | None = None
         self.front: PublicFront | None = None
         self._quic: QuicServer | None = None
         self._h2: H2Listener | None = None
         self.control_api: ControlApi | None = None
+        self.quick_expiry: QuickTunnelExpiry | None = None
+        self._expiry_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         cfg = self.config
         private_dir(cfg.state_dir)  # secrets live here: owner-only
         self.ca = LocalCA.load_or_create(cfg.state_dir)
-        self.store = Store(cfg.state_dir / "edge.sqlite3")
+        self.store = Store(cfg.state_dir / "edge.sqlite3", clock=cfg.clock)
         self.control_api = ControlApi(self.store, self.registry, domain=cfg.domain)
         control = ControlHandler(self.store, self.registry, location=cfg.location,
                                  on_change=self.control_api.on_connection_change,
@@ -69,7 +78,9 @@ class Edge:
             {"127.0.0.1", "localhost", "::1", f"api.{cfg.domain}", *cfg.api_hosts}
         )
         api = EdgeApi(self.store, domain=cfg.domain, ca_pem=self.ca.ca_path.read_bytes(),
-                      control=self.control_api)
+                      control=self.control_api, clock=cfg.clock,
+                      quick_limiter=RateLimiter(cfg.quick_tunnels_per_minute / 60,
+                                                cfg.quick_tunnel_burst))
         try:
             self._quic = await serve(
                 cfg.quic_host, cfg.quic_port,
@@ -90,6 +101,12 @@ class Edge:
                 self.store, self.registry, location=cfg.location, api=api, api_hosts=api_hosts
             )
             await self.front.start(cfg.http_host, cfg.http_port)
+            if cfg.quick_tunnel_idle_expiry > 0:
+                self.quick_expiry = QuickTunnelExpiry(
+                    self.store, self.registry, idle=cfg.quick_tunnel_idle_expiry,
+                    clock=cfg.clock)
+                self._expiry_task = asyncio.get_running_loop().create_task(
+                    self.quick_expiry.run(), name="quick tunnel expiry")
         except BaseException:
             await self.close()
             raise
@@ -97,6 +114,11 @@ class Edge:
                  *self.quic_address, *self.public_address)
 
     async def close(self) -> None:
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry_task
+            self._expiry_task = None
         if self.front is not None:
             await self.front.close()
             self.front = None

@@ -21,7 +21,6 @@ import os
 import secrets
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from nbtunnel.core.errors import NbtunnelError
+from nbtunnel.edge.clock import Clock
 from nbtunnel.edge.migrations import migrate
 
 TOKEN_PREFIX = "nbt_"
@@ -119,7 +119,8 @@ def token_hash(token: str) -> bytes:
 class Store:
     """Tunnels and routes in SQLite, with an in-memory route and tunnel cache."""
 
-    def __init__(self, path: Path | str = ":memory:") -> None:
+    def __init__(self, path: Path | str = ":memory:", *, clock: Clock | None = None) -> None:
+        self._clock = clock or Clock()  # timestamps; tests inject theirs
         if str(path) != ":memory:":
             _private_database(Path(path))
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
@@ -169,7 +170,7 @@ class Store:
             secret=secret if secret is not None else secrets.token_bytes(32),
             name=name,
             kind=kind,
-            created_at=time.time(),
+            created_at=self._clock.time(),
         )
         with self._tx() as db:
             if kind == "named" and db.execute(
@@ -203,7 +204,7 @@ class Store:
             db.execute(
                 "INSERT OR REPLACE INTO routes (hostname, tunnel_id, created_at)"
                 " VALUES (?, ?, ?)",
-                (hostname, str(tunnel_id), time.time()),
+                (hostname, str(tunnel_id), self._clock.time()),
             )
             self._routes[hostname] = tunnel_id
 
@@ -252,8 +253,18 @@ class Store:
         """Soft delete: the record stays for `list --include-deleted`; routes go."""
         with self._tx() as db:
             db.execute("UPDATE tunnels SET deleted_at = ? WHERE id = ?",
-                       (time.time(), str(tunnel_id)))
+                       (self._clock.time(), str(tunnel_id)))
             db.execute("DELETE FROM routes WHERE tunnel_id = ?", (str(tunnel_id),))
+            self._tunnels.pop(tunnel_id, None)
+            for host in [h for h, t in self._routes.items() if t == tunnel_id]:
+                del self._routes[host]
+
+    def purge_tunnel(self, tunnel_id: uuid.UUID) -> None:
+        """Hard delete (expired quick tunnels): the record, its secret, routes and configs."""
+        with self._tx() as db:
+            for table in ("routes", "configurations", "local_configs"):
+                db.execute(f"DELETE FROM {table} WHERE tunnel_id = ?", (str(tunnel_id),))
+            db.execute("DELETE FROM tunnels WHERE id = ?", (str(tunnel_id),))
             self._tunnels.pop(tunnel_id, None)
             for host in [h for h, t in self._routes.items() if t == tunnel_id]:
                 del self._routes[host]
@@ -261,7 +272,7 @@ class Store:
     # accounts and API tokens ------------------------------------------------------------
 
     def create_account(self, name: str) -> AccountRecord:
-        rec = AccountRecord(secrets.token_hex(16), name, time.time())
+        rec = AccountRecord(secrets.token_hex(16), name, self._clock.time())
         with self._tx() as db:
             if db.execute("SELECT 1 FROM accounts WHERE name = ?", (name,)).fetchone():
                 raise StoreError(f"account {name!r} already exists")
@@ -285,7 +296,8 @@ class Store:
         with self._tx() as db:
             db.execute("INSERT INTO api_tokens (id, account_tag, token_hash, name, created_at)"
                        " VALUES (?, ?, ?, ?, ?)",
-                       (str(uuid.uuid4()), account_tag, token_hash(token), name, time.time()))
+                       (str(uuid.uuid4()), account_tag, token_hash(token), name,
+                        self._clock.time()))
         return token
 
     def authenticate(self, token: str) -> AccountRecord | None:
@@ -307,7 +319,7 @@ class Store:
             version = 1 if row[0] is None else int(row[0]) + 1
             db.execute("INSERT INTO configurations (tunnel_id, version, config, status,"
                        " created_at) VALUES (?, ?, ?, 'pending', ?)",
-                       (str(tunnel_id), version, json.dumps(config), time.time()))
+                       (str(tunnel_id), version, json.dumps(config), self._clock.time()))
         return version
 
     def set_configuration_status(
@@ -333,7 +345,7 @@ class Store:
             db.execute("INSERT OR REPLACE INTO local_configs (tunnel_id, connector_id, config,"
                        " reported_at) VALUES (?, ?, ?, ?)",
                        (str(tunnel_id), str(connector_id),
-                        config.decode("utf-8", "replace"), time.time()))
+                        config.decode("utf-8", "replace"), self._clock.time()))
 
     def local_configs(self, tunnel_id: uuid.UUID) -> dict[str, str]:
         rows = self._db.execute("SELECT connector_id, config FROM local_configs"

@@ -118,6 +118,20 @@ async def test_bad_requests_get_clear_4xx(api: Api) -> None:
         assert resp.status == 413
 
 
+async def test_deeply_nested_json_gets_400_and_the_api_keeps_serving(api: Api) -> None:
+    """JSON nested 100,000 deep raised an uncaught RecursionError (issue 9)."""
+    for raw, depth in [(b"[" * 100_000 + b"]" * 100_000, 100_000),
+                       (b'{"name": "deep", "x": ' + b"[" * 64 + b"]" * 64 + b"}", 65)]:
+        status, doc = await api.call("POST", "/tunnels", raw=raw)
+        assert status == 400, doc
+        assert doc["errors"][0]["message"] == (f"JSON nested {depth} levels deep; the limit "
+                                               "is 64")
+    brackets_in_strings = b'{"name": "' + b"[" * 100 + b'"}'
+    status, doc = await api.call("POST", "/tunnels", raw=brackets_in_strings)
+    assert status == 400 and "name must be" in doc["errors"][0]["message"], doc  # not depth
+    await api.ok("GET", "/account")
+
+
 async def test_concurrent_creates_lose_nothing(api: Api) -> None:
     results = await asyncio.gather(*(api.call("POST", "/tunnels", {"name": f"t{i % 5}"})
                                      for i in range(20)))
