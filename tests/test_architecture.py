@@ -49,6 +49,8 @@ OWNERS = {
     "nbtunnel/edge/exchange.py": "Exchange: the response task, cancelled and awaited by close",
     "nbtunnel/edge/front.py": "the client watcher, cancelled and awaited by the request",
     "nbtunnel/edge/rest_api.py": "ControlApi: configuration pushes, awaited by aclose",
+    "nbtunnel/edge/server.py": "Edge: the quick-tunnel expiry loop, cancelled and awaited by "
+                               "close",
     "nbtunnel/connector/proxy.py": "the peer-stopped watcher and the WebSocket pumps, cancelled "
                                    "and awaited by the stream handler",
     "nbtunnel/connector/supervisor.py": "the registration announcement, awaited per attempt",
