@@ -29,20 +29,33 @@ def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
     return host, port
 
 
+SCHEMES = ("http", "https", "ws", "wss", "tcp", "ssh", "rdp", "smb")
+
+
 def normalize_target(target: int | str) -> str:
-    """8888, "8888", "localhost:8888", a URL, hello_world, http_status:404 -> ingress service."""
+    """8888, "8888", "localhost:8888", a URL, hello_world, http_status:404 -> ingress service.
+
+    Anything else is a TargetError naming what was expected: a bare word (`notaport`), a
+    negative or out-of-range port, an unsupported scheme (`ftp://x`)."""
     text = str(target).strip()
     if isinstance(target, bool) or not text:
-        raise TargetError(f"invalid tunnel target {target!r}")
-    if text.isdigit():
+        raise TargetError(f"invalid tunnel target {target!r}: {_EXPECTED}")
+    if text.lstrip("-").isdigit():
         if not 0 < int(text) < 65536:
             raise TargetError(f"port {text} is out of range 1-65535")
         text = f"http://localhost:{text}"
     elif text == "hello-world":
         text = "hello_world"
-    elif text != "hello_world" and not text.startswith(("http_status:", "unix:")):
+    elif text != "hello_world" and not text.startswith(("http_status:", "unix:", "unix+tls:")):
         if "://" not in text:
+            host, sep, port = text.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise TargetError(f"invalid tunnel target {target!r}: {_EXPECTED}")
             text = "http://" + text
+        scheme = text.split("://", 1)[0].lower()
+        if scheme not in SCHEMES:
+            raise TargetError(f"invalid tunnel target {target!r}: unsupported scheme "
+                              f"{scheme!r} (use {', '.join(SCHEMES)})")
         text = text.rstrip("/")
     try:
         if "://" in text:
@@ -55,3 +68,7 @@ def normalize_target(target: int | str) -> str:
     except IngressError as exc:
         raise TargetError(f"invalid tunnel target {target!r}: {exc}") from exc
     return text
+
+
+_EXPECTED = ("expected a port (8888), HOST:PORT, a URL (http://localhost:8888), hello_world or "
+             "http_status:NNN")

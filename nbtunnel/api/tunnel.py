@@ -16,9 +16,11 @@ from types import TracebackType
 from typing import Any
 
 from nbtunnel.api.errors import TunnelError
+from nbtunnel.api.options import TunnelOptions
 from nbtunnel.api.registry import registry as _registry
 from nbtunnel.api.runtime import Runtime
 from nbtunnel.api.state import ConnectionInfo, RequestRecord, TunnelState, TunnelStats, human_bytes
+from nbtunnel.api.traffic import TrafficMixin
 from nbtunnel.connector.events import TunnelEvent
 
 log = logging.getLogger("nbtunnel.tunnel")
@@ -36,27 +38,36 @@ def add_renderer(renderer: Renderer) -> None:
         _renderers.append(renderer)
 
 
-class Tunnel:
+class Tunnel(TrafficMixin):
     """A running quick tunnel. Read its properties from any thread; they are snapshots."""
 
     def __init__(self, runtime: Runtime, service: str, target: int | str, hostname: str,
                  url: str, edge_label: str, front: tuple[str, int], connector: Any,
-                 ha_connections: int, protocol: str) -> None:
+                 options: TunnelOptions, notes: list[str] | None = None) -> None:
         self.target = target
         self.service = service
         self.hostname = hostname
         self.url = url
         self.edge_label = edge_label
         self.front = front  # the edge's public HTTP front (host, port)
+        self.options = options
+        self.notes = notes or []  # one-line facts for the user (Jupyter preset, closed port)
         self.error: str | None = None
         self.extra_urls: dict[str, str] = {}  # e.g. the JupyterHub proxy URL (notebook layer)
         self._runtime = runtime
         self._connector = connector
-        self._state = TunnelState(ha_connections, protocol)
+        self._state = TunnelState(options.ha_connections, options.protocol)
         self._task: asyncio.Task[None] | None = None
         self._watchers: list[Throttle] = []
         self._cleanups: list[Callable[[], Any]] = []
         self._views: dict[str, Any] = {}  # widget cache for the notebook layer
+
+    @property
+    def local_only(self) -> bool:
+        """True when only this machine can open the URL (a *.localhost name or a loopback
+        front); False when the edge serves it to others."""
+        return self.hostname.endswith(".localhost") or self.front[0] in (
+            "127.0.0.1", "localhost", "::1")
 
     # -- read side --------------------------------------------------------------------------
     @property
@@ -197,6 +208,18 @@ class Tunnel:
         if not task.done():
             task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await self._release_sockets()
+
+    async def _release_sockets(self, deadline: float = 2.0) -> None:
+        """A closed QUIC connection keeps its UDP socket through the draining period; wait
+        for the end of it, so that stop_all(), which stops the loop right after, leaves no
+        socket open (and a Stop is really over when it returns)."""
+        waits = [c.conn.wait_closed() for c in list(self._connector.connections.values())
+                 if c.conn is not None and hasattr(c.conn, "wait_closed")]  # QUIC only
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(deadline):
+                await asyncio.gather(*waits)
+        await asyncio.sleep(0)  # the transport closes its socket on the next loop iteration
 
     def stop(self, *, wait: bool = True, grace: float = 5.0) -> None:
         """Stop this tunnel. wait=False only schedules it (safe from any thread, e.g. a button

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from nbtunnel.api.errors import TargetError
+from nbtunnel.api.options import OptionError, options_from_args
 from nbtunnel.api.targets import normalize_target
 from nbtunnel.cli.logs import setup_logging
 from nbtunnel.cli.parser import build_parser
@@ -44,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
                 normalize_target(args.url)
             except TargetError as exc:
                 parser.error(f"--url: {exc}")
+        try:
+            options_from_args(args, edge=None, inspect=False).check()
+        except OptionError as exc:
+            parser.error(str(exc))
     if args.command == "edge":
         from nbtunnel.cli.run_edge import run_edge
 

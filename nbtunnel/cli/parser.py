@@ -15,23 +15,9 @@ from typing import Any
 
 from nbtunnel import __version__
 from nbtunnel.api.edges import DEFAULT_EDGE_PORT, DEFAULT_HTTP_PORT
-from nbtunnel.api.errors import AddressError
-from nbtunnel.api.targets import parse_host_port
-from nbtunnel.connector.ingress import IngressError, parse_duration
+from nbtunnel.api.options import add_tunnel_arguments, duration, host_port
 
 S = argparse.SUPPRESS
-
-
-def duration(text: str) -> float:
-    """Go-style durations ("30s", "1m30s", "500ms") or plain seconds."""
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return parse_duration(text, "duration")
-    except IngressError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("duration: ")) from exc
 
 
 def non_negative(text: str) -> float:
@@ -42,13 +28,6 @@ def non_negative(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
-
-
-def host_port(text: str, default_port: int = DEFAULT_EDGE_PORT) -> tuple[str, int]:
-    try:
-        return parse_host_port(text, default_port)
-    except AddressError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,20 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "hello_world or http_status:NNN")
     tunnel.add_argument("--hello-world", action="store_true",
                         help="serve the built-in hello world page")
-    tunnel.add_argument("--edge", action="append", type=host_port, metavar="HOST:PORT",
-                        help="edge address (repeatable; default: $NBTUNNEL_EDGE or an embedded "
-                        "local edge)")
-    tunnel.add_argument("--cacert", help="PEM CA that signs the edge certificate")
-    tunnel.add_argument("--quick-service", help="quick-tunnel API base URL "
-                        "(default: http://EDGE_HOST:8080)")
-    tunnel.add_argument("--ha-connections", type=int, default=4,
-                        help="connections to keep open to the edge (4)")
-    tunnel.add_argument("--protocol", default="quic", choices=["quic", "http2", "auto"],
-                        help="transport protocol (quic; auto falls back to http2)")
-    tunnel.add_argument("--grace-period", type=duration, default=30.0,
-                        help="time to finish in-flight requests on shutdown (30s, max 3m)")
-    tunnel.add_argument("--quic-backend", choices=["qh3", "aioquic"], default=None,
-                        help="QUIC library (default: qh3)")
+    add_tunnel_arguments(tunnel, cli=True)
     tunnel.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT,
                         help="public front port of the embedded edge (8080; 0 = any)")
     add_control_commands(sub, edge, tunnel)
@@ -138,6 +104,7 @@ def _run_flags(p: argparse.ArgumentParser, default: Any) -> None:
         p.add_argument("--ha-connections", type=int, default=S)
         p.add_argument("--grace-period", type=duration, default=S)
         p.add_argument("--quic-backend", choices=["qh3", "aioquic"], default=S)
+        p.add_argument("--auth", default=S, metavar="USER:PASSWORD|token")
 
 
 def add_control_commands(sub: Any, edge: argparse.ArgumentParser,

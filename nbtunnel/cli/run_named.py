@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from nbtunnel.api.edges import DEFAULT_EDGE_PORT
 from nbtunnel.api.targets import normalize_target, parse_host_port
 from nbtunnel.cli.serve import serve_connector
+from nbtunnel.connector.access_control import AccessControl, parse_auth
 from nbtunnel.connector.config_file import TunnelConfigFile, find_config, load_config
 from nbtunnel.connector.ingress import Ingress, IngressError, parse_duration
 from nbtunnel.connector.metrics import MetricsServer
@@ -100,12 +101,19 @@ def run_named(args: argparse.Namespace) -> Any:
             grace = _flag(args, cfg, "grace-period", 30.0)
             if isinstance(grace, str):
                 grace = parse_duration(grace, "grace-period")
+            auth = _flag(args, cfg, "auth")  # --auth, or `auth:` in config.yml
+            access = AccessControl(parse_auth(str(auth))) if auth else None
+            if access is not None and access.spec.kind == "token":
+                print(f"--auth token: add ?nbtunnel_token={access.spec.token} to a tunnel URL "
+                      f"once in a browser, or send Authorization: Bearer {access.spec.token}",
+                      flush=True)
             connector = Connector(ConnectorConfig(
                 edge=list(edges), credentials=creds, ingress=ingress, cacert=cacert,
                 ha_connections=ha, grace_period=float(grace),
                 quic_backend=getattr(args, "quic_backend", None),
                 config_flags={k: str(v) for k, v in (cfg.flags if cfg else {}).items()
-                              if isinstance(v, str | int | float) and k != "token"},
+                              if isinstance(v, str | int | float) and k not in ("token", "auth")},
+                access=access,
             ))
         except (NbtunnelError, OSError, ValueError) as exc:
             log.error("%s", exc)

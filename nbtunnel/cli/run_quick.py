@@ -9,9 +9,11 @@ import os
 from urllib.parse import urlsplit
 
 from nbtunnel.api.edges import DEFAULT_EDGE_PORT, DEFAULT_HTTP_PORT, start_edge
+from nbtunnel.api.options import options_from_args
+from nbtunnel.api.probe import plan_origin, quick_ingress
 from nbtunnel.api.targets import normalize_target, parse_host_port
 from nbtunnel.cli.serve import Runner, serve_connector
-from nbtunnel.connector.ingress import Ingress
+from nbtunnel.connector.access_control import AccessControl, parse_auth
 from nbtunnel.connector.quick import request_quick_tunnel
 from nbtunnel.connector.supervisor import Connector, ConnectorConfig
 from nbtunnel.core.errors import NbtunnelError
@@ -72,12 +74,21 @@ def run_quick_tunnel(args: argparse.Namespace) -> Runner:
                 print(f"curl and browsers resolve *.localhost to this machine; with other "
                       f"clients send the Host header:\n  curl -H 'Host: {quick.hostname}' "
                       f"http://127.0.0.1:{port}/", flush=True)
+            opts = options_from_args(args, edge=None, inspect=False)
+            host_header, notes = await plan_origin(service, opts)
+            for note in notes:
+                log.warning("%s", note) if note.startswith("warning") else log.info("%s", note)
+            access = AccessControl(parse_auth(args.auth)) if args.auth else None
+            if access is not None and access.spec.kind == "token":  # stdout, never the log
+                print(f"--auth token: open {url}/?nbtunnel_token={access.spec.token} once in a "
+                      f"browser (it sets a cookie), or send Authorization: Bearer "
+                      f"{access.spec.token}", flush=True)
             connector = Connector(ConnectorConfig(
                 edge=list(edges), credentials=quick.credentials,
-                ingress=Ingress.single(service), cacert=cacert,
+                ingress=quick_ingress(service, host_header), cacert=cacert,
                 ha_connections=args.ha_connections, grace_period=args.grace_period,
                 quic_backend=args.quic_backend, protocol=args.protocol,
-                config_flags={"protocol": args.protocol},
+                config_flags={"protocol": args.protocol}, access=access,
             ))
             return await serve_connector(connector, stop)
         except NbtunnelError as exc:

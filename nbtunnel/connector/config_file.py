@@ -19,7 +19,8 @@ from nbtunnel.core.errors import NbtunnelError
 # top-level keys this connector uses (besides ingress/originRequest/tunnel/credentials-file)
 KNOWN_FLAGS = {"edge", "cacert", "metrics", "protocol", "ha-connections", "grace-period",
                "loglevel", "url", "hello-world", "no-autoupdate", "retries", "quic-backend",
-               "token", "credentials-contents", "no-prechecks", "log-format", "warp-routing"}
+               "token", "credentials-contents", "no-prechecks", "log-format", "warp-routing",
+               "auth"}
 ACCEPTED_FLAGS = {"autoupdate-freq", "transport-loglevel", "logfile", "log-directory",
                   "edge-ip-version", "region", "label", "pidfile", "origincert",
                   "post-quantum", "management-diagnostics", "tag", "compression-quality"}

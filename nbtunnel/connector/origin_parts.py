@@ -158,15 +158,31 @@ def _parse_service(service: str) -> _Target:
 def _forward(
     head: HttpRequestHead, drop: frozenset[str], http_host_header: str | None
 ) -> list[tuple[str, str]]:
-    """Eyeball headers in order, minus hop-by-hop ones, behind the Host cloudflared sends."""
+    """Eyeball headers in order, minus hop-by-hop ones, behind the Host cloudflared sends.
+
+    With httpHostHeader, an Origin or Referer naming the public hostname is rewritten to name
+    that Host too: the request stays same-origin for the origin server (Jupyter, for one,
+    refuses a WebSocket whose Origin does not match its Host). Other origins are left alone.
+    """
     named = {t.strip().lower() for k, v in head.headers if k.lower() == "connection"
              for t in v.split(",")}
     host = http_host_header or head.host
     out = [("Host", host)]
     out += [(k, v) for k, v in head.headers if (lk := k.lower()) not in drop and lk not in named]
     if http_host_header:
+        out = [(k, _same_origin(v, head.host, http_host_header))
+               if k.lower() in ("origin", "referer") else (k, v) for k, v in out]
         out.append(("X-Forwarded-Host", head.host))
     return out
+
+
+def _same_origin(value: str, public_host: str, host: str) -> str:
+    """`scheme://public_host/...` -> `scheme://host/...`; anything else unchanged."""
+    scheme, sep, rest = value.partition("://")
+    netloc, slash, path = rest.partition("/")
+    if not sep or netloc.lower() != public_host.lower():
+        return value
+    return f"{scheme}://{host}{slash}{path}"
 
 
 def _content_length(headers: Iterable[tuple[str, str]]) -> str | None:

@@ -24,6 +24,7 @@ from nbtunnel.connector.origin import (
     OriginUpgrade,
     http_status_response,
 )
+from nbtunnel.connector.origin_guard import GuardedOrigin
 from nbtunnel.connector.stream_origin import (
     Flow,
     StreamOriginError,
@@ -75,7 +76,7 @@ class StreamProxy:
 
     def __init__(
         self,
-        origin: OriginClient,
+        origin: OriginClient | GuardedOrigin,
         ingress: Callable[[], Ingress],
         services: Callable[[str], str],
         emit: Callable[[RequestEvent], None] | None = None,

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nbtunnel import __version__
+from nbtunnel.connector.access_control import AccessControl
 from nbtunnel.connector.backoff import Backoff
 from nbtunnel.connector.credentials import Credentials
 from nbtunnel.connector.edge_connection import DialTarget, EdgeConnection, RegistrationRefused
@@ -26,7 +27,9 @@ from nbtunnel.connector.edgepool import EdgePool
 from nbtunnel.connector.events import ConnectionEvent, TunnelEvent
 from nbtunnel.connector.hello import HelloWorldServer
 from nbtunnel.connector.ingress import Ingress, IngressError
+from nbtunnel.connector.inspector import Inspector
 from nbtunnel.connector.origin import OriginClient
+from nbtunnel.connector.origin_guard import GuardedOrigin
 from nbtunnel.connector.proxy import StreamProxy
 from nbtunnel.core.errors import NbtunnelError
 from nbtunnel.core.schema import ClientInfo, TunnelAuth
@@ -64,6 +67,8 @@ class ConnectorConfig:
     quic_backend: str | None = None
     protocol: str = "quic"  # "quic", "http2", or "auto" (QUIC, falling back to HTTP/2)
     config_flags: dict[str, str] = field(default_factory=dict)
+    access: AccessControl | None = None  # --auth, checked before the origin (origin_guard.py)
+    inspector: Inspector | None = None  # keeps the last requests (inspector.py)
     pool: EdgePool | None = None
     """Cloudflare's discovered edge: one connection per address, rotating (edge is unused)."""
     trust: Trust | None = None
@@ -97,7 +102,9 @@ class Connector:
         self._quic_worked = False  # once QUIC registered anywhere, "auto" never falls back
         self._hello: HelloWorldServer | None = None
         self._origin = OriginClient(connector_id=str(self.connector_id))
-        self._proxy = StreamProxy(self._origin, lambda: self.ingress, self._service,
+        self.guard = GuardedOrigin(self._origin, config.access, config.inspector) if (
+            config.access is not None or config.inspector is not None) else None
+        self._proxy = StreamProxy(self.guard or self._origin, lambda: self.ingress, self._service,
                                   self._emit)
 
     def subscribe(self, observer: Callable[[TunnelEvent], None]) -> None:

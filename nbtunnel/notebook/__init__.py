@@ -26,12 +26,14 @@ def __getattr__(name: str) -> Any:
 
 
 def load_ipython_extension(ip: Any) -> None:
+    from nbtunnel.api.tunnel import Tunnel
     from nbtunnel.notebook.display import install
     from nbtunnel.notebook.magics import TunnelMagics
 
     install()
     magics = TunnelMagics(ip)
     ip.register_magics(magics)
+    ip.display_formatter.ipython_display_formatter.for_type(Tunnel, magics.display_tunnel)
     ip.events.register("post_run_cell", magics.post_run_cell)
     _loaded[id(ip)] = magics
 
@@ -45,6 +47,9 @@ def unload_ipython_extension(ip: Any) -> None:
     magics = _loaded.pop(id(ip), None)
     if magics is not None:
         ip.events.unregister("post_run_cell", magics.post_run_cell)
+        from nbtunnel.api.tunnel import Tunnel
+
+        ip.display_formatter.ipython_display_formatter.type_printers.pop(Tunnel, None)
     mm = ip.magics_manager
     for kind in ("line", "cell"):
         mm.magics[kind].pop("tunnel", None)

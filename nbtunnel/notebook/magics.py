@@ -1,28 +1,68 @@
 """`%tunnel`: open, list, stop and inspect tunnels from a notebook cell.
 
-Argument parsing is IPython's magic_arguments (argparse), so `%tunnel?` shows the real help and
-a bad argument is a `UsageError` (one red line, no traceback). The magic returns the `Tunnel`
+The options are the CLI's (`nbtunnel.api.options`, one argparse definition for both), so
+`%tunnel?` shows the real help and a bad argument is a `UsageError` (one red line, no
+traceback). The magic returns the `Tunnel`
 (`t = %tunnel 8888`) and displays its widget once; a repeat shows the existing tunnel.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import shlex
+from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
 from nbtunnel.api.edges import resolve_edge
 from nbtunnel.api.errors import EdgeConfigError, TargetError, TunnelError
 from nbtunnel.api.open import open_tunnel
+from nbtunnel.api.options import OptionError, add_tunnel_arguments, options_from_args
 from nbtunnel.api.registry import find_tunnel, list_tunnels, stop_all
 from nbtunnel.api.targets import normalize_target
 from nbtunnel.api.tunnel import Tunnel
 from nbtunnel.core.errors import NbtunnelError
 
 COMMANDS = ("list", "stop", "status")
+EXAMPLES = """Examples:
+  %tunnel 8888                  open a tunnel to http://localhost:8888 (a Jupyter server there
+                                is recognised: Host and Origin are set as it requires)
+  t = %tunnel hello_world       the built-in hello world page; t is the Tunnel
+  %tunnel 8000 --auth token     a random token guards the public URL (shown once)
+  %tunnel 8000 --auth me:secret HTTP Basic at the public URL
+  %tunnel list                  the tunnels of this kernel
+  %tunnel status                their connections and counters
+  %tunnel stop PORT|URL|all     stop one (by port, target URL or public URL); `all` also
+                                closes the embedded edge and nbtunnel's thread
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are UsageErrors (one red line in a notebook, no traceback)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"%tunnel: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise UsageError(message or "%tunnel: see %tunnel?")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="%tunnel", add_help=False, epilog=EXAMPLES,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                description="Publish a local service through a Cloudflare-style quick tunnel.")
+    p.add_argument("words", nargs="*", metavar="TARGET | list | stop WHAT | status",
+                   help="a port (8888), HOST:PORT, a URL (http://localhost:8888), hello_world "
+                   "or http_status:NNN to open a tunnel; `list`; `stop PORT|URL|all`; `status`")
+    add_tunnel_arguments(p, cli=False)
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                   help="seconds to wait for the first registered connection (30)")
+    return p
+
+
+PARSER = build_parser()
 
 
 @magics_class
@@ -38,61 +78,44 @@ class TunnelMagics(Magics):
             t._views.pop("suppress_widget", None)
         self.shown.clear()
 
-    @magic_arguments()
-    @argument("words", nargs="*", metavar="TARGET | list | stop WHAT | status",
-              help="a port (8888), a URL (http://localhost:8888), hello_world or "
-              "http_status:NNN to open a tunnel; `list`; `stop PORT|URL|all`; `status`")
-    @argument("--edge", metavar="HOST:PORT",
-              help="edge to connect to (default: $NBTUNNEL_EDGE, the `edge` of "
-              "$NBTUNNEL_HOME/config.json, else an embedded local edge in this kernel)")
-    @argument("--cacert", help="PEM CA that signs the edge certificate")
-    @argument("--quick-service", metavar="URL", help="quick-tunnel API base URL "
-              "(default: http://EDGE_HOST:8080)")
-    @argument("--ha-connections", type=int, default=4, metavar="N",
-              help="connections to keep open to the edge (4)")
-    @argument("--protocol", default="quic", choices=["quic", "auto"],
-              help="transport protocol (quic)")
-    @argument("--timeout", type=float, default=30.0, metavar="S",
-              help="seconds to wait for the first registered connection (30)")
+    def display_tunnel(self, tunnel: Tunnel) -> None:
+        """IPython's display hook for a Tunnel: nothing if the magic already showed it in
+        this cell (so `%tunnel 8888` alone prints no stray line), else its panel."""
+        if tunnel._views.get("suppress_widget"):
+            return
+        display(tunnel._repr_mimebundle_(), raw=True)
+
     @line_magic
     def tunnel(self, line: str) -> Tunnel | None:
-        """Publish a local service through a Cloudflare-style quick tunnel.
-
-        Examples:
-          %tunnel 8888                  open a tunnel to http://localhost:8888
-          t = %tunnel hello_world       the built-in hello world page; t is the Tunnel
-          %tunnel list                  the tunnels of this kernel
-          %tunnel status                their connections and counters
-          %tunnel stop 8888             stop one (by port, target URL or public URL)
-          %tunnel stop all              stop all, close the embedded edge and its thread
-        """
-        args = parse_argstring(self.tunnel, line)
-        words: list[str] = args.words
-        if not words:
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"%tunnel: {exc}") from None
+        args = PARSER.parse_args(words)
+        targets: list[str] = args.words
+        if not targets:
             raise UsageError("%tunnel needs a target (a port, URL, hello_world) or one of "
                              "list, stop, status; see %tunnel?")
-        command = words[0]
+        command = targets[0]
         if command in COMMANDS:
-            self._command(command, words[1:])
+            self._command(command, targets[1:])
             return None
-        if len(words) > 1:
-            raise UsageError(f"%tunnel takes one target, got {' '.join(words)!r}")
+        if len(targets) > 1:
+            raise UsageError(f"%tunnel takes one target, got {' '.join(targets)!r}")
         return self._open(command, args)
+
+    tunnel.__doc__ = PARSER.format_help()
 
     def _open(self, target: str, args: Any) -> Tunnel:
         try:
             normalize_target(target)
-            settings = resolve_edge(args.edge, args.cacert, args.quick_service)
-        except (TargetError, EdgeConfigError) as exc:
+            opts = options_from_args(args).check()
+            settings = resolve_edge(opts.edge, opts.cacert, opts.quick_service)
+        except (TargetError, OptionError, EdgeConfigError) as exc:
             raise UsageError(str(exc)) from None
-        if args.ha_connections < 1:
-            raise UsageError("--ha-connections must be at least 1")
         existing = find_tunnel(target)
         try:
-            tunnel = open_tunnel(target, edge=args.edge, cacert=args.cacert,
-                                 quick_service=args.quick_service,
-                                 ha_connections=args.ha_connections, protocol=args.protocol,
-                                 timeout=args.timeout)
+            tunnel = open_tunnel(target, **opts.__dict__)
         except TunnelError as exc:
             raise UsageError(f"could not open the tunnel: {exc}") from None
         if existing is tunnel:
@@ -100,6 +123,8 @@ class TunnelMagics(Magics):
         else:
             print(f"nbtunnel: using {tunnel.edge_label}"
                   + ("" if settings.edge else "; set --edge or NBTUNNEL_EDGE for another edge"))
+            for note in tunnel.notes:
+                print(f"nbtunnel: {note}")
             from nbtunnel.notebook.hosted import attach_hosted_url
 
             attach_hosted_url(tunnel)
