@@ -26,12 +26,12 @@ from nbtunnel.edge.server import Edge, EdgeConfig
 async def front_rps(edge: Edge, routes: int, seconds: float, concurrency: int = 20) -> float:
     store = edge.store
     assert store is not None
-    tunnel = store.create_tunnel(f"bench{routes}", account_tag="bench")
-    filler = store.create_tunnel(f"filler{routes}", account_tag="bench")
+    tunnel = await store.create_tunnel(f"bench{routes}", account_tag="bench")
+    filler = await store.create_tunnel(f"filler{routes}", account_tag="bench")
     for i in range(routes - 1):
-        store.add_route(f"r{i}.n{routes}.example.com", filler.id)
+        await store.add_route(f"r{i}.n{routes}.example.com", filler.id)
     host = f"target.n{routes}.example.com"
-    store.add_route(host, tunnel.id)
+    await store.add_route(host, tunnel.id)
     connector = Connector(ConnectorConfig(
         edge=[edge.quic_address], credentials=Credentials(tunnel.account_tag, tunnel.id,
                                                           tunnel.secret),
@@ -93,7 +93,7 @@ async def main(seconds: float) -> None:
                 print(f"public front, {routes:>6} routes: {rps:8.0f} requests/s "
                       f"(20 clients, 4 HA connections, http_status:204)")
             assert edge.store is not None
-            _, token = ensure_admin_token(edge.store, Path(tmp))
+            _, token = await ensure_admin_token(edge.store, Path(tmp))
             assert token is not None
             for name, values in (await api_latency(edge, token)).items():
                 q = statistics.quantiles(values, n=100)

@@ -111,7 +111,7 @@ class Lab(LabCore):
             store, state = edge.store, self._state_dir / "edge"
 
             async def token() -> str:
-                path, new = ensure_admin_token(store, state)
+                path, new = await ensure_admin_token(store, state)
                 return new or path.read_text().strip()
 
             self._api = ApiClient(Login(edge.api_url, self._call(token())))

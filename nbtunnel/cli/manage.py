@@ -157,16 +157,22 @@ def cmd_route_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_edge_token_create(args: argparse.Namespace) -> int:
-    from nbtunnel.edge.bootstrap import create_token
-    from nbtunnel.edge.store import Store
+    import asyncio
 
-    state = args.state_dir or default_home() / "edge"
-    store = Store(Path(state) / "edge.sqlite3")
-    try:
-        token = create_token(store, args.account, args.token_name)
-    finally:
-        store.close()
-    print(token)
+    from nbtunnel.edge.bootstrap import create_token
+    from nbtunnel.edge.stores import open_store
+
+    state = Path(args.state_dir or default_home() / "edge")
+
+    async def make() -> str:
+        store = open_store(getattr(args, "store", None), state)
+        await store.start()
+        try:
+            return await create_token(store, args.account, args.token_name)
+        finally:
+            await store.aclose()
+
+    print(asyncio.run(make()))
     return 0
 
 

@@ -34,7 +34,7 @@ def run_edge(args: argparse.Namespace) -> Runner:
             from nbtunnel.edge.bootstrap import ensure_admin_token
 
             assert edge.store is not None
-            token_path, new_token = ensure_admin_token(edge.store, config.state_dir)
+            token_path, new_token = await ensure_admin_token(edge.store, config.state_dir)
             # the token's path, never its value: stdout usually ends up in a log
             what = "Created account 'default' with an" if new_token else "The"
             print(f"{what} admin API token is in {token_path} (mode 0600); log in with:\n"

@@ -23,7 +23,7 @@ from nbtunnel import __version__
 from nbtunnel.edge.clock import Clock
 from nbtunnel.edge.ratelimit import RateLimiter, Verdict, retry_after
 from nbtunnel.edge.rest_api import PREFIX, ControlApi
-from nbtunnel.edge.store import Store
+from nbtunnel.edge.stores.base import ControlStore, HostnameTaken, StoreError
 from nbtunnel.edge.words import random_hostname
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("nbtunnel.edge.api")
 
 JSON = [(b"Content-Type", b"application/json")]
+QUICK_ATTEMPTS = 20
 
 
 def _json(status: int, doc: object) -> tuple[int, Headers, bytes]:
@@ -41,7 +42,7 @@ def _json(status: int, doc: object) -> tuple[int, Headers, bytes]:
 class EdgeApi:
     """Dispatches API requests; each handler returns (status, headers, body)."""
 
-    def __init__(self, store: Store, *, domain: str, ca_pem: bytes,
+    def __init__(self, store: ControlStore, *, domain: str, ca_pem: bytes,
                  control: ControlApi | None = None, quick_limiter: RateLimiter | None = None,
                  clock: Clock | None = None) -> None:
         self.store = store
@@ -62,7 +63,7 @@ class EdgeApi:
             verdict = self.quick_limiter.take(req.client_ip, self.clock.monotonic())
             if not verdict.allowed:
                 return self._rate_limited(req.client_ip, verdict)
-            return self.create_quick_tunnel()
+            return await self.create_quick_tunnel()
         if path == "/ca.pem" and req.method in ("GET", "HEAD"):
             return 200, [(b"Content-Type", b"application/x-pem-file")], self.ca_pem
         if path == "/" and req.method in ("GET", "HEAD"):
@@ -89,15 +90,27 @@ class EdgeApi:
         return 429, [(b"Content-Type", b"text/plain; charset=utf-8"),
                      (b"Retry-After", str(wait).encode())], body.encode()
 
-    def create_quick_tunnel(self) -> tuple[int, Headers, bytes]:
-        hostname = random_hostname(self.domain)
-        while self.store.hostname_taken(hostname):
+    async def create_quick_tunnel(self) -> tuple[int, Headers, bytes]:
+        """A fresh random hostname; the store refuses one that is taken (by any edge of the
+        deployment), and we draw again."""
+        for _ in range(QUICK_ATTEMPTS):
             hostname = random_hostname(self.domain)
+            if self.store.hostname_taken(hostname):
+                continue
+            try:
+                tunnel = await self.store.create_quick_tunnel(
+                    hostname, account_tag=secrets.token_hex(16))
+            except HostnameTaken:
+                continue
+            except StoreError as exc:
+                log.warning("quick tunnel not created: %s", exc)
+                return _json(503, {"success": False, "errors": [
+                    {"code": 503, "message": "the tunnel store is unavailable; retry later"}]})
+            break
+        else:
+            return _json(503, {"success": False, "errors": [
+                {"code": 503, "message": "no free hostname found; retry"}]})
         name = hostname.split(".", 1)[0]
-        tunnel = self.store.create_tunnel(
-            name, account_tag=secrets.token_hex(16), kind="quick"
-        )
-        self.store.add_route(hostname, tunnel.id)
         log.info("quick tunnel %s created: %s", tunnel.id, hostname)
         return _json(200, {
             "success": True,

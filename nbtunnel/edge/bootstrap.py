@@ -10,24 +10,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nbtunnel.edge.store import Store
+from nbtunnel.edge.stores.base import AccountRecord, ControlStore, StoreError
 from nbtunnel.home import write_secret_file
 
 DEFAULT_ACCOUNT = "default"
 ADMIN_TOKEN_FILE = "admin-token"
 
 
-def ensure_admin_token(store: Store, state_dir: Path) -> tuple[Path, str | None]:
+async def ensure_admin_token(store: ControlStore, state_dir: Path) -> tuple[Path, str | None]:
     """(token file, new token or None when one was made before)."""
     path = state_dir / ADMIN_TOKEN_FILE
-    if store.account(name=DEFAULT_ACCOUNT) is not None and path.exists():
+    if await store.account(name=DEFAULT_ACCOUNT) is not None and path.exists():
         return path, None
-    account = store.account(name=DEFAULT_ACCOUNT) or store.create_account(DEFAULT_ACCOUNT)
-    token = store.create_api_token(account.tag, "admin")
+    account = await _account(store, DEFAULT_ACCOUNT)
+    token = await store.create_api_token(account.tag, "admin")
     write_secret_file(path, token + "\n")
     return path, token
 
 
-def create_token(store: Store, account_name: str, token_name: str = "cli") -> str:
-    account = store.account(name=account_name) or store.create_account(account_name)
-    return store.create_api_token(account.tag, token_name)
+async def create_token(store: ControlStore, account_name: str, token_name: str = "cli") -> str:
+    account = await _account(store, account_name)
+    return await store.create_api_token(account.tag, token_name)
+
+
+async def _account(store: ControlStore, name: str) -> AccountRecord:
+    """The named account, created if needed (another edge may create it at the same time)."""
+    found = await store.account(name=name)
+    if found is not None:
+        return found
+    try:
+        return await store.create_account(name)
+    except StoreError:
+        found = await store.account(name=name)
+        if found is None:
+            raise
+        return found

@@ -33,7 +33,7 @@ from nbtunnel.core.registration import (
 from nbtunnel.core.schema import ConnectionDetails, RegisterConnectionParams, RegistrationError
 from nbtunnel.edge.clock import Clock
 from nbtunnel.edge.registry import LiveConnection, Registry
-from nbtunnel.edge.store import Store
+from nbtunnel.edge.stores.base import ControlStore, StoreError
 from nbtunnel.transport.errors import TransportError
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class ControlHandler:
 
     def __init__(
         self,
-        store: Store,
+        store: ControlStore,
         registry: Registry,
         *,
         location: str = "LOC",
@@ -77,11 +77,16 @@ class ControlHandler:
         self.registration_timeout = registration_timeout
         self.clock = clock or Clock()
 
-    def check(self, params: RegisterConnectionParams) -> RegistrationError | None:
+    async def check(self, params: RegisterConnectionParams) -> RegistrationError | None:
         """Validate credentials; the error text follows Cloudflare's 'Unauthorized' style."""
         if len(params.tunnel_id) != 16:
             return RegistrationError("Unauthorized: malformed tunnel id", should_retry=False)
-        tunnel = self.store.get_tunnel(uuid.UUID(bytes=params.tunnel_id))
+        try:  # memory first; a tunnel created through another edge may only be in the database
+            tunnel = await self.store.lookup_tunnel(uuid.UUID(bytes=params.tunnel_id))
+        except StoreError as exc:
+            log.warning("registration: store unavailable: %s", exc)
+            return RegistrationError("Unavailable: the edge cannot check credentials now",
+                                     should_retry=True)
         if tunnel is None:
             return RegistrationError("Unauthorized: Tunnel not found", should_retry=False)
         if tunnel.account_tag != params.auth.account_tag or not hmac.compare_digest(
@@ -186,7 +191,7 @@ class ControlHandler:
         current: LiveConnection | None, protocol: str,
     ) -> LiveConnection | None:
         params = event.params
-        error = self.check(params)
+        error = await self.check(params)
         if error is None and current is not None:
             error = RegistrationError("EDUPCONN", should_retry=True)
         if error is not None:

@@ -22,7 +22,7 @@ import httptools
 from nbtunnel.edge.handler import RequestHandler
 from nbtunnel.edge.pages import error_page, reason, wants_html
 from nbtunnel.edge.registry import Registry
-from nbtunnel.edge.store import Store
+from nbtunnel.edge.stores.base import ControlStore
 
 log = logging.getLogger("nbtunnel.edge.front")
 
@@ -100,7 +100,7 @@ class PublicFront:
 
     def __init__(
         self,
-        store: Store,
+        store: ControlStore,
         registry: Registry,
         *,
         location: str = "LOC",

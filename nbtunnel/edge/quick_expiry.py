@@ -13,7 +13,7 @@ import uuid
 
 from nbtunnel.edge.clock import Clock
 from nbtunnel.edge.registry import Registry
-from nbtunnel.edge.store import Store
+from nbtunnel.edge.stores.base import ControlStore
 
 log = logging.getLogger("nbtunnel.edge.quick_expiry")
 
@@ -24,7 +24,8 @@ MAX_SWEEP_INTERVAL = 60.0
 class QuickTunnelExpiry:
     """Sweeps the store every `interval` seconds; run() until cancelled by its owner (Edge)."""
 
-    def __init__(self, store: Store, registry: Registry, *, idle: float, clock: Clock) -> None:
+    def __init__(self, store: ControlStore, registry: Registry, *, idle: float,
+                 clock: Clock) -> None:
         if idle <= 0:
             raise ValueError("idle must be positive")
         self.store = store
@@ -39,12 +40,12 @@ class QuickTunnelExpiry:
         while True:
             await self.clock.sleep(self.interval)
             try:
-                self.sweep()
+                await self.sweep()
             except Exception:  # a store error must not end expiry for good
                 log.exception("quick tunnel expiry sweep failed")
             self.sweeps += 1
 
-    def sweep(self) -> list[uuid.UUID]:
+    async def sweep(self) -> list[uuid.UUID]:
         """Delete every quick tunnel idle for `idle` seconds or more; returns their ids."""
         now = self.clock.time()
         expired = []
@@ -55,7 +56,7 @@ class QuickTunnelExpiry:
             if since is None:  # never connected since this edge started
                 since = max(tunnel.created_at, self.started)
             if now - since >= self.idle:
-                self.store.purge_tunnel(tunnel.id)
+                await self.store.purge_tunnel(tunnel.id)
                 self.registry.forget(tunnel.id)
                 expired.append(tunnel.id)
         if expired:

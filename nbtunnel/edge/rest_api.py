@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
@@ -33,7 +34,14 @@ from nbtunnel.edge.api_json import (
 from nbtunnel.edge.config_push import PushResult, push_configuration
 from nbtunnel.edge.openapi import openapi_document
 from nbtunnel.edge.registry import LiveConnection, Registry
-from nbtunnel.edge.store import AccountRecord, Store, StoreError, TunnelRecord
+from nbtunnel.edge.stores.base import (
+    AccountRecord,
+    ControlStore,
+    RouteConflict,
+    StoreError,
+    StoreUnavailable,
+    TunnelRecord,
+)
 
 if TYPE_CHECKING:
     from nbtunnel.edge.front import Request
@@ -56,7 +64,7 @@ def _flag(query: dict[str, list[str]], name: str) -> bool:
 class ControlApi:
     """Dispatch `/api/v1/...`; owns the tasks that push configurations to new connections."""
 
-    def __init__(self, store: Store, registry: Registry, *, domain: str) -> None:
+    def __init__(self, store: ControlStore, registry: Registry, *, domain: str) -> None:
         self.store = store
         self.registry = registry
         self.domain = domain
@@ -72,6 +80,9 @@ class ControlApi:
             return await self._dispatch(req, body)
         except ApiError as exc:
             return fail(exc)
+        except StoreUnavailable as exc:
+            log.warning("API %s %s: %s", req.method, req.target.partition("?")[0], exc)
+            return fail(ApiError(503, "the control-plane store is unavailable; retry later"))
         except StoreError as exc:
             return fail(ApiError(409, str(exc)))
 
@@ -82,16 +93,16 @@ class ControlApi:
         method = req.method
         if parts == ["openapi.json"] and method in ("GET", "HEAD"):
             return ok(openapi_document())  # the document is public, like /ca.pem
-        account = self._authenticate(req)
+        account = await self._authenticate(req)
         route = (method, *parts[:1], *(["{id}"] if len(parts) > 1 else []), *parts[2:])
         if route == ("GET", "account"):
             return ok({"tag": account.tag, "name": account.name})
         if route == ("GET", "tunnels"):
-            return self.list_tunnels(account, query)
+            return await self.list_tunnels(account, query)
         if route == ("POST", "tunnels"):
-            return self.create_tunnel(account, parse_body(body))
+            return await self.create_tunnel(account, parse_body(body))
         if route[1:2] == ("tunnels",) and len(parts) >= 2:
-            tunnel = self._tunnel(account, parts[1])
+            tunnel = await self._tunnel(account, parts[1])
             sub = parts[2:]
             if method == "GET" and not sub:
                 return ok(self.describe(tunnel))
@@ -104,16 +115,16 @@ class ControlApi:
             if method == "PUT" and sub == ["configurations"]:
                 return await self.put_configuration(tunnel, parse_body(body))
             if method == "GET" and sub == ["configurations"]:
-                return ok(self.get_configuration(tunnel))
+                return ok(await self.get_configuration(tunnel))
         if route == ("GET", "routes"):
-            return self.list_routes(account, query)
+            return await self.list_routes(account, query)
         if route == ("POST", "routes"):
-            return self.add_route(account, parse_body(body))
+            return await self.add_route(account, parse_body(body))
         if method == "DELETE" and len(parts) == 2 and parts[0] == "routes":
-            return self.delete_route(account, parts[1])
+            return await self.delete_route(account, parts[1])
         raise ApiError(404, f"no API endpoint {method} {path}; see {PREFIX}/openapi.json")
 
-    def _authenticate(self, req: Request) -> AccountRecord:
+    async def _authenticate(self, req: Request) -> AccountRecord:
         challenge = [(b"WWW-Authenticate", b'Bearer realm="nbtunnel"')]
         auth = next((v for n, v in req.headers if n.lower() == b"authorization"), None)
         if auth is None:
@@ -122,20 +133,20 @@ class ControlApi:
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "the Authorization header must be 'Bearer <API token>'",
                            challenge)
-        account = self.store.authenticate(token.strip())
+        account = await self.store.authenticate(token.strip())
         if account is None:
             raise ApiError(401, "invalid or revoked API token", challenge)
         return account
 
-    def _tunnel(self, account: AccountRecord, ref: str) -> TunnelRecord:
+    async def _tunnel(self, account: AccountRecord, ref: str) -> TunnelRecord:
         try:
             tid = uuid.UUID(ref)
         except ValueError:
-            found = self.store.find_tunnels(account.tag, name=ref)
+            found = await self.store.find_tunnels(account.tag, name=ref)
             if not found:
                 raise ApiError(404, f"no tunnel {ref!r} in this account") from None
             return found[0]
-        tunnel = self.store.get_tunnel(tid)
+        tunnel = await self.store.lookup_tunnel(tid)
         if tunnel is None or tunnel.account_tag != account.tag or tunnel.kind != "named":
             raise ApiError(404, f"no tunnel {ref!r} in this account")
         return tunnel
@@ -158,13 +169,14 @@ class ControlApi:
             doc["connections"] = [c.describe() for c in live]
         return doc
 
-    def list_tunnels(self, account: AccountRecord, query: dict[str, list[str]]) -> Answer:
+    async def list_tunnels(self, account: AccountRecord,
+                           query: dict[str, list[str]]) -> Answer:
         name = query.get("name", [None])[-1]
         deleted = _flag(query, "include_deleted") or _flag(query, "is_deleted")
-        found = self.store.find_tunnels(account.tag, name=name, include_deleted=deleted)
+        found = await self.store.find_tunnels(account.tag, name=name, include_deleted=deleted)
         return ok([self.describe(t) for t in found])
 
-    def create_tunnel(self, account: AccountRecord, doc: dict[str, Any]) -> Answer:
+    async def create_tunnel(self, account: AccountRecord, doc: dict[str, Any]) -> Answer:
         check_fields(doc, required={"name": str}, optional={"tunnel_secret": str})
         name = doc["name"].strip()
         if not 1 <= len(name) <= 64 or not name.isprintable():
@@ -178,7 +190,8 @@ class ControlApi:
             if len(secret) < 32:
                 raise ApiError(400, "tunnel_secret must decode to at least 32 bytes")
         try:
-            tunnel = self.store.create_tunnel(name, account_tag=account.tag, secret=secret)
+            tunnel = await self.store.create_tunnel(name, account_tag=account.tag,
+                                                    secret=secret)
         except StoreError as exc:
             raise ApiError(409, str(exc)) from exc
         log.info("tunnel %s (%s) created for account %s", tunnel.id, name, account.name)
@@ -193,7 +206,7 @@ class ControlApi:
         if live and not force:
             raise ApiError(409, f"tunnel {tunnel.name} has {len(live)} active connection(s); "
                            "stop its connectors first or delete with force=true (-f)")
-        self.store.delete_tunnel(tunnel.id)
+        await self.store.delete_tunnel(tunnel.id)
         for conn in live:
             conn.transport.close(0, "tunnel deleted")
         log.info("tunnel %s deleted (%d connection(s) closed)", tunnel.id, len(live))
@@ -214,35 +227,31 @@ class ControlApi:
 
     # routes -------------------------------------------------------------------------------
 
-    def list_routes(self, account: AccountRecord, query: dict[str, list[str]]) -> Answer:
+    async def list_routes(self, account: AccountRecord,
+                          query: dict[str, list[str]]) -> Answer:
         tid = query.get("tunnel_id", [None])[-1]
         routes = [{"hostname": r.hostname, "tunnel_id": str(r.tunnel_id),
-                   "created_at": _iso(r.created_at)} for r in self.store.routes(account.tag)]
+                   "created_at": _iso(r.created_at)}
+                  for r in await self.store.routes(account.tag)]
         return ok([r for r in routes if tid is None or r["tunnel_id"] == tid])
 
-    def add_route(self, account: AccountRecord, doc: dict[str, Any]) -> Answer:
+    async def add_route(self, account: AccountRecord, doc: dict[str, Any]) -> Answer:
         check_fields(doc, required={"hostname": str, "tunnel_id": str},
                      optional={"overwrite": bool})
         hostname = doc["hostname"].strip().lower().rstrip(".")
         if len(hostname) > 253 or not _HOSTNAME.match(hostname):
             raise ApiError(400, f"invalid hostname {doc['hostname']!r} (no scheme, port or path)")
-        tunnel = self._tunnel(account, doc["tunnel_id"])
-        owner = self.store.route_owner(hostname)
-        if owner is not None and owner.id != tunnel.id:
-            if owner.account_tag != account.tag:
-                raise ApiError(409, f"hostname {hostname} belongs to another account")
-            if not doc.get("overwrite"):
-                raise ApiError(409, f"hostname {hostname} is already routed to tunnel "
-                               f"{owner.name} ({owner.id}); set overwrite=true to move it")
-            self.store.remove_route(hostname)
-        self.store.add_route(hostname, tunnel.id)
+        tunnel = await self._tunnel(account, doc["tunnel_id"])
+        try:  # one atomic decision in the store: two edges may race for the same hostname
+            await self.store.claim_route(hostname, tunnel.id, account_tag=account.tag,
+                                         overwrite=bool(doc.get("overwrite")))
+        except RouteConflict as exc:
+            raise ApiError(409, str(exc)) from exc
         return ok({"hostname": hostname, "tunnel_id": str(tunnel.id)}, 201)
 
-    def delete_route(self, account: AccountRecord, hostname: str) -> Answer:
-        owner = self.store.route_owner(hostname)
-        if owner is None or owner.account_tag != account.tag:
+    async def delete_route(self, account: AccountRecord, hostname: str) -> Answer:
+        if not await self.store.remove_route(hostname, account_tag=account.tag):
             raise ApiError(404, f"no route for {hostname} in this account")
-        self.store.remove_route(hostname)
         return ok({"hostname": hostname.lower(), "deleted": True})
 
     # configurations -----------------------------------------------------------------------
@@ -250,16 +259,16 @@ class ControlApi:
     async def put_configuration(self, tunnel: TunnelRecord, doc: dict[str, Any]) -> Answer:
         check_fields(doc, required={"config": dict})
         check_remote_config(doc["config"])
-        version = self.store.add_configuration(tunnel.id, doc["config"])
+        version = await self.store.add_configuration(tunnel.id, doc["config"])
         results = await self.push(tunnel.id, version, doc["config"])
         errors = [r for r in results if r.error]
         if errors:
             detail = "; ".join(f"connector {r.connector_id}: {r.error}" for r in errors)
-            self.store.set_configuration_status(tunnel.id, version, "rejected", detail)
+            await self.store.set_configuration_status(tunnel.id, version, "rejected", detail)
             raise ApiError(422, f"configuration version {version} was rejected, the previous "
                            f"one stays: {detail}")
-        self.store.set_configuration_status(tunnel.id, version,
-                                            "applied" if results else "pending")
+        await self.store.set_configuration_status(tunnel.id, version,
+                                                  "applied" if results else "pending")
         return ok({"version": version, "config": doc["config"],
                    "pushed": [r.describe() for r in results]})
 
@@ -274,11 +283,11 @@ class ControlApi:
         return list(await asyncio.gather(
             *(push_configuration(c, version, data) for c in targets.values())))
 
-    def get_configuration(self, tunnel: TunnelRecord) -> dict[str, Any]:
-        self.persist_local_configs(tunnel.id)
-        rec = self.store.configuration(tunnel.id)
+    async def get_configuration(self, tunnel: TunnelRecord) -> dict[str, Any]:
+        await self.persist_local_configs(tunnel.id)
+        rec = await self.store.configuration(tunnel.id)
         local = {}
-        for connector, text in self.store.local_configs(tunnel.id).items():
+        for connector, text in (await self.store.local_configs(tunnel.id)).items():
             try:
                 local[connector] = json.loads(text)
             except ValueError:
@@ -287,29 +296,45 @@ class ControlApi:
                 "config": rec.config if rec else None, "status": rec.status if rec else None,
                 "local": local}
 
-    def persist_local_configs(self, tunnel_id: uuid.UUID) -> None:
+    async def persist_local_configs(self, tunnel_id: uuid.UUID) -> None:
         """Store what connectors reported with updateLocalConfiguration."""
         for conn in self.registry.connections(tunnel_id):
             if conn.local_config is not None:
-                self.store.save_local_config(tunnel_id, conn.connector_id, conn.local_config)
+                await self.store.save_local_config(tunnel_id, conn.connector_id,
+                                                   conn.local_config)
 
     def on_connection_change(self, state: str, live: LiveConnection) -> None:
         """ControlHandler hook: push the current configuration to a new connection; keep
         local configurations when a connection closes."""
         if state == "closed" and live.local_config is not None:
-            self.store.save_local_config(live.tunnel_id, live.connector_id, live.local_config)
-        if state != "registered":
-            return
-        rec = self.store.configuration(live.tunnel_id)
-        if rec is None:
-            return
-        data = json.dumps(rec.config, separators=(",", ":")).encode()
-        task = asyncio.get_running_loop().create_task(
-            self._push_one(live, rec.version, data))
+            self._spawn(self._save_local(live))
+        if state == "registered":
+            self._spawn(self._push_current(live))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _push_one(self, live: LiveConnection, version: int, data: bytes) -> None:
+    async def _save_local(self, live: LiveConnection) -> None:
+        if live.local_config is None:
+            return
+        try:
+            await self.store.save_local_config(live.tunnel_id, live.connector_id,
+                                               live.local_config)
+        except StoreError as exc:
+            log.warning("could not keep the local configuration of %s: %s",
+                        live.connector_id, exc)
+
+    async def _push_current(self, live: LiveConnection) -> None:
+        try:
+            rec = await self.store.configuration(live.tunnel_id)
+        except StoreError as exc:
+            log.warning("no configuration for %s: %s", live.tunnel_id, exc)
+            return
+        if rec is None:
+            return
+        version, data = rec.version, json.dumps(rec.config, separators=(",", ":")).encode()
         result = await push_configuration(live, version, data)
         if result.error:
             log.warning("connector %s refused configuration %d: %s", live.connector_id,

@@ -22,7 +22,8 @@ from nbtunnel.edge.quick_expiry import QUICK_TUNNEL_IDLE_EXPIRY, QuickTunnelExpi
 from nbtunnel.edge.ratelimit import RateLimiter
 from nbtunnel.edge.registry import Registry
 from nbtunnel.edge.rest_api import ControlApi
-from nbtunnel.edge.store import Store, private_dir
+from nbtunnel.edge.store import private_dir
+from nbtunnel.edge.stores import ControlStore, open_store
 from nbtunnel.home import default_home
 from nbtunnel.transport.quic import QuicServer, QuicSettings, serve
 from nbtunnel.transport.tls import LocalCA
@@ -48,6 +49,8 @@ class EdgeConfig:
     quick_tunnel_burst: int = 20
     quick_tunnel_idle_expiry: float = QUICK_TUNNEL_IDLE_EXPIRY  # seconds; 0: never
     clock: Clock = field(default_factory=Clock)  # tests inject a clock they advance by hand
+    store: str | None = None
+    """`--store`: None = SQLite in the state directory; `postgresql://...` = shared."""
 
 
 class Edge:
@@ -55,7 +58,7 @@ class Edge:
 
     def __init__(self, config: EdgeConfig | None = None) -> None:
         self.config = config or EdgeConfig()
-        self.store: Store | None = None
+        self.store: ControlStore | None = None
         self.registry = Registry(self.config.clock)
         self.ca: LocalCA | None = None
         self.front: PublicFront | None = None
@@ -69,7 +72,12 @@ class Edge:
         cfg = self.config
         private_dir(cfg.state_dir)  # secrets live here: owner-only
         self.ca = LocalCA.load_or_create(cfg.state_dir)
-        self.store = Store(cfg.state_dir / "edge.sqlite3", clock=cfg.clock)
+        self.store = open_store(cfg.store, cfg.state_dir, clock=cfg.clock)
+        try:
+            await self.store.start()
+        except BaseException:
+            self.store = None
+            raise
         self.control_api = ControlApi(self.store, self.registry, domain=cfg.domain)
         control = ControlHandler(self.store, self.registry, location=cfg.location,
                                  on_change=self.control_api.on_connection_change,
@@ -132,7 +140,7 @@ class Edge:
             await self.control_api.aclose()
             self.control_api = None
         if self.store is not None:
-            self.store.close()
+            await self.store.aclose()
             self.store = None
 
     async def __aenter__(self) -> Edge:

@@ -222,11 +222,52 @@ class Store:
         tid = self._routes.get(hostname.lower())
         return None if tid is None else self._tunnels.get(tid)
 
-    def remove_route(self, hostname: str) -> None:
+    def remove_route(self, hostname: str, *, account_tag: str | None = None) -> bool:
+        """Delete a route (only the account's own when `account_tag` is given)."""
         hostname = hostname.lower()
         with self._tx() as db:
+            tid = self._routes.get(hostname)
+            owner = None if tid is None else self._tunnels.get(tid)
+            if tid is None or (account_tag is not None and (
+                    owner is None or owner.account_tag != account_tag)):
+                return False
             db.execute("DELETE FROM routes WHERE hostname = ?", (hostname,))
             self._routes.pop(hostname, None)
+        return True
+
+    def claim_route(self, hostname: str, tunnel_id: uuid.UUID, *, account_tag: str,
+                    overwrite: bool = False) -> TunnelRecord | None:
+        """Route `hostname` to the tunnel in one transaction; returns the owner that refused
+        it (another account's, or another tunnel of this account without `overwrite`)."""
+        hostname = hostname.lower()
+        with self._tx() as db:
+            owner = self.route_owner(hostname)
+            if owner is not None and owner.id != tunnel_id and (
+                    owner.account_tag != account_tag or not overwrite):
+                return owner
+            db.execute(
+                "INSERT OR REPLACE INTO routes (hostname, tunnel_id, created_at)"
+                " VALUES (?, ?, ?)", (hostname, str(tunnel_id), self._clock.time()))
+            self._routes[hostname] = tunnel_id
+        return None
+
+    def create_quick_tunnel(self, hostname: str, *, account_tag: str) -> TunnelRecord | None:
+        """A quick tunnel and its route in one transaction; None if the hostname is taken."""
+        hostname = hostname.lower()
+        rec = TunnelRecord(uuid.uuid4(), account_tag, secrets.token_bytes(32),
+                           hostname.split(".", 1)[0], "quick", self._clock.time())
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM routes WHERE hostname = ?", (hostname,)).fetchone():
+                return None
+            db.execute(
+                "INSERT INTO tunnels (id, account_tag, secret, name, kind, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (str(rec.id), rec.account_tag, rec.secret, rec.name, rec.kind, rec.created_at))
+            db.execute("INSERT INTO routes (hostname, tunnel_id, created_at) VALUES (?, ?, ?)",
+                       (hostname, str(rec.id), rec.created_at))
+            self._tunnels[rec.id] = rec
+            self._routes[hostname] = rec.id
+        return rec
 
     def routes(self, account_tag: str) -> list[RouteRecord]:
         rows = self._db.execute(

@@ -52,7 +52,7 @@ async def cp_edge(tmp_path: Path) -> AsyncIterator[Edge]:
 @pytest.fixture
 async def api(cp_edge: Edge, tmp_path: Path) -> AsyncIterator[Api]:
     assert cp_edge.store is not None
-    _, token = ensure_admin_token(cp_edge.store, tmp_path / "edge")
+    _, token = await ensure_admin_token(cp_edge.store, tmp_path / "edge")
     assert token is not None
     async with aiohttp.ClientSession() as s:
         yield Api(s, cp_edge.api_url, token)
@@ -61,4 +61,4 @@ async def api(cp_edge: Edge, tmp_path: Path) -> AsyncIterator[Api]:
 @pytest.fixture
 async def other_api(cp_edge: Edge, api: Api) -> Api:
     assert cp_edge.store is not None
-    return Api(api.session, api.base, create_token(cp_edge.store, "other"))
+    return Api(api.session, api.base, await create_token(cp_edge.store, "other"))

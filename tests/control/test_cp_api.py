@@ -149,7 +149,7 @@ async def test_state_survives_a_restart(tmp_path: Path) -> None:
         assert edge.store is not None
         from nbtunnel.edge.bootstrap import ensure_admin_token
 
-        _, token = ensure_admin_token(edge.store, state)
+        _, token = await ensure_admin_token(edge.store, state)
         assert token is not None and oct((state / "admin-token").stat().st_mode)[-3:] == "600"
         async with aiohttp.ClientSession() as s:
             api = Api(s, edge.api_url, token)
@@ -162,7 +162,7 @@ async def test_state_survives_a_restart(tmp_path: Path) -> None:
                          {"config": {"ingress": [{"service": "http_status:404"}]}})
     async with Edge(edge_config(state)) as edge:
         assert edge.store is not None
-        assert ensure_admin_token(edge.store, state)[1] is None  # not re-issued
+        assert (await ensure_admin_token(edge.store, state))[1] is None  # not re-issued
         async with aiohttp.ClientSession() as s:
             api = Api(s, edge.api_url, token)
             got = await api.ok("GET", f"/tunnels/{t['id']}")

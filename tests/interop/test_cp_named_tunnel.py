@@ -60,7 +60,7 @@ async def test_cloudflared_runs_nbtunnel_named_tunnel(
         edge: Edge, origin: Origin, client: aiohttp.ClientSession, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     assert edge.store is not None
-    _, token = ensure_admin_token(edge.store, tmp_path / "edge")
+    _, token = await ensure_admin_token(edge.store, tmp_path / "edge")
     assert token is not None
     home = tmp_path / "home"
     monkeypatch.setenv("NBTUNNEL_HOME", str(home))
