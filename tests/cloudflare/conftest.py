@@ -108,7 +108,7 @@ class Cloud:
     async def api(self, method: str, path: str, body: object = None) -> Any:
         """The edge's control API (/api/v1) with the admin token."""
         assert self.edge.store is not None
-        token_file, token = ensure_admin_token(self.edge.store, self.pki.dir)
+        token_file, token = await ensure_admin_token(self.edge.store, self.pki.dir)
         token = token or token_file.read_text().strip()
         async with aiohttp.ClientSession() as s, s.request(
                 method, f"{self.edge.api_url}/api/v1{path}", json=body,
