@@ -51,6 +51,8 @@ OWNERS = {
     "nbtunnel/edge/rest_api.py": "ControlApi: configuration pushes, awaited by aclose",
     "nbtunnel/edge/server.py": "Edge: the quick-tunnel expiry loop, cancelled and awaited by "
                                "close",
+    "nbtunnel/edge/stores/pg_cache.py": "CacheListener: the change feed and its applier, "
+                                        "cancelled and awaited by aclose",
     "nbtunnel/connector/proxy.py": "the peer-stopped watcher and the WebSocket pumps, cancelled "
                                    "and awaited by the stream handler",
     "nbtunnel/connector/supervisor.py": "the registration announcement, awaited per attempt",
