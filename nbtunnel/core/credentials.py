@@ -24,6 +24,21 @@ class CredentialsError(NbtunnelError):
     """Credentials that cannot be read or parsed; the message says which and why."""
 
 
+def _field(doc: object, key: str, *, optional: bool = False) -> str:
+    """A string field of a decoded JSON object (anything else is a ValueError)."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"expected a JSON object, got {type(doc).__name__}")
+    value = doc.get(key, "" if optional else None)
+    if value is None and optional:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a string" if key in doc else f"no {key}")
+    return value
+
+
+_BAD = (ValueError, KeyError, TypeError, binascii.Error, RecursionError)
+
+
 @dataclass(frozen=True)
 class Credentials:
     account_tag: str
@@ -54,9 +69,9 @@ class Credentials:
     def from_token(cls, token: str) -> Credentials:
         try:
             doc = json.loads(base64.b64decode(token.strip(), validate=False))
-            return cls(doc["a"], uuid.UUID(doc["t"]), base64.b64decode(doc["s"]),
-                       doc.get("e", ""))
-        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            return cls(_field(doc, "a"), uuid.UUID(_field(doc, "t")),
+                       base64.b64decode(_field(doc, "s")), _field(doc, "e", optional=True))
+        except _BAD as exc:
             raise CredentialsError("Provided Tunnel token is not valid.") from exc
 
     @classmethod
@@ -64,9 +79,10 @@ class Credentials:
         """Parse a credentials file's text; `source` (usually its path) names it in errors."""
         try:
             doc = json.loads(text)
-            return cls(doc["AccountTag"], uuid.UUID(doc["TunnelID"]),
-                       base64.b64decode(doc["TunnelSecret"]), doc.get("Endpoint") or "")
-        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            return cls(_field(doc, "AccountTag"), uuid.UUID(_field(doc, "TunnelID")),
+                       base64.b64decode(_field(doc, "TunnelSecret")),
+                       _field(doc, "Endpoint", optional=True))
+        except _BAD as exc:
             raise CredentialsError(f"invalid credentials file {source}: {exc}") from exc
 
     @classmethod
@@ -74,6 +90,6 @@ class Credentials:
         try:
             return cls(str(result["account_tag"]), uuid.UUID(str(result["id"])),
                        base64.b64decode(str(result["secret"])))
-        except (ValueError, KeyError, binascii.Error) as exc:
+        except _BAD as exc:
             raise CredentialsError(f"invalid quick-tunnel answer: {exc}") from exc
 

@@ -26,3 +26,13 @@ def pycapnp() -> SimpleNamespace:
         tunnel=capnp.load(str(SCHEMA_DIR / "tunnelrpc.capnp")),
         quic=capnp.load(str(SCHEMA_DIR / "quic_metadata_protocol.capnp")),
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The long fuzz runs only when asked for: `pytest -m fuzz tests/core`."""
+    if "fuzz" in (config.getoption("markexpr", "") or ""):
+        return
+    skip = pytest.mark.skip(reason="long fuzz run: pytest -m fuzz tests/core")
+    for item in items:
+        if item.get_closest_marker("fuzz") is not None:
+            item.add_marker(skip)
