@@ -99,11 +99,16 @@ class EdgeProc:
     ca: Path
 
 
-def start_edge(work: Path, env: dict[str, str], backend: str, tag: str) -> EdgeProc:
+def nbtunnel_cmd() -> list[str]:
+    return [sys.executable, "-m", "nbtunnel"]
+
+
+def start_edge(work: Path, env: dict[str, str], backend: str, tag: str,
+               cmd: list[str] | None = None) -> EdgeProc:
     """A fresh edge per tunnel path: same code and settings, no heap left by earlier loads
     (so its RSS per held connection is comparable between paths)."""
     state = work / f"edge-state-{tag}"
-    edge = Proc("edge", [sys.executable, "-m", "nbtunnel", "edge", "--listen", "127.0.0.1:0",
+    edge = Proc("edge", [*(cmd or nbtunnel_cmd()), "edge", "--listen", "127.0.0.1:0",
                          "--http", "127.0.0.1:0", "--state-dir", str(state),
                          "--quic-backend", backend], work, env)
     udp = edge.wait_for(r"udp ([\d.]+):(\d+)", 20)[0]
@@ -168,11 +173,12 @@ def wait_serving(addr: tuple[str, int], host: str, proc: Proc, timeout: float = 
 
 
 def start_nbtunnel(work: Path, env: dict[str, str], protocol: str, backend: str, edge: EdgeProc,
-                   origin_url: str, ha: int, started: list[Proc]) -> Hop:
+                   origin_url: str, ha: int, started: list[Proc],
+                   cmd: list[str] | None = None) -> Hop:
     name = f"nbtunnel-{protocol}"
     front = edge.front
     proc = Proc(name, [
-        sys.executable, "-m", "nbtunnel", "tunnel", "--edge", edge.udp, "--cacert", str(edge.ca),
+        *(cmd or nbtunnel_cmd()), "tunnel", "--edge", edge.udp, "--cacert", str(edge.ca),
         "--quick-service", f"http://{front[0]}:{front[1]}", "--url", origin_url,
         "--ha-connections", str(ha), "--grace-period", "1s", "--quic-backend", backend,
         "--protocol", protocol,
