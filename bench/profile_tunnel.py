@@ -29,7 +29,8 @@ from tunnel_bench import BenchError, Proc, log, pick_loadgen, run_pyload, run_wr
 
 WRAP = """
 import cProfile, os, signal, sys
-_prof = cProfile.Profile()
+import time
+_prof = cProfile.Profile(time.process_time)  # CPU time: wall time lies on a busy machine
 def _on(*_):
     _prof.enable()
 def _off(*_):

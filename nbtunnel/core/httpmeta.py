@@ -45,14 +45,17 @@ def build_connect_request(method: str, host: str, target: str, headers: list[tup
     )
 
 
+_HEADER_PREFIX = HTTP_HEADER + ":"
+
+
 def _header(key: str) -> str | None:
     """Header name of an ``HttpHeader:<Name>`` key; cloudflared requires exactly one colon."""
-    if not key.startswith(HTTP_HEADER + ":"):
+    if not key.startswith(_HEADER_PREFIX):
         return None
-    parts = key.split(":")
-    if len(parts) != 2 or not parts[1]:
+    name = key[len(_HEADER_PREFIX):]
+    if not name or ":" in name:
         raise DecodeError(f"bad metadata key {key!r}")
-    return parts[1]
+    return name
 
 
 def parse_http_request(req: ConnectRequest) -> HttpRequestHead:

@@ -13,6 +13,7 @@ from typing import Literal
 
 from nbtunnel.core.capnp_read import StructReader, frame_length, read_message
 from nbtunnel.core.capnp_write import MessageBuilder, StructBuilder
+from nbtunnel.core.connect_codec import decode_head, encode_head
 from nbtunnel.core.errors import DecodeError
 
 DATA_SIGNATURE = bytes.fromhex("0a36cd12a13e")
@@ -20,6 +21,7 @@ RPC_SIGNATURE = bytes.fromhex("52bb825cdb65")
 PROTOCOL_VERSION = b"01"
 PREAMBLE = DATA_SIGNATURE + PROTOCOL_VERSION
 DEFAULT_MAX_HEAD_SIZE = 256 * 1024
+_PREAMBLE_ONE_SEGMENT = PREAMBLE + bytes(4)  # and a Cap'n Proto frame of one segment
 
 
 class ConnectionType(IntEnum):
@@ -59,6 +61,21 @@ def _read_metadata(sr: StructReader, i: int) -> list[tuple[str, str]]:
 
 def encode_connect_request(req: ConnectRequest) -> bytes:
     """Preamble + ConnectRequest (root: 1 data word, 2 pointers)."""
+    data = (int(req.type) & 0xFFFF).to_bytes(8, "little")
+    return PREAMBLE + encode_head(data, req.dest, req.metadata, True)
+
+
+def encode_connect_response(resp: ConnectResponse) -> bytes:
+    """Preamble + ConnectResponse (root: 0 data words, 2 pointers), as cloudflared writes it:
+    an error response without metadata has a null metadata list (Go nil slice), a success
+    without metadata an empty one."""
+    return PREAMBLE + encode_head(b"", resp.error, resp.metadata,
+                                  bool(resp.metadata or not resp.error))
+
+
+def encode_connect_request_generic(req: ConnectRequest) -> bytes:
+    """:func:`encode_connect_request` through the generic builder (the reference the fast
+    encoder is tested against)."""
     mb = MessageBuilder()
     root = mb.init_root(1, 2)
     root.set_text(0, req.dest)
@@ -67,10 +84,8 @@ def encode_connect_request(req: ConnectRequest) -> bytes:
     return PREAMBLE + mb.to_bytes()
 
 
-def encode_connect_response(resp: ConnectResponse) -> bytes:
-    """Preamble + ConnectResponse (root: 0 data words, 2 pointers), as cloudflared writes it:
-    an error response without metadata has a null metadata list (Go nil slice), a success
-    without metadata an empty one."""
+def encode_connect_response_generic(resp: ConnectResponse) -> bytes:
+    """:func:`encode_connect_response` through the generic builder."""
     mb = MessageBuilder()
     root = mb.init_root(0, 2)
     root.set_text(0, resp.error)
@@ -79,17 +94,42 @@ def encode_connect_response(resp: ConnectResponse) -> bytes:
     return PREAMBLE + mb.to_bytes()
 
 
-def decode_connect_request(root: StructReader) -> ConnectRequest:
-    kind = root.u16(0)
+def _connection_type(kind: int) -> ConnectionType:
     try:
-        ctype = ConnectionType(kind)
+        return ConnectionType(kind)
     except ValueError as exc:
         raise DecodeError(f"unknown connection type {kind}") from exc
-    return ConnectRequest(root.text(0), ctype, _read_metadata(root, 1))
+
+
+def decode_connect_request(root: StructReader) -> ConnectRequest:
+    kind = root.u16(0)
+    return ConnectRequest(root.text(0), _connection_type(kind), _read_metadata(root, 1))
 
 
 def decode_connect_response(root: StructReader) -> ConnectResponse:
     return ConnectResponse(root.text(0), _read_metadata(root, 1))
+
+
+def decode_request_message(message: bytes, max_size: int = DEFAULT_MAX_HEAD_SIZE,
+                           *, fast: bool = True) -> ConnectRequest:
+    """One framed ConnectRequest: the one-pass reader for the usual shape, else the generic
+    one (``fast=False``: always the generic one, the reference in tests)."""
+    got = decode_head(message, 1) if fast else None
+    if got is None:
+        reader, _ = read_message(message, max_size=max_size)
+        return decode_connect_request(reader.root())
+    kind, dest, metadata = got
+    return ConnectRequest(dest, _connection_type(kind), metadata)
+
+
+def decode_response_message(message: bytes, max_size: int = DEFAULT_MAX_HEAD_SIZE,
+                            *, fast: bool = True) -> ConnectResponse:
+    """One framed ConnectResponse (see :func:`decode_request_message`)."""
+    got = decode_head(message, 0) if fast else None
+    if got is None:
+        reader, _ = read_message(message, max_size=max_size)
+        return decode_connect_response(reader.root())
+    return ConnectResponse(got[1], got[2])
 
 
 class HeadParser:
@@ -112,6 +152,18 @@ class HeadParser:
         if self.head is not None:
             self.rest += data
             return None
+        if not self._buf and data[:12] == _PREAMBLE_ONE_SEGMENT and len(data) >= 16:
+            # the usual case: the whole head in the first read, one segment
+            end = 16 + 8 * int.from_bytes(data[12:16], "little")
+            if end - 8 <= self.max_message_size and end <= len(data):
+                message = bytes(data[8:end])
+                head: ConnectRequest | ConnectResponse = (
+                    decode_request_message(message, self.max_message_size)
+                    if self.side == "request" else
+                    decode_response_message(message, self.max_message_size))
+                self.head = head
+                self.rest = bytes(data[end:])
+                return head
         self._buf.extend(data)
         buf = self._buf
         sig = bytes(buf[:6])
@@ -131,11 +183,10 @@ class HeadParser:
             n = frame_length(view[8:], self.max_message_size)
         if n is None or 8 + n > len(buf):
             return None
-        reader, _ = read_message(bytes(buf[8 : 8 + n]), max_size=self.max_message_size)
-        root = reader.root()
+        message = bytes(buf[8 : 8 + n])
         if self.side == "request":
-            return self._done(decode_connect_request(root), 8 + n)
-        return self._done(decode_connect_response(root), 8 + n)
+            return self._done(decode_request_message(message, self.max_message_size), 8 + n)
+        return self._done(decode_response_message(message, self.max_message_size), 8 + n)
 
     def _done(self, head: ConnectRequest | ConnectResponse | RpcStreamStart,
               used: int) -> ConnectRequest | ConnectResponse | RpcStreamStart:
