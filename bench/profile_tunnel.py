@@ -3,22 +3,29 @@
 
     .venv/bin/python bench/profile_tunnel.py [--protocol quic|http2] [-c 50] [-d 5] [--top 25]
 
-Starts the origin, an edge and our connector (each under cProfile, switched on only for the
-load window by SIGUSR1 and dumped by SIGUSR2), runs wrk (or bench/_loadgen.py) against the
-tunnel, then prints, per process, the CPU microseconds and the Python function calls per
-request, and the top functions by own time and by cumulative time. cProfile roughly doubles
-the cost of Python calls, so read the ranking and the call counts; bench/compare_bench.py
-has the unprofiled CPU per request. `--save DIR` keeps the .pstats files (snakeviz, pstats).
+Starts the origin, an edge and our connector, runs wrk (or bench/_loadgen.py) against the
+tunnel and prints, per process, the CPU microseconds per request and the top functions:
+
+- ``--sampler py-spy`` (default when py-spy is installed: ``pip install py-spy``): samples both
+  processes during the load window; share of busy samples per function, own and inclusive.
+  Little overhead, so the shares are close to where the CPU really goes.
+- ``--sampler cprofile``: each process runs under cProfile (switched on for the load window by
+  SIGUSR1, dumped by SIGUSR2); Python calls per request and the pstats tables. cProfile
+  inflates functions that make many small calls, so use it for call counts, py-spy for time.
+
+`--save DIR` keeps the raw files (.pstats or py-spy's collapsed stacks).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import io
 import os
 import pstats
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -58,6 +65,44 @@ def report(name: str, path: Path, requests: int, cpu: float, top: int) -> str:
     return out.getvalue()
 
 
+def spy_report(name: str, path: Path, requests: int, cpu: float, top: int) -> str:
+    """Own and inclusive share of samples per function from py-spy's raw (collapsed) output."""
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = [_short(f) for f in stack.split(";")]
+        frames = [f for f in frames if f]
+        if not frames:
+            continue
+        total += n
+        own[frames[-1]] += n
+        for f in set(frames):
+            incl[f] += n
+    out = [f"\n=== {name}: {1e6 * cpu / max(requests, 1):.0f} us CPU per request, "
+           f"{total} busy samples"]
+    for title, counter in (("own", own), ("inclusive", incl)):
+        out.append(f"--- by {title} samples")
+        for func, n in counter.most_common(top):
+            out.append(f"{100 * n / max(total, 1):6.1f}%  {func}")
+    return "\n".join(out)
+
+
+def _short(frame: str) -> str:
+    """'func (path/to/file.py:12)' -> 'func (file.py)'; process/thread frames dropped."""
+    func, _, where = frame.partition(" (")
+    if not where:
+        return ""
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    parts = path.split("/")
+    short = "/".join(parts[-2:]) if "site-packages" in path or "nbtunnel" in path else parts[-1]
+    return f"{func} ({short})"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--protocol", choices=["quic", "http2"], default="quic")
@@ -67,7 +112,10 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--quic-backend", choices=["qh3", "aioquic"], default="qh3")
     ap.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
-    ap.add_argument("--save", type=Path, help="keep edge.pstats and connector.pstats here")
+    ap.add_argument("--save", type=Path, help="keep the raw profiles here")
+    ap.add_argument("--sampler", choices=["py-spy", "cprofile"],
+                    default="py-spy" if shutil.which("py-spy") or Path(sys.executable).with_name(
+                        "py-spy").exists() else "cprofile")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="nbtunnel-profile-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBTUNNEL_")}
@@ -79,7 +127,8 @@ def main() -> int:
         wrapper = work / "wrap.py"
         wrapper.write_text(WRAP)
         env_e = {**env, "NBTUNNEL_PROFILE_OUT": str(work / "edge.pstats")}
-        cmd = [sys.executable, str(wrapper)]
+        spy = args.sampler == "py-spy"
+        cmd = None if spy else [sys.executable, str(wrapper)]
         edge = start_edge(work, env_e, args.quic_backend, "profile", cmd)
         procs.append(edge.proc)
         env_c = {**env, "NBTUNNEL_PROFILE_OUT": str(work / "connector.pstats")}
@@ -91,23 +140,39 @@ def main() -> int:
         run = run_wrk if pick_loadgen(args.loadgen) == "wrk" else run_pyload
         run(hop.url, hop.host, args.conns, 1)  # warm-up
         pair = [edge.proc, hop.middle]
-        for p in pair:
-            os.kill(p.pid, signal.SIGUSR1)
+        names = ("edge", "connector")
+        spies = []
+        if spy:
+            exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+            spies = [subprocess.Popen(
+                [exe, "record", "-p", str(p.pid), "-r", "200", "-d", str(args.seconds), "-f",
+                 "raw", "--nonblocking", "-o", str(work / f"{name}.spy")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for p, name in zip(pair, names, strict=True)]
+        else:
+            for p in pair:
+                os.kill(p.pid, signal.SIGUSR1)
         before = [p.cpu_seconds() for p in pair]
-        log(f"profiling {args.protocol} c={args.conns} for {args.seconds}s")
+        log(f"profiling {args.protocol} c={args.conns} for {args.seconds}s ({args.sampler})")
         res = run(hop.url, hop.host, args.conns, args.seconds)
         cpu = [p.cpu_seconds() - b for p, b in zip(pair, before, strict=True)]
-        for p in pair:
-            os.kill(p.pid, signal.SIGUSR2)
-        for p in pair:
-            p.wait_for("PROFILE DUMPED", 30)
+        if spy:
+            for sp in spies:
+                sp.wait(30)
+        else:
+            for p in pair:
+                os.kill(p.pid, signal.SIGUSR2)
+            for p in pair:
+                p.wait_for("PROFILE DUMPED", 30)
         print(f"{res['requests']} requests, {res['rps']:.0f} req/s, errors {res['errors']}")
-        for name, c in (("edge", cpu[0]), ("connector", cpu[1])):
-            print(report(name, work / f"{name}.pstats", res["requests"], c, args.top))
+        ext = "spy" if spy else "pstats"
+        for name, c in zip(names, cpu, strict=True):
+            fn = spy_report if spy else report
+            print(fn(name, work / f"{name}.{ext}", res["requests"], c, args.top))
         if args.save:
             args.save.mkdir(parents=True, exist_ok=True)
-            for name in ("edge", "connector"):
-                shutil.copy(work / f"{name}.pstats", args.save / f"{name}.pstats")
+            for name in names:
+                shutil.copy(work / f"{name}.{ext}", args.save / f"{name}.{ext}")
         return 0
     except BenchError as exc:
         log(f"failed: {exc}")
