@@ -340,8 +340,8 @@ def render(res: dict[str, Any]) -> str:
     meta = res["meta"]
     figs = res["figures"]
     lines = ["", f"nbtunnel side by side: edge {meta['backend']} {meta['backend_version']}, load "
-             f"generator {meta['loadgen']}, {meta['mode']} mode, {meta['cpus']} CPUs, load average "
-             f"{meta['loadavg_1min_at_start']} at start",
+             f"generator {meta['loadgen']}, {meta['loop']} loop, {meta['mode']} mode, "
+             f"{meta['cpus']} CPUs, load average {meta['loadavg_1min_at_start']} at start",
              f"  cloudflared: {meta['cloudflared'] or 'not run (set NBTUNNEL_CLOUDFLARED)'}; "
              f"nginx: {meta['nginx'] or 'not installed'}; one edge and one origin for every path",
              ""]
@@ -432,6 +432,12 @@ def ratio_lines(res: dict[str, Any]) -> list[str]:
 # ------------------------------------------------------------------------------------ main
 
 
+def uvloop_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("uvloop") is not None
+
+
 def run_path(path: str, r: dict[str, Any], plan: Plan, args: argparse.Namespace, work: Path,
              env: dict[str, str], origin: Proc, origin_url: str, blob: Path, cloudflared: str,
              loadgen: str, started: list[Proc]) -> None:
@@ -474,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ha", type=int, default=4, help="our connector's HA connections (4)")
     parser.add_argument("--quic-backend", choices=["qh3", "aioquic"], default="qh3")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--loop", choices=["auto", "asyncio"], default="auto",
+                        help="event loop of edge and connector (auto: uvloop when installed)")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args(argv)
@@ -512,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         "cloudflared": cf_version, "nginx": bool(shutil.which("nginx")
                                                  or Path("/usr/sbin/nginx").exists()),
         "skipped": skipped, "ha_ours": args.ha,
+        "loop": "asyncio" if args.loop == "asyncio" or not uvloop_installed() else "uvloop",
     }, "paths": {}}
 
     def on_term(*_: object) -> None:
@@ -522,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBTUNNEL_")}
     env["NBTUNNEL_HOME"] = str(work / "home")
     env["PYTHONUNBUFFERED"] = "1"
+    if args.loop == "asyncio":
+        env["NBTUNNEL_LOOP"] = "asyncio"
     procs: list[Proc] = []
     ok = False
     try:

@@ -112,6 +112,8 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--quic-backend", choices=["qh3", "aioquic"], default="qh3")
     ap.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    ap.add_argument("--loop", choices=["auto", "asyncio"], default="auto",
+                    help="event loop of edge and connector (auto: uvloop when installed)")
     ap.add_argument("--save", type=Path, help="keep the raw profiles here")
     ap.add_argument("--sampler", choices=["py-spy", "cprofile"],
                     default="py-spy" if shutil.which("py-spy") or Path(sys.executable).with_name(
@@ -120,6 +122,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="nbtunnel-profile-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBTUNNEL_")}
     env.update(NBTUNNEL_HOME=str(work / "home"), PYTHONUNBUFFERED="1")
+    if args.loop == "asyncio":
+        env["NBTUNNEL_LOOP"] = "asyncio"
     procs: list[Proc] = []
     try:
         _, origin_url = start_origin(work, env, procs)

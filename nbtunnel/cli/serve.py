@@ -37,9 +37,22 @@ def run_with_signals(runner: Runner) -> int:
         return await runner(stop)
 
     try:
-        return asyncio.run(wrapper())
+        with asyncio.Runner(loop_factory=loop_factory()) as loop_runner:
+            return loop_runner.run(wrapper())
     except KeyboardInterrupt:
         return 130
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (``pip install 'nbtunnel[fast]'``) and not
+    turned off with NBTUNNEL_LOOP=asyncio; else None (asyncio's own loop)."""
+    if os.environ.get("NBTUNNEL_LOOP", "").lower() == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def serve_connector(connector: Connector, stop: asyncio.Event) -> int:
