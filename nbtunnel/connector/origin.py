@@ -1,7 +1,7 @@
 """Talk to the local origin the way cloudflared does: proxy one eyeball request over HTTP/1.1.
 
-Plain requests go through one pooled aiohttp session (C parser, keep-alive), streamed both
-ways with no decompression and no headers the eyeball did not send besides the ones
+Plain requests go over pooled keep-alive connections parsed by httptools (http1.py), streamed
+both ways with no decompression and no headers the eyeball did not send besides the ones
 cloudflared itself adds. WebSocket upgrades get a dedicated connection parsed with h11, so
 that after a 101 the caller owns a raw byte pipe. Failures before a response head become
 `OriginError`, whose text is what cloudflared puts into `ConnectResponse.error`.
@@ -15,30 +15,29 @@ import os
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
-import aiohttp
 import h11
-from yarl import URL
 
+from nbtunnel.connector.http1 import Http1Connection, IdlePool, ResponseError
 from nbtunnel.connector.origin_parts import (  # noqa: F401 - re-exported
     _DROP,
     _READ_CHUNK,
-    _SKIP_AUTO,
     _WS_DROP,
     MAX_UNCHUNKED_BODY,
     ORIGIN_UNREACHABLE,
     OriginError,
-    _Body,
     _content_length,
     _dial_error,
     _Empty,
     _forward,
     _h11_headers,
     _H11Body,
+    _Http1Body,
     _parse_service,
     _path_qs,
     _read_limited,
+    _request_head,
+    _response_error,
     _response_headers,
     _Target,
 )
@@ -89,7 +88,8 @@ class OriginClient:
         self._keepalive_timeout = keepalive_timeout
         self._max_connections = max_connections
         self._targets: dict[str, _Target] = {}
-        self._sessions: dict[str | None, aiohttp.ClientSession] = {}
+        self._pool = IdlePool(keepalive_timeout)
+        self._slots = asyncio.Semaphore(max_connections) if max_connections > 0 else None
         self._ssl: dict[bool, ssl.SSLContext] = {}
         self._closed = False
 
@@ -112,35 +112,89 @@ class OriginClient:
         one reads a body of unknown length first so it can be sent with a Content-Length
         (for WSGI servers that cannot read chunked bodies).
         """
+        if self._closed:
+            raise RuntimeError("OriginClient is closed")
         target = self._target(service)
         headers = _forward(head, _DROP, http_host_header)
         headers.append(("Cf-Warp-Tag-Id", self._connector_id))
         headers.append(("Connection", "keep-alive"))
-        data: AsyncIterator[bytes] | bytes | None = body
+        payload = b""
+        chunked = False
         if body is not None:
             length = _content_length(head.headers)
             if length is not None:
                 headers.append(("Content-Length", length))
             elif disable_chunked:
-                data = await _read_limited(body, MAX_UNCHUNKED_BODY)
-                headers.append(("Content-Length", str(len(data))))
-        url = URL(target.base + _path_qs(head.dest), encoded=True)
-        session = self._session(target.unix_path)
-        extra: dict[str, Any] = {}
-        if connect_timeout is not None:
-            extra["timeout"] = aiohttp.ClientTimeout(
-                total=None, connect=connect_timeout, sock_connect=connect_timeout,
-                sock_read=None)
-        if server_name:
-            extra["server_hostname"] = server_name
+                payload = await _read_limited(body, MAX_UNCHUNKED_BODY)
+                body = None
+                headers.append(("Content-Length", str(len(payload))))
+            else:
+                chunked = True
+                headers.append(("Transfer-Encoding", "chunked"))
+        elif head.method in _BODY_METHODS:
+            headers.append(("Content-Length", "0"))  # as Go's transport does
+        raw = _request_head(head.method, _path_qs(head.dest), headers) + payload
+        key = (target, no_tls_verify, server_name)
+        replayable = body is None and not payload and head.method in _REPLAYABLE
+        timeout = self._connect_timeout if connect_timeout is None else connect_timeout
+        if self._slots is not None:
+            await self._slots.acquire()
         try:
-            resp = await session.request(
-                head.method, url, headers=headers, data=data, allow_redirects=False,
-                ssl=not no_tls_verify, **extra,
-            )
+            return await self._exchange(target, key, raw, body, chunked, head.method == "HEAD",
+                                        replayable, timeout, no_tls_verify, server_name)
+        except BaseException:
+            if self._slots is not None:
+                self._slots.release()
+            raise
+
+    async def _exchange(
+        self, target: _Target, key: tuple[_Target, bool, str | None], raw: bytes,
+        body: AsyncIterator[bytes] | None, chunked: bool, no_body: bool, replayable: bool,
+        timeout: float, no_tls_verify: bool, server_name: str | None,
+    ) -> OriginResponse:
+        """Send on a pooled connection (or a new one) and wait for the head. A pooled
+        connection the origin closed meanwhile gets one retry when the request can be
+        replayed (no body, idempotent method), as in Go's transport."""
+        while True:
+            conn = self._pool.take(key)
+            if conn is None:
+                conn = await self._connect(target, key, timeout, no_tls_verify, server_name)
+            conn.start(no_body)
+            writer: asyncio.Future[None] | None = None
+            try:
+                conn.write(raw)
+                if body is not None:
+                    writer = asyncio.ensure_future(_send_body(conn, body, chunked))
+                status, raw_headers = await conn.head()
+            except ResponseError as exc:
+                conn.close()
+                await _stop(writer)
+                if conn.reused and not conn.got_bytes and replayable:
+                    continue
+                raise _response_error(target, exc) from exc
+            except BaseException:
+                conn.close()
+                await _stop(writer)
+                raise
+            return OriginResponse(status, _response_headers(raw_headers),
+                                  _Http1Body(conn, writer, self._pool, self._slots))
+
+    async def _connect(self, target: _Target, key: object, timeout: float,
+                       no_tls_verify: bool, server_name: str | None) -> Http1Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                if target.unix_path is not None:
+                    _, conn = await loop.create_unix_connection(
+                        lambda: Http1Connection(key), target.unix_path)
+                else:
+                    ctx = self._ssl_context(not no_tls_verify) if target.tls else None
+                    _, conn = await loop.create_connection(
+                        lambda: Http1Connection(key), target.host, target.port, ssl=ctx,
+                        server_hostname=(server_name or target.host) if ctx else None)
         except Exception as exc:
             raise _dial_error(target, exc) from exc
-        return OriginResponse(resp.status, _response_headers(resp.raw_headers), _Body(resp))
+        return conn
 
     async def websocket(
         self,
@@ -167,42 +221,16 @@ class OriginClient:
             raise
 
     async def aclose(self) -> None:
-        """Close pooled connections; upgraded pipes belong to their callers."""
+        """Close pooled connections; upgraded pipes and responses still being read belong
+        to their callers."""
         self._closed = True
-        sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
-            await session.close()
+        self._pool.close()
 
     def _target(self, service: str) -> _Target:
         target = self._targets.get(service)
         if target is None:
             target = self._targets[service] = _parse_service(service)
         return target
-
-    def _session(self, unix_path: str | None) -> aiohttp.ClientSession:
-        session = self._sessions.get(unix_path)
-        if session is None:
-            if self._closed:
-                raise RuntimeError("OriginClient is closed")
-            connector: aiohttp.BaseConnector
-            limit = self._max_connections
-            if unix_path is None:
-                connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=60,
-                                                 keepalive_timeout=self._keepalive_timeout)
-            else:
-                connector = aiohttp.UnixConnector(unix_path, limit=limit,
-                                                  keepalive_timeout=self._keepalive_timeout)
-            session = self._sessions[unix_path] = aiohttp.ClientSession(
-                connector=connector,
-                # A real jar would replay one eyeball's cookies to the next one.
-                cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=_SKIP_AUTO,
-                auto_decompress=False,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
-                max_line_size=65536,
-                max_field_size=65536,
-            )
-        return session
 
     async def _handshake(
         self,
@@ -251,6 +279,35 @@ class OriginClient:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
         return ctx
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_REPLAYABLE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+async def _send_body(conn: Http1Connection, body: AsyncIterator[bytes], chunked: bool) -> None:
+    """Stream the request body (its own task: the origin may answer before reading it all).
+    A failure ends the exchange: the connection is failed, so the waiting head gets it."""
+    try:
+        async for chunk in body:
+            if not chunk:
+                continue
+            conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+            await conn.drain()
+        if chunked:
+            conn.write(b"0\r\n\r\n")
+    except ResponseError:
+        raise
+    except Exception as exc:
+        conn.fail(ResponseError("io", f"writing the request body: {exc}", exc))
+        raise
+
+
+async def _stop(task: asyncio.Future[None] | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()
+    if task is not None:
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def http_status_response(code: int) -> OriginResponse:

@@ -17,6 +17,7 @@ import aiohttp
 import h11
 from yarl import URL
 
+from nbtunnel.connector.http1 import Http1Connection, IdlePool, ResponseError
 from nbtunnel.core.errors import NbtunnelError
 from nbtunnel.core.httpmeta import HttpRequestHead
 
@@ -31,8 +32,6 @@ _DROP = frozenset({
     "cf-cloudflared-proxy-connection-upgrade",
 })
 _WS_DROP = _DROP | {"sec-websocket-version"}
-# aiohttp would invent these. (Go adds Accept-Encoding and then gunzips; we pass bodies as-is.)
-_SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 _READ_CHUNK = 65536
 
 
@@ -71,36 +70,58 @@ async def _read_limited(body: AsyncIterator[bytes], limit: int) -> bytes:
     return bytes(buf)
 
 
-class _Body:
-    """Chunks of an aiohttp response as they arrive; returns the connection when drained."""
+class _Http1Body:
+    """Chunks of a response as they arrive; the connection goes back to the pool once the
+    body was read to its end, else it is closed (`aclose`)."""
 
-    __slots__ = ("_done", "_resp")
+    __slots__ = ("_conn", "_done", "_pool", "_slots", "_writer")
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
-        self._resp = resp
+    def __init__(self, conn: Http1Connection, writer: asyncio.Future[None] | None,
+                 pool: IdlePool, slots: asyncio.Semaphore | None) -> None:
+        self._conn = conn
+        self._writer = writer
+        self._pool = pool
+        self._slots = slots
         self._done = False
 
-    def __aiter__(self) -> _Body:
+    def __aiter__(self) -> _Http1Body:
         return self
 
     async def __anext__(self) -> bytes:
         if self._done:
             raise StopAsyncIteration
         try:
-            data = await self._resp.content.readany()
-        except Exception as exc:
+            data = await self._conn.read()
+        except ResponseError as exc:
             await self.aclose()
-            raise OriginError(f"reading the response body: {exc or type(exc).__name__}") from exc
-        if not data:
-            self._done = True
-            self._resp.release()
-            raise StopAsyncIteration
-        return data
+            raise OriginError(f"reading the response body: {exc}") from exc
+        if data:
+            return data
+        writer = self._writer
+        reusable = self._conn.keep_alive and not self._conn.closed and (
+            writer is None or (writer.done() and not writer.cancelled()
+                               and writer.exception() is None))
+        if reusable:
+            self._release()
+            self._pool.put(self._conn)
+        else:
+            await self.aclose()
+        raise StopAsyncIteration
 
     async def aclose(self) -> None:
         if not self._done:
-            self._done = True
-            self._resp.close()  # body not drained: the connection cannot be reused
+            self._conn.close()  # body not read to its end: the connection cannot be reused
+            self._release()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            if not writer.done():
+                writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    def _release(self) -> None:
+        self._done = True
+        if self._slots is not None:
+            self._slots.release()
 
 
 class _H11Body:
@@ -211,6 +232,30 @@ def _response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str
         headers = [h for h in headers if h[0].lower() not in ("transfer-encoding",
                                                                "content-length")]
     return headers
+
+
+def _request_head(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
+    """Request line and header block. A CR or LF inside a field (which HTTP/1.1 cannot
+    carry) is refused, as aiohttp did: it would let the edge's metadata inject lines."""
+    fields = "\r\n".join([f"{k}: {v}" for k, v in headers])
+    line = f"{method} {target} HTTP/1.1"
+    if (fields.count("\n") != len(headers) - 1 or fields.count("\r") != len(headers) - 1
+            or "\r" in line or "\n" in line or " " in target or " " in method):
+        raise OriginError("invalid request: a line break or space inside the request line "
+                          "or a header")
+    return f"{line}\r\n{fields}\r\n\r\n".encode("utf-8", "surrogateescape")
+
+
+def _response_error(target: _Target, exc: ResponseError) -> OriginError:
+    """A broken answer phrased like Go's transport: EOF, malformed response, read error."""
+    if exc.kind == "eof":
+        return OriginError("EOF")
+    if exc.kind == "malformed":
+        return OriginError(f"malformed HTTP response: {exc}")
+    cause = exc.cause
+    if isinstance(cause, OSError) and cause.errno is not None:
+        return OriginError(f"{target.dial}: read: {os.strerror(cause.errno).lower()}")
+    return OriginError(f"{target.dial}: {exc}")
 
 
 def _h11_headers(event: h11.Response | h11.InformationalResponse) -> list[tuple[str, str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import hashlib
 import json
@@ -474,3 +475,87 @@ async def test_per_request_connect_timeout(hanging_port: int) -> None:
                                  connect_timeout=0.2)
     finally:
         await client.aclose()
+
+
+async def test_head_then_get_on_one_kept_alive_connection(
+    client: OriginClient, origin: tuple[str, asyncio.Event]
+) -> None:
+    """A HEAD answer announces a length but has no body: the next response on the same
+    connection must still parse."""
+    service, _ = origin
+    resp = await client.request(service, head("HEAD", "/echo"), None)
+    assert (resp.status, await read_all(resp)) == (200, b"")
+    first = await echo_json(client, service, head("GET", "/echo"))
+    second = await echo_json(client, service, head("GET", "/echo"))
+    assert first["method"] == "GET" and first["port"] == second["port"]
+
+
+async def test_raw_origin_answers(client: OriginClient) -> None:
+    """Early hints before the answer, a body ended by the connection's close, and a pooled
+    connection the origin dropped while idle (not reused)."""
+    answers = [
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\n\r\nuntil close",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nkept",
+    ]
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while answers:
+            try:
+                seen.append(await reader.readuntil(b"\r\n\r\n"))
+            except asyncio.IncompleteReadError:
+                break
+            answer = answers.pop(0)
+            writer.write(answer)
+            if b"until close" in answer or b"kept" in answer:
+                break  # close: the client's pooled connection is now stale
+        writer.close()
+
+    server, service = await raw_origin(handle)
+    async with server:
+        resp = await client.request(service, head("GET", "/hints"), None)
+        assert resp.status == 200 and ("Link", "</a.css>") not in resp.headers
+        assert await read_all(resp) == b"ok"
+        resp = await client.request(service, head("GET", "/close"), None)  # same connection
+        assert await read_all(resp) == b"until close"
+        resp = await client.request(service, head("GET", "/kept"), None)  # new connection
+        assert await read_all(resp) == b"kept"
+        with pytest.raises(OriginError):  # the pooled one is closed, a fresh one gets no answer
+            await client.request(service, head("GET", "/stale"), None)
+    assert [s.split(b" ")[1] for s in seen] == [b"/hints", b"/close", b"/kept"]
+
+
+async def test_header_injection_is_refused(
+    client: OriginClient, origin: tuple[str, asyncio.Event]
+) -> None:
+    service, _ = origin
+    with pytest.raises(OriginError, match="invalid request"):
+        await client.request(service, head("GET", "/echo", [("X-A", "1\r\nX-B: 2")]), None)
+
+
+async def test_reused_connection_closed_instead_of_answering_is_retried_for_a_get(
+    client: OriginClient,
+) -> None:
+    """The origin closes a kept-alive connection just as the next request arrives: a GET is
+    sent again on a new connection (as Go's transport does), a POST is not."""
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")  # the next request: dropped unanswered
+        writer.close()
+
+    server, service = await raw_origin(handle)
+    async with server:
+        assert await read_all(await client.request(service, head("GET", "/a"), None)) == b"ok"
+        assert await read_all(await client.request(service, head("GET", "/b"), None)) == b"ok"
+        assert connections == 2
+        with pytest.raises(OriginError, match="EOF"):
+            await client.request(service, head("POST", "/c", [("Content-Length", "1")]),
+                                 chunks(b"x"))
