@@ -64,10 +64,11 @@ class Plan:
     conns: tuple[int, ...]
     bulk_bytes: int
     holds: int  # held-open client connections for RSS per connection (0 = skip)
+    idle_conns: int  # extra idle tunnel connections for the edge's RSS per connection (0 = skip)
 
 
-FULL = Plan(5, (1, 50, 1000), 100 * MB, 200)
-QUICK = Plan(2, (1, 50, 1000), 20 * MB, 100)
+FULL = Plan(5, (1, 50, 1000), 100 * MB, 200, 16)
+QUICK = Plan(2, (1, 50, 1000), 20 * MB, 100, 0)
 
 
 @dataclass
@@ -282,6 +283,25 @@ def held_rss(hop: Hop, n: int, procs: list[Proc]) -> dict[str, Any]:
     return res
 
 
+def idle_conn_rss(work: Path, env: dict[str, str], proto: str, backend: str, edge: EdgeProc,
+                  origin_url: str, n: int, started: list[Proc]) -> dict[str, Any]:
+    """The edge's RSS per idle tunnel connection: a second connector of ours opens ``n``
+    more connections (cloudflared cannot: it opens one per edge address). They start a
+    second apart, as cloudflared's do, so this takes about ``n`` seconds."""
+    log(f"{n} more idle {proto} connections to the edge (about {n} s)")
+    time.sleep(0.5)
+    before = edge.proc.rss_mib()
+    extra = start_nbtunnel(work, env, proto, backend, edge, origin_url, n, started)
+    time.sleep(1.0)
+    after = edge.proc.rss_mib()
+    assert extra.middle is not None
+    out: dict[str, Any] = {"n": n, "connector_mib": extra.middle.rss_mib()}
+    if before is not None and after is not None:
+        out["edge_kib_per_conn"] = round((after - before) * 1024 / n, 1)
+    extra.middle.stop(8.0)
+    return out
+
+
 def _addr_of(url: str) -> tuple[str, int]:
     m = re.match(r"http://([\d.]+):(\d+)", url)
     assert m
@@ -382,6 +402,13 @@ def render(res: dict[str, Any]) -> str:
                      for k, v in h.items() if isinstance(v, dict)]
             lines.append(f"  {p:<18} {h['answered']}/{h['held']} answered; " + "; ".join(parts))
         lines.append("")
+    idle = {p: res["paths"][p]["idle_conns"] for p in paths if "idle_conns" in res["paths"][p]}
+    if idle:
+        lines.append("RSS of the edge per idle tunnel connection (target <= 100 KiB)")
+        for p, d in idle.items():
+            lines.append(f"  {p:<18} {d['n']} connections: {_n(d.get('edge_kib_per_conn'), 1)} "
+                         f"KiB each")
+        lines.append("")
     lines += ratio_lines(res)
     for p, r in res["paths"].items():
         if "error" in r:
@@ -464,6 +491,9 @@ def run_path(path: str, r: dict[str, Any], plan: Plan, args: argparse.Namespace,
         if plan.holds:
             log(f"{path}: {plan.holds} held-open connections")
             r["held"] = held_rss(hop, plan.holds, procs[1:])
+        if plan.idle_conns and path.startswith("nbtunnel"):
+            r["idle_conns"] = idle_conn_rss(work, env, proto, args.quic_backend, edge,
+                                            origin_url, plan.idle_conns, started)
     r["middle"] = hop.middle.name if hop.middle else None
     r.update(run_cells(hop, plan, loadgen, procs, work, blob))
 
@@ -475,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conns", help="comma-separated concurrencies (default 1,50,1000)")
     parser.add_argument("--bulk-mb", type=int, help="MB per transfer (0: no transfers)")
     parser.add_argument("--holds", type=int, help="held-open connections for RSS (0: skip)")
+    parser.add_argument("--idle-conns", type=int,
+                        help="extra idle tunnel connections for the edge's RSS per connection "
+                             "(16; 0 with --quick: they start 1 s apart)")
     parser.add_argument("--paths", default=",".join(PATHS),
                         help=f"comma-separated subset of {','.join(PATHS)}")
     parser.add_argument("--ha", type=int, default=4, help="our connector's HA connections (4)")
@@ -489,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(args.seconds or base.seconds,
                 tuple(int(c) for c in args.conns.split(",")) if args.conns else base.conns,
                 (args.bulk_mb if args.bulk_mb is not None else base.bulk_bytes // MB) * MB,
-                args.holds if args.holds is not None else base.holds)
+                args.holds if args.holds is not None else base.holds,
+                args.idle_conns if args.idle_conns is not None else base.idle_conns)
     wanted = [p for p in args.paths.split(",") if p]
     unknown = set(wanted) - set(PATHS)
     if unknown:
@@ -517,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_1min_at_start": round(os.getloadavg()[0], 2),
         "mode": "quick" if args.quick else "full", "seconds": plan.seconds,
         "conns": list(plan.conns), "bulk_mb": plan.bulk_bytes // MB, "holds": plan.holds,
+        "idle_conns": plan.idle_conns,
         "cloudflared": cf_version, "nginx": bool(shutil.which("nginx")
                                                  or Path("/usr/sbin/nginx").exists()),
         "skipped": skipped, "ha_ours": args.ha,
