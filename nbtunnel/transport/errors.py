@@ -10,7 +10,7 @@ from nbtunnel.core.errors import NbtunnelError
 
 
 class TransportError(NbtunnelError):
-    """Base class of QUIC transport failures."""
+    """Base class of tunnel transport failures (QUIC, HTTP/2, in-memory)."""
 
     def __init__(self, message: str, cause: BaseException | str | None = None) -> None:
         super().__init__(message)
@@ -35,3 +35,8 @@ class StreamResetError(TransportError):
     def __init__(self, code: int, cause: BaseException | str | None = None) -> None:
         super().__init__(f"stream reset by peer (code {code})", cause)
         self.code = code
+
+
+class RpcError(TransportError):
+    """A transport-level RPC (a configuration push) failed: the peer answered with an
+    exception or ended its stream without answering."""

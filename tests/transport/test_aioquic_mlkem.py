@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("aioquic")
 
-from nbtunnel.transport import _aioquic_mlkem
+from nbtunnel.transport.quic import _aioquic_mlkem
 
 
 def test_apply_is_idempotent() -> None:

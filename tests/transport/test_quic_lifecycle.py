@@ -7,10 +7,10 @@ import socket
 
 import pytest
 
-from nbtunnel.transport._connection import QuicTunnelConnection as _Conn
-from nbtunnel.transport._stream import WRITE_CHUNK
 from nbtunnel.transport.errors import ConnectTimeoutError, TransportClosedError
 from nbtunnel.transport.quic import QuicSettings, QuicTunnelConnection, connect
+from nbtunnel.transport.quic.connection import QuicTunnelConnection as _Conn
+from nbtunnel.transport.quic.stream import WRITE_CHUNK
 from nbtunnel.transport.tls import LocalCA
 
 from .util import dial, edge

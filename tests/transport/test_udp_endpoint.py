@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from nbtunnel.transport import _udp
-from nbtunnel.transport._udp import UdpEndpoint, open_endpoint
+from nbtunnel.transport.quic import udp as _udp
+from nbtunnel.transport.quic.udp import UdpEndpoint, open_endpoint
 
 
 class Recorder(asyncio.DatagramProtocol):

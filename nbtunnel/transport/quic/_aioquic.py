@@ -2,41 +2,44 @@
 
 Private state used (pinned to aioquic<1.8): ``QuicConnection._streams``,
 ``_local_max_streams_bidi``, ``_write_stream_limits`` (wrapped per instance),
-``QuicStreamSender._buffer`` (bytes not yet acknowledged), ``tls._x25519_private_key`` and
-the protocol's ``_timer``/``_transmit_task``.
+``QuicStreamSender._buffer`` (bytes not yet acknowledged), ``tls._x25519_private_key`` /
+``_ec_private_keys`` (which group was chosen) and the protocol's
+``_process_events``/``_timer``/``_transmit_task``. Nothing outside this adapter (and
+``_aioquic_mlkem``) touches aioquic's private state.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import socket
-import ssl
 from typing import Any, cast
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer as _AioquicServer
+from aioquic.quic import events as aioquic_events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 
-from . import _aioquic_mlkem
-from ._backend import (
-    ALPN,
-    Backend,
-    CreditFn,
-    OwnerFactory,
-    QuicSettings,
-    TunnelProtocol,
-    held_back_limit,
-)
-from ._protocol import ProtocolHooks
-from ._udp import open_endpoint
+from nbtunnel.transport.quic import _aioquic_mlkem
+from nbtunnel.transport.quic.backend import Backend, CreditFn, QuicSettings, held_back_limit
+from nbtunnel.transport.quic.protocol import ProtocolHooks
 
 log = logging.getLogger(__name__)
 
 
 class _Protocol(ProtocolHooks, QuicConnectionProtocol):
-    """The library's protocol with our hooks (see _protocol.py)."""
+    """The library's protocol with our hooks (see protocol.py)."""
+
+    events = aioquic_events
+
+    # private aioquic protocol state: its event pump and timers have no public API
+    def _process_library_events(self) -> None:
+        self._process_events()
+
+    def _cancel_library_timers(self) -> None:
+        for handle in (self._timer, self._transmit_task):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._transmit_task = None
 
 
 class _ClientConnection(QuicConnection):
@@ -51,19 +54,13 @@ class _ClientConnection(QuicConnection):
 
 class AioquicBackend(Backend):
     name = "aioquic"
+    configuration_class = QuicConfiguration
+    client_class = _ClientConnection
+    protocol_class = _Protocol
+    server_class = _AioquicServer
 
     def __init__(self) -> None:
         self.mlkem_error = _aioquic_mlkem.apply()
-
-    def _base_configuration(self, settings: QuicSettings, is_client: bool) -> QuicConfiguration:
-        return QuicConfiguration(
-            is_client=is_client,
-            alpn_protocols=[ALPN],
-            idle_timeout=settings.idle_timeout,
-            max_datagram_frame_size=settings.max_datagram_frame_size,
-            max_stream_data=settings.stream_receive_window,
-            max_data=settings.connection_receive_window,
-        )
 
     def client_configuration(
         self,
@@ -75,59 +72,15 @@ class AioquicBackend(Backend):
     ) -> QuicConfiguration:
         if settings.pq_key_share_only:
             raise ValueError("pq_key_share_only needs the qh3 backend (aioquic client has no PQ)")
-        config = self._base_configuration(settings, is_client=True)
-        config.server_name = server_name
-        if settings.zero_length_cid:
-            config.connection_id_length = 0
-        if cafile is not None or cadata is not None:
-            config.load_verify_locations(cafile=cafile, cadata=cadata)
-        if not verify:
-            config.verify_mode = ssl.CERT_NONE
-        return config
+        return cast(QuicConfiguration, super().client_configuration(
+            settings, server_name, cafile, verify, cadata))
 
     def server_configuration(
         self, settings: QuicSettings, certfile: str, keyfile: str
     ) -> QuicConfiguration:
         if self.mlkem_error is not None:
             log.warning("aioquic edge without X25519MLKEM768: %s", self.mlkem_error)
-        config = self._base_configuration(settings, is_client=False)
-        config.load_cert_chain(certfile, keyfile)
-        return config
-
-    def new_client(self, configuration: Any, settings: QuicSettings) -> QuicConnection:
-        quic = _ClientConnection(configuration=configuration)
-        quic.zero_length_cid = settings.zero_length_cid
-        return quic
-
-    def protocol(self, quic: Any, owner_factory: OwnerFactory) -> TunnelProtocol:
-        return _Protocol(quic, owner_factory)
-
-    async def create_client_endpoint(
-        self, protocol: TunnelProtocol, local: tuple[str, int]
-    ) -> asyncio.DatagramTransport:
-        family = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.bind(local)
-            transport, _ = await open_endpoint(
-                lambda: cast(asyncio.DatagramProtocol, protocol), sock=sock
-            )
-        except BaseException:
-            sock.close()
-            raise
-        return transport
-
-    async def serve(
-        self, host: str, port: int, configuration: Any, owner_factory: OwnerFactory
-    ) -> _AioquicServer:
-        _, server = await open_endpoint(
-            lambda: _AioquicServer(
-                configuration=configuration,
-                create_protocol=lambda quic, **_: _Protocol(quic, owner_factory),
-            ),
-            local_addr=(host, port),
-        )
-        return server
+        return cast(QuicConfiguration, super().server_configuration(settings, certfile, keyfile))
 
     def prepare_connection(self, quic: Any, settings: QuicSettings, credit: CreditFn) -> None:
         limit = quic._local_max_streams_bidi

@@ -1,18 +1,23 @@
 """What the asyncio layer needs from a QUIC library, and the shared settings.
 
 qh3 and aioquic share the sans-I/O ``QuicConnection`` API (same method and event names), so
-the connection layer calls it directly. Only what differs or reaches into private state lives
-behind :class:`Backend`: configurations, endpoint creation, send-buffer size and how receive
-credit is held back until the application reads.
+the connection layer calls it directly and :class:`Backend` writes configurations and
+endpoints once. Only what differs or reaches into private state lives in an adapter
+(``_qh3.py``, ``_aioquic.py``): send-buffer size, how receive credit is held back until the
+application reads, stream limits, TLS details and the protocol's event pump and timers.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
+
+from nbtunnel.transport.quic.udp import open_endpoint
 
 ALPN = "argotunnel"
 DEFAULT_SERVER_NAME = "quic.cftunnel.com"
@@ -48,13 +53,29 @@ class QuicSettings:
 
 
 class ProtocolOwner(abc.ABC):
-    """The callbacks a backend protocol forwards to (implemented by QuicTunnelConnection)."""
+    """The typed callbacks a backend protocol forwards to (implemented by QuicTunnelConnection)."""
 
     @abc.abstractmethod
-    def _on_event(self, event: Any) -> None: ...
+    def _on_stream_data(self, stream_id: int, data: bytes, end_stream: bool) -> None: ...
 
     @abc.abstractmethod
-    def _on_datagram(self) -> None: ...
+    def _on_stream_reset(self, stream_id: int, error_code: int) -> None: ...
+
+    @abc.abstractmethod
+    def _on_stop_sending(self, stream_id: int, error_code: int) -> None: ...
+
+    @abc.abstractmethod
+    def _on_datagram_frame(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def _on_handshake_completed(self, alpn: str | None) -> None: ...
+
+    @abc.abstractmethod
+    def _on_connection_terminated(self, error_code: int, reason: str) -> None: ...
+
+    @abc.abstractmethod
+    def _on_datagram(self, addr: Any) -> None:
+        """A UDP datagram from ``addr`` arrived (before the library parses it)."""
 
     @abc.abstractmethod
     def _before_transmit(self) -> None: ...
@@ -69,7 +90,7 @@ OwnerFactory = Callable[[Any, "TunnelProtocol"], ProtocolOwner]
 class TunnelProtocol(Protocol):
     """Structural type of each backend's ``QuicConnectionProtocol`` subclass."""
 
-    _quic: Any
+    quic: Any
     owner: ProtocolOwner | None
 
     def transmit(self) -> None: ...
@@ -81,11 +102,33 @@ class TunnelProtocol(Protocol):
 
 
 class Backend(abc.ABC):
-    """One QUIC library. Instances are created lazily by :func:`quic.get_backend`."""
+    """One QUIC library. Instances are created lazily by :func:`quic.get_backend`.
+
+    Both libraries share the same public API (configuration, connection, protocol and server
+    classes), so everything here is written once against the classes each adapter names;
+    an adapter overrides what differs and what needs the library's private state.
+    """
 
     name: str
+    configuration_class: Any
+    """The library's ``QuicConfiguration``."""
+    client_class: Any
+    """Our client ``QuicConnection`` subclass (zero-length connection IDs, key shares)."""
+    protocol_class: Any
+    """Our protocol: ``ProtocolHooks`` mixed into the library's ``QuicConnectionProtocol``."""
+    server_class: Any
+    """The library's ``QuicServer`` (a datagram protocol that demultiplexes connections)."""
 
-    @abc.abstractmethod
+    def _base_configuration(self, settings: QuicSettings, is_client: bool) -> Any:
+        return self.configuration_class(
+            is_client=is_client,
+            alpn_protocols=[ALPN],
+            idle_timeout=settings.idle_timeout,
+            max_datagram_frame_size=settings.max_datagram_frame_size,
+            max_stream_data=settings.stream_receive_window,
+            max_data=settings.connection_receive_window,
+        )
+
     def client_configuration(
         self,
         settings: QuicSettings,
@@ -95,27 +138,60 @@ class Backend(abc.ABC):
         cadata: bytes | None = None,
     ) -> Any:
         """Client TLS: trust cafile and/or cadata (PEM) together, or the default store."""
+        config = self._base_configuration(settings, is_client=True)
+        config.server_name = server_name
+        if settings.zero_length_cid:
+            config.connection_id_length = 0
+        if cafile is not None or cadata is not None:
+            config.load_verify_locations(cafile=cafile, cadata=cadata)
+        if not verify:
+            config.verify_mode = ssl.CERT_NONE
+        return config
 
-    @abc.abstractmethod
-    def server_configuration(self, settings: QuicSettings, certfile: str, keyfile: str) -> Any: ...
+    def server_configuration(self, settings: QuicSettings, certfile: str, keyfile: str) -> Any:
+        config = self._base_configuration(settings, is_client=False)
+        config.load_cert_chain(certfile, keyfile)
+        return config
 
-    @abc.abstractmethod
     def new_client(self, configuration: Any, settings: QuicSettings) -> Any:
         """A client ``QuicConnection`` (not yet connected)."""
+        quic = self.client_class(configuration=configuration)
+        quic.zero_length_cid = settings.zero_length_cid
+        return quic
 
-    @abc.abstractmethod
-    def protocol(self, quic: Any, owner_factory: OwnerFactory) -> TunnelProtocol: ...
+    def protocol(self, quic: Any, owner_factory: OwnerFactory) -> TunnelProtocol:
+        return cast(TunnelProtocol, self.protocol_class(quic, owner_factory))
 
-    @abc.abstractmethod
     async def create_client_endpoint(
         self, protocol: TunnelProtocol, local: tuple[str, int]
-    ) -> asyncio.DatagramTransport: ...
+    ) -> asyncio.DatagramTransport:
+        family = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind(local)
+            return await self._client_transport(
+                lambda: cast(asyncio.DatagramProtocol, protocol), sock)
+        except BaseException:
+            sock.close()
+            raise
 
-    @abc.abstractmethod
+    async def _client_transport(
+        self, factory: Callable[[], asyncio.DatagramProtocol], sock: socket.socket
+    ) -> asyncio.DatagramTransport:
+        transport, _ = await open_endpoint(factory, sock=sock)
+        return transport
+
     async def serve(
         self, host: str, port: int, configuration: Any, owner_factory: OwnerFactory
-    ) -> Any:
-        """Start the library's server; returns an object with ``_transport`` and ``close()``."""
+    ) -> tuple[asyncio.DatagramTransport, Any]:
+        """Start the library's server on our UDP endpoint: (endpoint, the library's server)."""
+        return await open_endpoint(
+            lambda: self.server_class(
+                configuration=configuration,
+                create_protocol=lambda quic, **_: self.protocol_class(quic, owner_factory),
+            ),
+            local_addr=(host, port),
+        )
 
     @abc.abstractmethod
     def prepare_connection(self, quic: Any, settings: QuicSettings, credit: CreditFn) -> None:

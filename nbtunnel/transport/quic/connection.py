@@ -1,9 +1,11 @@
 """One QUIC connection (client or server side), library-neutral.
 
-The backend's protocol forwards every library event here *synchronously*, so bytes that arrive
-in the same receive batch as HandshakeCompleted land in a stream buffer before any application
-code runs. Nothing here starts a task: transmits, keepalives and the handshake deadline are
-loop callbacks that are cancelled when the connection ends.
+The backend's protocol forwards every library event here *synchronously* (as typed
+``_on_*`` calls), so bytes that arrive in the same receive batch as HandshakeCompleted land in a
+stream buffer before any application code runs. Nothing here starts a task: transmits,
+keepalives and the handshake deadline are loop callbacks that are cancelled when the
+connection ends. It is a ``transport.base.TunnelConnection``: the control stream is the first
+client-initiated stream, and a configuration push is an RPC stream (configuration.py).
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ._backend import Backend, ProtocolOwner, QuicSettings, TunnelProtocol
-from ._stream import QuicStream
-from .errors import ConnectTimeoutError, HandshakeError, TransportClosedError
+from nbtunnel.transport.errors import ConnectTimeoutError, HandshakeError, TransportClosedError
+from nbtunnel.transport.quic.backend import Backend, ProtocolOwner, QuicSettings, TunnelProtocol
+from nbtunnel.transport.quic.configuration import push_configuration
+from nbtunnel.transport.quic.data_stream import QuicDataStream
+from nbtunnel.transport.quic.stream import QuicStream
 
 MAX_QUEUED_DATAGRAMS = 1024
 _ping_ids = itertools.count(1)
@@ -34,6 +38,8 @@ def _describe_close(error_code: int, reason: str) -> str:
 class QuicTunnelConnection(ProtocolOwner):
     """A QUIC connection carrying the tunnel: bidi streams plus RFC 9221 datagrams."""
 
+    protocol = "quic"
+
     def __init__(
         self,
         backend: Backend,
@@ -49,7 +55,7 @@ class QuicTunnelConnection(ProtocolOwner):
         self._quic = quic
         self._protocol = protocol
         self._settings = settings
-        self._is_client: bool = quic._is_client
+        self._is_client: bool = quic.configuration.is_client
         self._on_handshake = on_handshake
         self._on_terminated = on_terminated
         self.backend = backend.name
@@ -58,8 +64,9 @@ class QuicTunnelConnection(ProtocolOwner):
         self.local_address: tuple[str, int] = ("", 0)
         self.close_reason = ""
         self._last_received = self._loop.time()
-        self._streams: dict[int, QuicStream] = {}
-        self._accept_queue: deque[QuicStream] = deque()
+        self._last_addr: Any = None
+        self._streams: dict[int, QuicDataStream] = {}
+        self._accept_queue: deque[QuicDataStream] = deque()
         self._accept_waiter: asyncio.Future[None] | None = None
         self._datagrams: deque[bytes] = deque()
         self._datagram_waiter: asyncio.Future[None] | None = None
@@ -85,6 +92,11 @@ class QuicTunnelConnection(ProtocolOwner):
         return self._error is not None
 
     @property
+    def terminated(self) -> bool:
+        """Same as ``closed``: QUIC has no graceful "no new streams" state here."""
+        return self._error is not None
+
+    @property
     def cipher(self) -> str | None:
         return self._backend.cipher(self._quic)
 
@@ -92,16 +104,24 @@ class QuicTunnelConnection(ProtocolOwner):
     def tls_group(self) -> str | None:
         return self._backend.tls_group(self._quic)
 
-    def open_stream(self) -> QuicStream:
+    def open_stream(self) -> QuicDataStream:
         """A new locally initiated bidi stream (nothing is sent until the first write)."""
         if self._error is not None:
             raise self._closed_exc()
         stream_id = self._quic.get_next_available_stream_id()
         self._quic.send_stream_data(stream_id, b"")  # registers it so the next id differs
-        stream = self._streams[stream_id] = QuicStream(self, stream_id)
+        stream = self._streams[stream_id] = QuicDataStream(self, stream_id)
         return stream
 
-    async def accept_stream(self) -> QuicStream:
+    async def control_stream(self) -> QuicDataStream:
+        """The registration stream: the connector (client) opens the first bidi stream."""
+        return self.open_stream() if self._is_client else await self.accept_stream()
+
+    async def update_configuration(self, version: int, config: bytes) -> tuple[int, str]:
+        """Edge role: ``updateConfiguration`` over a fresh RPC stream."""
+        return await push_configuration(self.open_stream(), version, config)
+
+    async def accept_stream(self) -> QuicDataStream:
         """The next peer-initiated bidi stream; TransportClosedError once the connection ends."""
         while not self._accept_queue:
             if self._error is not None:
@@ -193,35 +213,36 @@ class QuicTunnelConnection(ProtocolOwner):
 
     # called by the backend protocol -----------------------------------------------------
 
-    def _on_datagram(self) -> None:
+    def _on_datagram(self, addr: Any) -> None:
         self._last_received = self._loop.time()
+        self._last_addr = addr
 
-    def _on_event(self, event: Any) -> None:
-        name = type(event).__name__
-        if name == "StreamDataReceived":
-            stream = self._streams.get(event.stream_id)
+    def _on_stream_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            stream = self._new_peer_stream(stream_id)
             if stream is None:
-                stream = self._new_peer_stream(event.stream_id)
-                if stream is None:
-                    return
-            stream._feed(event.data, event.end_stream)
-        elif name == "StreamReset":
-            stream = self._streams.get(event.stream_id)
-            if stream is not None:
-                stream._on_reset(event.error_code)
-        elif name == "StopSendingReceived":
-            stream = self._streams.get(event.stream_id)
-            if stream is not None:
-                stream._on_stop_sending(event.error_code)
-        elif name == "DatagramFrameReceived":
-            if len(self._datagrams) >= MAX_QUEUED_DATAGRAMS:
-                self._datagrams.popleft()  # unreliable by design: drop the oldest
-            self._datagrams.append(event.data)
-            _wake(self._datagram_waiter)
-        elif name == "HandshakeCompleted":
-            self._on_handshake_completed(event)
-        elif name == "ConnectionTerminated":
-            self._terminate(_describe_close(event.error_code, event.reason_phrase))
+                return
+        stream._feed(data, end_stream)
+
+    def _on_stream_reset(self, stream_id: int, error_code: int) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            stream._on_reset(error_code)
+
+    def _on_stop_sending(self, stream_id: int, error_code: int) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            stream._on_stop_sending(error_code)
+
+    def _on_datagram_frame(self, data: bytes) -> None:
+        if len(self._datagrams) >= MAX_QUEUED_DATAGRAMS:
+            self._datagrams.popleft()  # unreliable by design: drop the oldest
+        self._datagrams.append(data)
+        _wake(self._datagram_waiter)
+
+    def _on_connection_terminated(self, error_code: int, reason: str) -> None:
+        self._terminate(_describe_close(error_code, reason))
 
     def _before_transmit(self) -> None:
         self._backend.before_transmit(self._quic, self._credit_for)
@@ -236,20 +257,19 @@ class QuicTunnelConnection(ProtocolOwner):
 
     # internals --------------------------------------------------------------------------
 
-    def _new_peer_stream(self, stream_id: int) -> QuicStream | None:
+    def _new_peer_stream(self, stream_id: int) -> QuicDataStream | None:
         peer_initiated = bool(stream_id & 1) == self._is_client
         if not peer_initiated or stream_id & 2 or self._error is not None:
             return None  # a stream we already forgot, or unidirectional: not used by tunnels
-        stream = self._streams[stream_id] = QuicStream(self, stream_id)
+        stream = self._streams[stream_id] = QuicDataStream(self, stream_id)
         self._accept_queue.append(stream)
         _wake(self._accept_waiter)
         return stream
 
-    def _on_handshake_completed(self, event: Any) -> None:
-        self.alpn = event.alpn_protocol
-        paths = getattr(self._quic, "_network_paths", None)
-        if paths:
-            self.remote_address = tuple(paths[0].addr[:2])
+    def _on_handshake_completed(self, alpn: str | None) -> None:
+        self.alpn = alpn
+        if self._last_addr is not None:  # the datagram that completed the handshake
+            self.remote_address = (str(self._last_addr[0]), int(self._last_addr[1]))
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None

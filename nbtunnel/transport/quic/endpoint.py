@@ -1,4 +1,4 @@
-"""QUIC transport for the edge and the connector, over qh3 (default) or aioquic.
+"""Dial and listen over QUIC (qh3 by default, or aioquic).
 
 The library is chosen here and only here (``QuicSettings.backend``); its modules are imported
 lazily by :func:`get_backend`. qh3 is pinned to 1.9.x: 2.x cannot serve cloudflared (it mishandles
@@ -15,23 +15,14 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._backend import ALPN, DEFAULT_SERVER_NAME, Backend, QuicSettings, TunnelProtocol
-from ._connection import QuicTunnelConnection
-from ._stream import QuicStream
-from .errors import ConnectTimeoutError, HandshakeError, TransportError
-
-__all__ = [
-    "ALPN",
-    "BACKENDS",
-    "QuicServer",
-    "QuicSettings",
-    "QuicStream",
-    "QuicTunnelConnection",
-    "available_backends",
-    "connect",
-    "get_backend",
-    "serve",
-]
+from nbtunnel.transport.errors import ConnectTimeoutError, HandshakeError, TransportError
+from nbtunnel.transport.quic.backend import (
+    DEFAULT_SERVER_NAME,
+    Backend,
+    QuicSettings,
+    TunnelProtocol,
+)
+from nbtunnel.transport.quic.connection import QuicTunnelConnection
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +57,11 @@ def get_backend(name: str | None = None) -> Backend:
         if name not in BACKENDS or not _usable(name):
             raise TransportError(f"QUIC backend {name!r} is not available ({available_backends()})")
         if name == "qh3":
-            from ._qh3 import Qh3Backend
+            from nbtunnel.transport.quic._qh3 import Qh3Backend
 
             _instances[name] = Qh3Backend()
         else:
-            from ._aioquic import AioquicBackend
+            from nbtunnel.transport.quic._aioquic import AioquicBackend
 
             _instances[name] = AioquicBackend()
     return _instances[name]
@@ -220,7 +211,8 @@ async def serve(
     backend = get_backend(settings.backend)
     configuration = backend.server_configuration(settings, str(certfile), str(keyfile))
     server = QuicServer(backend, settings, on_connection)
-    server._server = await backend.serve(host, port, configuration, server._new_connection)
-    sock = server._server._transport.get_extra_info("socket")
-    server.sockname = tuple(sock.getsockname()[:2])
+    endpoint, server._server = await backend.serve(host, port, configuration,
+                                                   server._new_connection)
+    sockname = endpoint.get_extra_info("sockname")
+    server.sockname = (str(sockname[0]), int(sockname[1]))
     return server

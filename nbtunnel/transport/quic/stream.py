@@ -11,10 +11,10 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
 
-from .errors import StreamResetError, TransportError
+from nbtunnel.transport.errors import StreamResetError, TransportError
 
 if TYPE_CHECKING:
-    from ._connection import QuicTunnelConnection
+    from nbtunnel.transport.quic.connection import QuicTunnelConnection
 
 WRITE_CHUNK = 64 << 10
 """write() hands data to the library in slices this big so the buffer overshoots by at most one."""

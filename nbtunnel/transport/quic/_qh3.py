@@ -3,37 +3,44 @@
 Private state used (pinned to qh3>=1.9.4,<2): ``QuicConnection._streams``,
 ``_streams_dirty_limits``, ``_local_max_streams_bidi``, ``QuicStream.max_stream_data_local*``,
 ``QuicStreamSender._pending`` (Rust; bytes not yet sent or waiting for retransmission),
-``tls._supported_groups`` and the protocol's ``_timer``/``_transmit_task``.
+``tls._supported_groups``, the TLS private keys (which group was chosen) and the protocol's
+``_process_events``/``_timer``/``_transmit_task``. Nothing outside this adapter touches qh3's
+private state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import Any, cast
 
 from qh3.asyncio._transport import create_optimized_datagram_transport  # GRO/GSO, as qh3.connect
 from qh3.asyncio.protocol import QuicConnectionProtocol
 from qh3.asyncio.server import QuicServer as _Qh3Server
+from qh3.quic import events as qh3_events
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
 from qh3.tls import Group
 
-from ._backend import (
-    ALPN,
-    Backend,
-    CreditFn,
-    OwnerFactory,
-    QuicSettings,
-    TunnelProtocol,
-    held_back_limit,
-)
-from ._protocol import ProtocolHooks
-from ._udp import open_endpoint
+from nbtunnel.transport.quic.backend import Backend, CreditFn, QuicSettings, held_back_limit
+from nbtunnel.transport.quic.protocol import ProtocolHooks
 
 
 class _Protocol(ProtocolHooks, QuicConnectionProtocol):
-    """The library's protocol with our hooks (see _protocol.py)."""
+    """The library's protocol with our hooks (see protocol.py)."""
+
+    events = qh3_events
+
+    # private qh3 protocol state: its event pump and timers have no public API
+    def _process_library_events(self) -> None:
+        self._process_events()
+
+    def _cancel_library_timers(self) -> None:
+        for handle in (self._timer, self._transmit_task):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._transmit_task = None
 
 
 class _ClientConnection(QuicConnection):
@@ -54,80 +61,23 @@ class _ClientConnection(QuicConnection):
 
 class Qh3Backend(Backend):
     name = "qh3"
-
-    def _base_configuration(self, settings: QuicSettings, is_client: bool) -> QuicConfiguration:
-        return QuicConfiguration(
-            is_client=is_client,
-            alpn_protocols=[ALPN],
-            idle_timeout=settings.idle_timeout,
-            max_datagram_frame_size=settings.max_datagram_frame_size,
-            max_stream_data=settings.stream_receive_window,
-            max_data=settings.connection_receive_window,
-        )
-
-    def client_configuration(
-        self,
-        settings: QuicSettings,
-        server_name: str,
-        cafile: str | None,
-        verify: bool,
-        cadata: bytes | None = None,
-    ) -> QuicConfiguration:
-        config = self._base_configuration(settings, is_client=True)
-        config.server_name = server_name
-        if settings.zero_length_cid:
-            config.connection_id_length = 0
-        if cafile is not None or cadata is not None:
-            config.load_verify_locations(cafile=cafile, cadata=cadata)
-        if not verify:
-            import ssl
-
-            config.verify_mode = ssl.CERT_NONE
-        return config
-
-    def server_configuration(
-        self, settings: QuicSettings, certfile: str, keyfile: str
-    ) -> QuicConfiguration:
-        config = self._base_configuration(settings, is_client=False)
-        config.load_cert_chain(certfile, keyfile)
-        return config
+    configuration_class = QuicConfiguration
+    client_class = _ClientConnection
+    protocol_class = _Protocol
+    server_class = _Qh3Server
 
     def new_client(self, configuration: Any, settings: QuicSettings) -> QuicConnection:
-        quic = _ClientConnection(configuration=configuration)
+        quic = super().new_client(configuration, settings)
         quic.pq_only = settings.pq_key_share_only
-        quic.zero_length_cid = settings.zero_length_cid
-        return quic
+        return cast(QuicConnection, quic)
 
-    def protocol(self, quic: Any, owner_factory: OwnerFactory) -> TunnelProtocol:
-        return _Protocol(quic, owner_factory)
-
-    async def create_client_endpoint(
-        self, protocol: TunnelProtocol, local: tuple[str, int]
+    async def _client_transport(
+        self, factory: Callable[[], asyncio.DatagramProtocol], sock: socket.socket
     ) -> asyncio.DatagramTransport:
-        loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.bind(local)
-            transport, _ = await create_optimized_datagram_transport(
-                loop, lambda: cast(asyncio.DatagramProtocol, protocol), sock=sock
-            )
-        except BaseException:
-            sock.close()
-            raise
-        return transport
-
-    async def serve(
-        self, host: str, port: int, configuration: Any, owner_factory: OwnerFactory
-    ) -> _Qh3Server:
-        _, server = await open_endpoint(
-            lambda: _Qh3Server(
-                configuration=configuration,
-                create_protocol=lambda quic, **_: _Protocol(quic, owner_factory),
-            ),
-            local_addr=(host, port),
+        transport, _ = await create_optimized_datagram_transport(
+            asyncio.get_running_loop(), factory, sock=sock
         )
-        return server
+        return cast(asyncio.DatagramTransport, transport)
 
     def prepare_connection(self, quic: Any, settings: QuicSettings, credit: CreditFn) -> None:
         limit = quic._local_max_streams_bidi
