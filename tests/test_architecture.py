@@ -62,9 +62,8 @@ OWNERS = {
                                   "awaited by _run",
     "nbtunnel/access/forward.py": "pipe()'s two directions, cancelled and awaited by pipe; the "
                                   "stdin feeder, returned to and awaited by run_stdio",
-    "nbtunnel/connector/h2transport.py": "H2 connection's reader, cancelled and awaited by close",
-    "nbtunnel/transport/quic.py": "QuicServer: one handler per connection, cancelled and "
-                                  "awaited by close",
+    "nbtunnel/transport/handlers.py": "ConnectionHandlers: one handler per accepted connection "
+                                      "(QUIC and HTTP/2), cancelled and awaited by close",
     "lab/nbtunnel_lab/udpshim.py": "the shim's per-client upstreams, closed by the shim",
     "lab/nbtunnel_lab/mitm.py": "mitmproxy's run task, awaited by stop",
     "lab/nbtunnel_lab/lab.py": "Lab: connector tasks, cancelled and awaited by down",

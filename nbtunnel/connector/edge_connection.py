@@ -1,11 +1,10 @@
-"""One HA connection to the edge: dial QUIC, register on stream 0, serve the edge's streams.
+"""One HA connection to the edge: dial, register on the control stream, serve the edge's streams.
 
-Mirrors cloudflared's `serveQUIC`: the first client-initiated bidi stream carries the
-registration RPC (no preamble); then the edge opens data streams (and RPC streams for remote
-configuration) toward us. Each stream is served in this connection's TaskGroup; when the QUIC
-connection ends, `run()` returns and the supervisor decides whether to reconnect. With protocol
-"http2" it mirrors `serveHTTP2`: the edge opens the control stream as a request, and every data
-stream is an HTTP/2 request adapted for the same proxy (h2proxy.py).
+Mirrors cloudflared's `serveQUIC` / `serveHTTP2` through the transport seam
+(transport/base.py): the control stream carries the registration RPC; then the edge opens data
+streams (and remote configuration pushes) toward us. Each stream is served in this
+connection's TaskGroup; when the connection ends, `run()` returns and the supervisor decides
+whether to reconnect.
 """
 
 from __future__ import annotations
@@ -14,26 +13,19 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from nbtunnel.connector.events import ConnectionEvent
-from nbtunnel.connector.h2control import accept_control, serve_update_configuration
-from nbtunnel.connector.h2proxy import H2ProxyStream
-from nbtunnel.connector.h2transport import CANCEL, H2ServerConnection, H2ServerStream, dial_http2
-from nbtunnel.connector.proxy import Stream, StreamProxy
+from nbtunnel.connector.proxy import StreamProxy
 from nbtunnel.core.errors import NbtunnelError, ProtocolError
-from nbtunnel.core.h2headers import UPGRADE_HEADER
 from nbtunnel.core.registration import (
     CallFailed,
-    CloudflaredServer,
     LocalConfigurationAcked,
     PeerAborted,
     RegistrationClient,
     RegistrationResult,
     UnregisterCompleted,
-    UpdateConfigurationRequested,
 )
 from nbtunnel.core.schema import (
     ClientInfo,
@@ -43,13 +35,14 @@ from nbtunnel.core.schema import (
     RegistrationError,
     TunnelAuth,
 )
+from nbtunnel.transport.base import ControlStream, DataStream, TunnelConnection
+from nbtunnel.transport.dial import dial
 from nbtunnel.transport.errors import ConnectTimeoutError, HandshakeError, TransportError
-from nbtunnel.transport.quic import QuicSettings, QuicTunnelConnection, connect
+from nbtunnel.transport.quic import QuicSettings
 
 log = logging.getLogger("nbtunnel.connector")
 
 RPC_TIMEOUT = 5.0
-RPC_STREAM_TIMEOUT = 5.0
 
 
 class RegistrationRefused(NbtunnelError):
@@ -120,11 +113,11 @@ class EdgeConnection:
         self.local_config = local_config
         self.on_config = on_config
         self.emit = emit
-        self.conn: QuicTunnelConnection | H2ServerConnection | None = None
+        self.conn: TunnelConnection | None = None
         self.details: ConnectionDetails | None = None
         self.registered = asyncio.Event()
         self._rpc = RegistrationClient()
-        self._control: Stream | None = None
+        self._control: ControlStream | None = None
         self._unregistered = asyncio.Event()
         self.in_flight = 0
         self._idle = asyncio.Event()
@@ -137,13 +130,11 @@ class EdgeConnection:
     async def run(self) -> None:
         """Dial, register and serve until the connection ends. Raises on dial/registration
         failure; returns normally when an established connection closes."""
-        if self.protocol == "http2":
-            await self._run_http2()
-            return
         try:
-            self.conn = conn = await connect(
-                self.target.host, self.target.port, server_name=self.target.server_name,
-                cafile=self.target.cafile, cadata=self.target.cadata, settings=self.settings,
+            self.conn = conn = await dial(
+                self.protocol, self.target.host, self.target.port, cafile=self.target.cafile,
+                cadata=self.target.cadata, quic_server_name=self.target.server_name,
+                quic_settings=self.settings,
             )
         except HandshakeError as exc:
             named = _with_trust(exc, self.target)
@@ -151,35 +142,16 @@ class EdgeConnection:
                 raise
             raise named from exc
         try:
-            control = conn.open_stream()
+            async with asyncio.timeout(RPC_TIMEOUT):  # HTTP/2: the edge opens it
+                control = await conn.control_stream()
             await self._register(control)
-            await self._serve_streams(conn, control, self._serve_stream)
+            await self._serve_streams(conn, control)
         finally:
             conn.close(0, "")
 
-    async def _run_http2(self) -> None:
-        """cloudflared's HTTP/2 transport: the edge opens the control stream and every request."""
-        try:
-            self.conn = conn = await dial_http2(self.target.host, self.target.port,
-                                                self.target.cafile, cadata=self.target.cadata)
-        except HandshakeError as exc:
-            named = _with_trust(exc, self.target)
-            if named is exc:
-                raise
-            raise named from exc
-        try:
-            async with asyncio.timeout(RPC_TIMEOUT):
-                control = await accept_control(conn)
-            await self._register(control)
-            await self._serve_streams(conn, control, self._serve_http2_stream)
-        finally:
-            conn.close(0, "")
-
-    async def _serve_streams(
-        self, conn: Any, control: Stream, serve_one: Callable[[Any], Coroutine[Any, Any, None]]
-    ) -> None:
+    async def _serve_streams(self, conn: TunnelConnection, control: ControlStream) -> None:
         """Read control-stream replies and serve every stream the edge opens, each in this
-        connection's TaskGroup, until the connection ends (either transport)."""
+        connection's TaskGroup, until the connection ends."""
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._read_control(control))
@@ -188,21 +160,12 @@ class EdgeConnection:
                         stream = await conn.accept_stream()
                     except TransportError:
                         break
-                    tg.create_task(serve_one(stream))
+                    tg.create_task(self._serve_stream(stream))
                 raise _ConnectionEnded
         except* _ConnectionEnded:
             pass
 
-    async def _serve_http2_stream(self, stream: H2ServerStream) -> None:
-        kind = stream.header(UPGRADE_HEADER).lower()
-        if kind == "update-configuration":
-            await serve_update_configuration(stream, self.on_config)
-        elif kind == "control-stream":
-            stream.reset(CANCEL)  # only the first one is the control stream
-        else:
-            await self._serve_stream(H2ProxyStream(stream))
-
-    async def _register(self, control: Stream) -> None:
+    async def _register(self, control: ControlStream) -> None:
         """registerConnection on the control stream; then the local config on index 0."""
         self._control = control
         self._rpc.register(RegisterConnectionParams(
@@ -222,7 +185,9 @@ class EdgeConnection:
             self._rpc.update_local_configuration(self.local_config())
             await control.write(self._rpc.data_to_send())
 
-    async def _await_registration(self, control: Stream) -> ConnectionDetails | RegistrationError:
+    async def _await_registration(
+        self, control: ControlStream
+    ) -> ConnectionDetails | RegistrationError:
         while True:
             data = await control.read(65536)
             if not data:
@@ -236,7 +201,7 @@ class EdgeConnection:
                 if isinstance(event, CallFailed | PeerAborted):
                     raise ProtocolError(f"registration failed: {event.reason}")
 
-    async def _read_control(self, control: Stream) -> None:
+    async def _read_control(self, control: ControlStream) -> None:
         """Answers to unregister/updateLocalConfiguration; any failure ends nothing else."""
         with contextlib.suppress(TransportError, ProtocolError):
             while data := await control.read(65536):
@@ -251,11 +216,11 @@ class EdgeConnection:
                 if out:
                     await control.write(out)
 
-    async def _serve_stream(self, stream: Stream) -> None:
+    async def _serve_stream(self, stream: DataStream) -> None:
         self.in_flight += 1
         self._idle.clear()
         try:
-            await self.proxy.handle(stream, self.index, self._serve_rpc)
+            await self.proxy.handle(stream, self.index, self.on_config)
         except Exception:  # one broken stream must not end the connection
             log.exception("stream handler failed")
             with contextlib.suppress(Exception):
@@ -264,30 +229,6 @@ class EdgeConnection:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()
-
-    async def _serve_rpc(self, stream: Stream, first: bytes) -> None:
-        """An edge-opened RPC stream: updateConfiguration (UDP sessions are unimplemented)."""
-        server = CloudflaredServer()
-        data = first
-        try:
-            async with asyncio.timeout(RPC_STREAM_TIMEOUT):
-                while True:
-                    if data:
-                        for event in server.receive_data(data):
-                            if isinstance(event, UpdateConfigurationRequested):
-                                version, err = self.on_config(event.version, event.config)
-                                server.answer_update_configuration(event.question_id, version,
-                                                                   err)
-                        out = server.data_to_send()
-                        if out:
-                            await stream.write(out)
-                    data = await stream.read(65536)
-                    if not data:
-                        break
-        except (TimeoutError, ProtocolError, TransportError) as exc:
-            log.debug("rpc stream ended: %s", exc or "timeout")
-        with contextlib.suppress(Exception):
-            stream.write_eof()
 
     async def unregister(self, grace: float) -> None:
         """Graceful shutdown: unregister, let in-flight requests finish, then close."""
@@ -305,8 +246,7 @@ class EdgeConnection:
             self._rpc.shutdown()
             with contextlib.suppress(TransportError):
                 await self._control.write(self._rpc.data_to_send())
-            if isinstance(self._control, H2ServerStream):
-                self._control.reset(0)  # cloudflared ends its control stream with NO_ERROR
+            self._control.finish()  # HTTP/2: RST_STREAM(NO_ERROR), as cloudflared
         self.conn.close(0, "")
 
 

@@ -15,22 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from nbtunnel.core.wscarrier import CarrierClosed, CarrierError, WsCarrier
+from nbtunnel.transport.base import DataStream
 
 if TYPE_CHECKING:
     from nbtunnel.connector.stream_origin import Flow
 
 READ_SIZE = 65536
 PING_INTERVAL = 54.0  # cloudflared pings the WebSocket client every 54 s
-
-
-class DataStream(Protocol):
-    async def read(self, n: int = ...) -> bytes: ...
-    async def write(self, data: bytes) -> None: ...
-    def write_eof(self) -> None: ...
-    def reset(self, code: int = ...) -> None: ...
 
 
 def _half_close(writer: asyncio.StreamWriter) -> None:
@@ -62,10 +56,10 @@ async def _run(*directions: Callable[[], Awaitable[None]], extra: list[asyncio.T
         await asyncio.gather(*tasks, *extra, return_exceptions=True)
 
 
-async def pipe_raw(stream: DataStream, rest: bytes, reader: asyncio.StreamReader,
+async def pipe_raw(stream: DataStream, reader: asyncio.StreamReader,
                    writer: asyncio.StreamWriter, flow: Flow) -> None:
     async def edge_to_origin() -> None:
-        data = rest
+        data = b""
         while True:
             if data:
                 flow.bytes_in += len(data)
@@ -86,7 +80,7 @@ async def pipe_raw(stream: DataStream, rest: bytes, reader: asyncio.StreamReader
         await _run(edge_to_origin, origin_to_edge, extra=[], stream=stream)
 
 
-async def pipe_carrier(stream: DataStream, rest: bytes, reader: asyncio.StreamReader,
+async def pipe_carrier(stream: DataStream, reader: asyncio.StreamReader,
                        writer: asyncio.StreamWriter, carrier: WsCarrier, flow: Flow) -> None:
     lock = asyncio.Lock()  # frames from both directions must not interleave on the stream
 
@@ -96,7 +90,7 @@ async def pipe_carrier(stream: DataStream, rest: bytes, reader: asyncio.StreamRe
                 await stream.write(frame)
 
     async def edge_to_origin() -> None:
-        data = rest
+        data = b""
         while True:
             if data:
                 try:

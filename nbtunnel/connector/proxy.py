@@ -1,9 +1,10 @@
-"""Serve one edge-opened stream: a data stream (HTTP / WebSocket) or an RPC stream.
+"""Serve one edge-opened stream: a data stream (HTTP / WebSocket) or a configuration push.
 
-For a data stream we read the preamble and `ConnectRequest`, pick the ingress rule, proxy to
-the origin and answer with the preamble, a `ConnectResponse` and the body. Errors reach the
-right party: an origin that cannot be reached becomes `ConnectResponse.error` (the edge shows
-a 502 with the cause); garbage on the stream resets that stream only.
+For a data stream we receive the `ConnectRequest` head, pick the ingress rule, proxy to the
+origin and answer with a `ConnectResponse` head and the body; how heads travel is the
+transport's business (transport/base.py). Errors reach the right party: an origin that cannot
+be reached becomes `ConnectResponse.error` (the edge shows a 502 with the cause); garbage on
+the stream resets that stream only.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol
 
 from nbtunnel.connector.events import RequestEvent
 from nbtunnel.connector.ingress import Ingress, OriginRequest
@@ -39,13 +39,8 @@ from nbtunnel.core.httpmeta import (
     parse_http_request,
     request_has_body,
 )
-from nbtunnel.core.streams import (
-    ConnectionType,
-    ConnectRequest,
-    HeadParser,
-    RpcStreamStart,
-    encode_connect_response,
-)
+from nbtunnel.core.streams import ConnectionType, ConnectRequest
+from nbtunnel.transport.base import ConfigHandler, DataStream
 from nbtunnel.transport.errors import StreamResetError, TransportError
 
 log = logging.getLogger("nbtunnel.connector.proxy")
@@ -57,18 +52,6 @@ HEAD_TIMEOUT = 10.0
 MANAGEMENT_HOSTNAME = "management.argotunnel.com"
 _MANAGEMENT = Ingress.single("http_status:404")
 _RESPONSE_DROP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "trailer"}
-
-
-class Stream(Protocol):
-    async def read(self, n: int = ...) -> bytes: ...
-    async def write(self, data: bytes) -> None: ...
-    def write_eof(self) -> None: ...
-    def reset(self, code: int = ...) -> None: ...
-    async def wait_peer_stopped(self) -> None: ...
-
-
-class RpcStreamHandler(Protocol):
-    async def __call__(self, stream: Stream, first: bytes) -> None: ...
 
 
 class StreamProxy:
@@ -87,30 +70,23 @@ class StreamProxy:
         self.emit = emit
         self.streams = StreamOrigins()  # tcp://, ssh://, ..., bastion and type=tcp streams
 
-    async def handle(self, stream: Stream, conn_index: int, rpc: RpcStreamHandler) -> None:
-        parser = HeadParser("request")
+    async def handle(self, stream: DataStream, conn_index: int, on_config: ConfigHandler) -> None:
         try:
             async with asyncio.timeout(HEAD_TIMEOUT):
-                head = None
-                while head is None:
-                    data = await stream.read(65536)
-                    if not data:
-                        return
-                    head = parser.feed(data)
+                head = await stream.receive_request()
         except (ProtocolError, TimeoutError) as exc:
             log.warning("resetting stream with a bad head: %s", exc or "timeout")
             with contextlib.suppress(Exception):
                 stream.reset(0)
             return
-        if isinstance(head, RpcStreamStart):
-            await rpc(stream, parser.rest)
+        if head is None:
+            return  # the edge ended the stream before sending a head
+        if not isinstance(head, ConnectRequest):
+            await head.serve(on_config)  # a remote configuration
             return
-        assert isinstance(head, ConnectRequest)
-        await self._data_stream(stream, head, parser.rest, conn_index)
+        await self._data_stream(stream, head, conn_index)
 
-    async def _data_stream(
-        self, stream: Stream, req: ConnectRequest, rest: bytes, conn_index: int
-    ) -> None:
+    async def _data_stream(self, stream: DataStream, req: ConnectRequest, conn_index: int) -> None:
         started = time.monotonic()
         method, path, status, error = "?", "?", 0, ""
         counts = [0, 0]  # bytes in (request body), bytes out (response body)
@@ -118,7 +94,7 @@ class StreamProxy:
         try:
             if req.type == ConnectionType.TCP:
                 method, path = "TCP", req.dest
-                await self.streams.tcp(stream, req, rest, self.ingress().warp_routing, flow)
+                await self.streams.tcp(stream, req, self.ingress().warp_routing, flow)
                 return
             head = parse_http_request(req)
             method, path = head.method, _path_of(head.dest)
@@ -128,26 +104,26 @@ class StreamProxy:
                 _, rule = self.ingress().match(head.host, path)
             service = self.services(rule.service)
             if is_stream_service(service):
-                status = await self.streams.carrier(stream, head, rest, service,
+                status = await self.streams.carrier(stream, head, service,
                                                     rule.origin.connect_timeout, flow)
             elif head.websocket:
-                status = await self._websocket(stream, head, service, rest, rule.origin)
+                status = await self._websocket(stream, head, service, rule.origin)
             else:
-                status = await self._http(stream, head, service, rest, counts, rule.origin)
+                status = await self._http(stream, head, service, counts, rule.origin)
         except OriginError as exc:
             error = str(exc)
             with contextlib.suppress(TransportError):
-                await stream.write(encode_connect_response(error_connect_response(error)))
+                await stream.send_response(error_connect_response(error))
                 stream.write_eof()
         except StreamOriginError as exc:
             error = str(exc)
             with contextlib.suppress(TransportError):
-                await stream.write(encode_connect_response(exc.response()))
+                await stream.send_response(exc.response())
                 stream.write_eof()
         except ProtocolError as exc:
             error = f"bad request metadata: {exc}"
             with contextlib.suppress(TransportError):
-                await stream.write(encode_connect_response(error_connect_response(error)))
+                await stream.send_response(error_connect_response(error))
                 stream.write_eof()
         except TransportError as exc:
             error = f"stream failed: {exc}"
@@ -160,17 +136,17 @@ class StreamProxy:
                                        counts[1] + flow.bytes_out, error))
 
     async def _http(
-        self, stream: Stream, head: HttpRequestHead, service: str, rest: bytes,
-        counts: list[int], opts: OriginRequest,
+        self, stream: DataStream, head: HttpRequestHead, service: str, counts: list[int],
+        opts: OriginRequest,
     ) -> int:
         async with _abandon_when_edge_stops(stream):
-            return await self._http_exchange(stream, head, service, rest, counts, opts)
+            return await self._http_exchange(stream, head, service, counts, opts)
 
     async def _http_exchange(
-        self, stream: Stream, head: HttpRequestHead, service: str, rest: bytes,
-        counts: list[int], opts: OriginRequest,
+        self, stream: DataStream, head: HttpRequestHead, service: str, counts: list[int],
+        opts: OriginRequest,
     ) -> int:
-        body = _body(stream, rest, counts) if request_has_body(head.headers) else None
+        body = _body(stream, counts) if request_has_body(head.headers) else None
         if service.startswith("http_status:"):
             resp: OriginResponse = await http_status_response(int(service.split(":", 1)[1]))
         else:
@@ -182,8 +158,7 @@ class StreamProxy:
                                              disable_chunked=opts.disable_chunked_encoding)
         try:
             headers = [(k, v) for k, v in resp.headers if k.lower() not in _RESPONSE_DROP]
-            await stream.write(encode_connect_response(build_connect_response(resp.status,
-                                                                              headers)))
+            await stream.send_response(build_connect_response(resp.status, headers))
             async for chunk in resp.body:
                 counts[1] += len(chunk)
                 await stream.write(chunk)
@@ -193,12 +168,11 @@ class StreamProxy:
         return resp.status
 
     async def _websocket(
-        self, stream: Stream, head: HttpRequestHead, service: str, rest: bytes,
-        opts: OriginRequest,
+        self, stream: DataStream, head: HttpRequestHead, service: str, opts: OriginRequest,
     ) -> int:
         if service.startswith("http_status:"):
             code = int(service.split(":", 1)[1])
-            await stream.write(encode_connect_response(build_connect_response(code, [])))
+            await stream.send_response(build_connect_response(code, []))
             stream.write_eof()
             return code
         result = await self.origin.websocket(service, head, no_tls_verify=opts.no_tls_verify,
@@ -206,19 +180,17 @@ class StreamProxy:
         if isinstance(result, OriginResponse):
             return await self._relay_plain(stream, result)
         up: OriginUpgrade = result
-        await stream.write(encode_connect_response(build_connect_response(up.status,
-                                                                          up.headers)))
+        await stream.send_response(build_connect_response(up.status, up.headers))
         try:
-            await _pipe_both(stream, rest, up)
+            await _pipe_both(stream, up)
         finally:
             up.writer.close()
         return up.status
 
-    async def _relay_plain(self, stream: Stream, resp: OriginResponse) -> int:
+    async def _relay_plain(self, stream: DataStream, resp: OriginResponse) -> int:
         try:
             headers = [(k, v) for k, v in resp.headers if k.lower() not in _RESPONSE_DROP]
-            await stream.write(encode_connect_response(build_connect_response(resp.status,
-                                                                              headers)))
+            await stream.send_response(build_connect_response(resp.status, headers))
             async for chunk in resp.body:
                 await stream.write(chunk)
             stream.write_eof()
@@ -228,7 +200,7 @@ class StreamProxy:
 
 
 @contextlib.asynccontextmanager
-async def _abandon_when_edge_stops(stream: Stream) -> AsyncIterator[None]:
+async def _abandon_when_edge_stops(stream: DataStream) -> AsyncIterator[None]:
     """Cancel the exchange when the edge sends STOP_SENDING (its client went away), so a
     silent origin response does not hold the origin connection forever."""
     task = asyncio.current_task()
@@ -262,10 +234,7 @@ def _path_of(dest: str) -> str:
     return after[slash:].split("?", 1)[0] if slash >= 0 else "/"
 
 
-async def _body(stream: Stream, rest: bytes, counts: list[int]) -> AsyncIterator[bytes]:
-    if rest:
-        counts[0] += len(rest)
-        yield rest
+async def _body(stream: DataStream, counts: list[int]) -> AsyncIterator[bytes]:
     while True:
         data = await stream.read(65536)
         if not data:
@@ -274,12 +243,10 @@ async def _body(stream: Stream, rest: bytes, counts: list[int]) -> AsyncIterator
         yield data
 
 
-async def _pipe_both(stream: Stream, rest: bytes, up: OriginUpgrade) -> None:
+async def _pipe_both(stream: DataStream, up: OriginUpgrade) -> None:
     """Raw bytes both ways; the flow ends when either direction ends (as cloudflared)."""
 
     async def edge_to_origin() -> None:
-        if rest:
-            up.writer.write(rest)
         while data := await stream.read(65536):
             up.writer.write(data)
             await up.writer.drain()

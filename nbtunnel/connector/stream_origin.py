@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from nbtunnel.connector.origin_parts import _dial_error, _Target
-from nbtunnel.connector.pipe import DataStream, pipe_carrier, pipe_raw
+from nbtunnel.connector.pipe import pipe_carrier, pipe_raw
 from nbtunnel.connector.warp import WarpRouting
 from nbtunnel.core.errors import NbtunnelError
 from nbtunnel.core.httpmeta import HttpRequestHead, build_connect_response
-from nbtunnel.core.streams import ConnectRequest, ConnectResponse, encode_connect_response
+from nbtunnel.core.streams import ConnectRequest, ConnectResponse
 from nbtunnel.core.wscarrier import WsCarrier, accept_key
+from nbtunnel.transport.base import DataStream
 
 log = logging.getLogger("nbtunnel.connector.stream")
 
@@ -127,7 +128,7 @@ class StreamOrigins:
     def __init__(self) -> None:
         self.active_tcp_flows = 0
 
-    async def carrier(self, stream: DataStream, head: HttpRequestHead, rest: bytes, service: str,
+    async def carrier(self, stream: DataStream, head: HttpRequestHead, service: str,
                       connect_timeout: float, flow: Flow) -> int:
         """Dial the rule's origin, ack with 101 and carry the flow as WebSocket frames."""
         if service == "socks-proxy":
@@ -142,13 +143,13 @@ class StreamOrigins:
             key = next((v for k, v in head.headers if k.lower() == "sec-websocket-key"), "")
             headers = [("Connection", "Upgrade"), ("Sec-Websocket-Accept", accept_key(key)),
                        ("Upgrade", "websocket")] if key else []
-            await stream.write(encode_connect_response(build_connect_response(101, headers)))
-            await pipe_carrier(stream, rest, reader, writer, WsCarrier(client=False), flow)
+            await stream.send_response(build_connect_response(101, headers))
+            await pipe_carrier(stream, reader, writer, WsCarrier(client=False), flow)
         finally:
             writer.close()
         return 101
 
-    async def tcp(self, stream: DataStream, req: ConnectRequest, rest: bytes, warp: WarpRouting,
+    async def tcp(self, stream: DataStream, req: ConnectRequest, warp: WarpRouting,
                   flow: Flow) -> None:
         """A private-routing TCP stream: dial `dest`, empty ConnectResponse, raw bytes."""
         if not warp.enabled:
@@ -163,9 +164,8 @@ class StreamOrigins:
         try:
             reader, writer = await dial(host, port, warp.connect_timeout)
             try:
-                await stream.write(encode_connect_response(ConnectResponse(error="",
-                                                                           metadata=[])))
-                await pipe_raw(stream, rest, reader, writer, flow)
+                await stream.send_response(ConnectResponse(error="", metadata=[]))
+                await pipe_raw(stream, reader, writer, flow)
             finally:
                 writer.close()
         finally:

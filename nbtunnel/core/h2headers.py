@@ -1,20 +1,37 @@
-"""cloudflared's serialized response headers for the HTTP/2 transport, shared by edge and connector.
+"""cloudflared's HTTP/2 heads <-> the tunnel's ConnectRequest / ConnectResponse, both roles.
 
-Over HTTP/2 cloudflared carries the origin's headers in `cf-cloudflared-response-headers` as
-`b64(name):b64(value)` pairs joined by `;` (unpadded standard base64, one pair per value), so
-they survive HTTP/2's header rules untouched. Pure functions: no I/O.
+Over HTTP/2 the edge sends each eyeball request as an ordinary HTTP/2 request and cloudflared
+answers with `:status`, the origin's headers serialized in `cf-cloudflared-response-headers`
+(`b64(name):b64(value)` pairs joined by `;`, unpadded standard base64, one pair per value, so
+they survive HTTP/2's header rules untouched) and a `cf-cloudflared-response-meta` saying
+whether the origin or cloudflared itself answered. Each head is mapped once, here, from and to
+header lists; nothing is encoded to Cap'n Proto on the way. Pure functions: no I/O.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
+from urllib.parse import urlsplit
 
 from nbtunnel.core.errors import DecodeError
+from nbtunnel.core.httpmeta import (
+    HTTP_HEADER,
+    HTTP_HOST,
+    HTTP_METHOD,
+    build_connect_request,
+    build_connect_response,
+    parse_http_response,
+    request_has_body,
+)
+from nbtunnel.core.streams import ConnectionType, ConnectRequest, ConnectResponse
 
 UPGRADE_HEADER = "cf-cloudflared-proxy-connection-upgrade"
 RESPONSE_HEADERS = "cf-cloudflared-response-headers"
 RESPONSE_META = "cf-cloudflared-response-meta"
+PROXY_SRC_HEADER = "cf-cloudflared-proxy-src"
+"""Marks a private-routing TCP stream (the destination is the :authority)."""
 META_ORIGIN = '{"src":"origin"}'
 META_CLOUDFLARED = '{"src":"cloudflared"}'
 
@@ -58,3 +75,89 @@ def serializable(name: str) -> bool:
     if low in ("sec-websocket-accept", "connection", "upgrade"):
         return True
     return not low.startswith((":", "cf-int-", "cf-cloudflared-", "cf-proxy-"))
+
+
+# Connection-specific headers are illegal in HTTP/2 (RFC 9113 §8.2.2); Host becomes :authority.
+_H2_DROP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
+            "host", "te"}
+
+
+def request_headers(req: ConnectRequest) -> tuple[Headers, bool]:
+    """Edge: HTTP/2 request headers for a ConnectRequest, and whether a body (DATA) follows."""
+    method = "GET"
+    authority = ""
+    extra: Headers = []
+    for key, value in req.metadata:
+        if key == HTTP_METHOD:
+            method = value
+        elif key == HTTP_HOST:
+            authority = value
+        elif key.startswith(HTTP_HEADER + ":"):
+            extra.append((key.split(":", 1)[1], value))
+    parts = urlsplit(req.dest)
+    authority = authority or parts.netloc
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    websocket = req.type == ConnectionType.WEBSOCKET
+    headers = [(":method", method), (":scheme", parts.scheme or "http"),
+               (":authority", authority), (":path", path)]
+    if websocket:
+        headers.append((UPGRADE_HEADER, "websocket"))
+    headers += [(n.lower(), v) for n, v in extra if n.lower() not in _H2_DROP]
+    return headers, websocket or request_has_body(extra)
+
+
+def connect_response(status: int, headers: Headers, *, websocket: bool) -> ConnectResponse:
+    """Edge: the ConnectResponse for cloudflared's HTTP/2 response head.
+
+    cloudflared rewrites a websocket's 101 to 200; the handshake headers it serializes
+    (Sec-Websocket-Accept) tell an accepted upgrade from an origin's plain 200.
+    """
+    fields = dict((n.lower(), v) for n, v in headers if not n.startswith(":"))
+    meta_text = fields.get(RESPONSE_META, "")
+    try:
+        meta = json.loads(meta_text) if meta_text else {}
+    except ValueError:
+        meta = {}
+    src = meta.get("src") if isinstance(meta, dict) else None
+    if src == "cloudflared":
+        return ConnectResponse(
+            error=f"the connector could not serve the request (HTTP/2 status {status})",
+            metadata=[])
+    origin = decode_serialized_headers(fields.get(RESPONSE_HEADERS, ""))
+    if websocket and status == 200 and any(
+            n.lower() == "sec-websocket-accept" for n, _ in origin):
+        status = 101
+    return build_connect_response(status, origin)
+
+
+def connect_request(headers: Headers, *, ended: bool) -> ConnectRequest:
+    """Connector: the ConnectRequest cloudflared would see for an HTTP/2 request head
+    (`ended`: END_STREAM already arrived, so no body follows)."""
+    pseudo = {n: v for n, v in headers if n.startswith(":")}
+    if any(n == PROXY_SRC_HEADER and v for n, v in headers):
+        return ConnectRequest(dest=pseudo.get(":authority", ""), type=ConnectionType.TCP,
+                              metadata=[])
+    websocket = next((v for n, v in headers if n == UPGRADE_HEADER), "").lower() == "websocket"
+    fields = [(n, v) for n, v in headers if not n.startswith(":") and n != UPGRADE_HEADER]
+    if not websocket and not ended and not any(n == "content-length" for n, _ in fields):
+        fields.append(("transfer-encoding", "chunked"))  # a body of unknown length follows
+    return build_connect_request(
+        pseudo.get(":method", "GET"), pseudo.get(":authority") or "localhost:8080",
+        pseudo.get(":path", "/"), fields, scheme=pseudo.get(":scheme") or "http",
+        websocket=websocket)
+
+
+def response_headers(resp: ConnectResponse) -> Headers:
+    """Connector: the HTTP/2 response head for a ConnectResponse (101 becomes 200)."""
+    if resp.error:
+        return [(":status", "502"), (RESPONSE_META, META_CLOUDFLARED)]
+    if not resp.metadata:  # a private-routing TCP ack: cloudflared answers 101, sent as 200
+        return [(":status", "200"), (RESPONSE_HEADERS, ""), (RESPONSE_META, META_ORIGIN)]
+    status, origin = parse_http_response(resp)
+    if status == 101:
+        status = 200  # the upgraded stream then carries bytes both ways
+    kept = [(n, v) for n, v in origin if serializable(n)]
+    return [(":status", str(status)), (RESPONSE_HEADERS, encode_serialized_headers(kept)),
+            (RESPONSE_META, META_ORIGIN)]

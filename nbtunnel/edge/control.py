@@ -20,7 +20,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from nbtunnel.core.errors import ProtocolError
 from nbtunnel.core.registration import (
@@ -34,10 +33,8 @@ from nbtunnel.core.schema import ConnectionDetails, RegisterConnectionParams, Re
 from nbtunnel.edge.clock import Clock
 from nbtunnel.edge.registry import LiveConnection, Registry
 from nbtunnel.edge.stores.base import ControlStore, StoreError
+from nbtunnel.transport.base import ControlStream, TunnelConnection
 from nbtunnel.transport.errors import TransportError
-
-if TYPE_CHECKING:
-    from nbtunnel.edge.h2conn import H2Connection
 
 log = logging.getLogger("nbtunnel.edge.control")
 
@@ -95,45 +92,30 @@ class ControlHandler:
             return RegistrationError("Unauthorized: Invalid tunnel secret", should_retry=False)
         return None
 
-    async def serve(self, conn: object) -> None:
-        """Run one connector connection until it closes (called by the QUIC listener)."""
-        from nbtunnel.transport.quic import QuicTunnelConnection
-
-        assert isinstance(conn, QuicTunnelConnection)
+    async def serve(self, conn: TunnelConnection) -> None:
+        """Run one connector connection until it closes (called by both listeners)."""
         try:
-            stream = await asyncio.wait_for(conn.accept_stream(), CONTROL_STREAM_TIMEOUT)
+            stream = await asyncio.wait_for(conn.control_stream(), CONTROL_STREAM_TIMEOUT)
         except (TimeoutError, TransportError):
             conn.close(0, "no control stream")
             return
-        await self.serve_control(conn, stream, "quic")
-
-    async def serve_http2(self, conn: H2Connection) -> None:
-        """HTTP/2 connections: the edge opens the control-stream request itself."""
-        try:
-            stream = conn.open_control_stream()
-        except TransportError:
-            conn.close(0, "no control stream")
-            return
-        await self.serve_control(conn, stream, "http2")
-
-    async def serve_control(self, conn: Any, stream: Any, protocol: str) -> None:
-        """Registration RPC over `stream`, then drain; `conn` is a QUIC or HTTP/2 connection."""
-        async with asyncio.TaskGroup() as tg:
-            deadline = tg.create_task(self._registration_deadline(conn))
+        async with asyncio.TaskGroup() as tasks:  # the deadline and the delayed closes
+            deadline = tasks.create_task(self._registration_deadline(conn))
             try:
-                await self._serve_control(conn, stream, protocol, deadline)
+                await self._serve_control(conn, stream, deadline, tasks)
             finally:
                 deadline.cancel()
 
-    async def _registration_deadline(self, conn: Any) -> None:
+    async def _registration_deadline(self, conn: TunnelConnection) -> None:
         """Close `conn` unless it registers (which cancels this) in time."""
         await self.clock.sleep(self.registration_timeout)
         log.warning("connection from %s did not register within %gs; closing",
                     conn.remote_address, self.registration_timeout)
         conn.close(0, f"no registration within {self.registration_timeout:g}s")
 
-    async def _serve_control(self, conn: Any, stream: Any, protocol: str,
-                             deadline: asyncio.Task[None]) -> None:
+    async def _serve_control(self, conn: TunnelConnection, stream: ControlStream,
+                             deadline: asyncio.Task[None], closers: asyncio.TaskGroup) -> None:
+        """Registration RPC over the control stream, then drain."""
         rpc = RegistrationServer()
         live: LiveConnection | None = None
         try:
@@ -150,13 +132,13 @@ class ControlHandler:
                     return
                 for event in events:
                     if isinstance(event, RegisterRequested):
-                        live = await self._register(conn, rpc, event, live, protocol)
+                        live = await self._register(conn, rpc, event, live, closers)
                         if live is not None:
                             deadline.cancel()
                     elif isinstance(event, UnregisterRequested):
                         rpc.answer_empty(event.question_id)
                         if live is not None:
-                            self._drain(live)
+                            self._drain(live, closers)
                     elif isinstance(event, LocalConfigurationReceived):
                         if live is not None:
                             live.local_config = event.config
@@ -168,8 +150,8 @@ class ControlHandler:
             pass  # the control stream or the whole connection broke
         try:
             # HTTP/2: after a graceful GOAWAY its accepted streams still finish
-            if live is not None and not getattr(conn, "terminated", conn.closed):
-                await self._wait_drained(conn, live)
+            if live is not None and not conn.terminated:
+                await self._wait_drained(conn, live, closers)
         finally:
             if live is not None:
                 self.registry.remove(live)
@@ -181,14 +163,14 @@ class ControlHandler:
                 if self.on_change:
                     self.on_change("closed", live)
 
-    async def _flush(self, stream: object, rpc: RegistrationServer) -> None:
+    async def _flush(self, stream: ControlStream, rpc: RegistrationServer) -> None:
         out = rpc.data_to_send()
         if out:
-            await stream.write(out)  # type: ignore[attr-defined]
+            await stream.write(out)
 
     async def _register(
-        self, conn: Any, rpc: RegistrationServer, event: RegisterRequested,
-        current: LiveConnection | None, protocol: str,
+        self, conn: TunnelConnection, rpc: RegistrationServer, event: RegisterRequested,
+        current: LiveConnection | None, closers: asyncio.TaskGroup,
     ) -> LiveConnection | None:
         params = event.params
         error = await self.check(params)
@@ -197,7 +179,7 @@ class ControlHandler:
         if error is not None:
             log.warning("registration refused from %s: %s", conn.remote_address, error.cause)
             rpc.answer_register(event.question_id, error)
-            asyncio.get_running_loop().call_later(LINGER, conn.close, 0, error.cause[:200])
+            closers.create_task(_close_after_linger(conn, error.cause[:200]))
             return current
         tunnel_id = uuid.UUID(bytes=params.tunnel_id)
         client = params.options.client
@@ -214,7 +196,7 @@ class ControlHandler:
             conn_index=params.conn_index,
             connector_id=connector_id,
             connection_id=uuid.uuid4(),
-            protocol=protocol,
+            protocol=conn.protocol,
             edge_location=self.location,
             origin_ip=conn.remote_address[0],
             client_version=client.version,
@@ -237,7 +219,8 @@ class ControlHandler:
             self.on_change("registered", live)
         return live
 
-    async def _wait_drained(self, conn: Any, live: LiveConnection) -> None:
+    async def _wait_drained(self, conn: TunnelConnection, live: LiveConnection,
+                            closers: asyncio.TaskGroup) -> None:
         """The control stream ended but the connection is still up: keep it for its requests.
 
         cloudflared closes its control stream right after `unregisterConnection` and then
@@ -245,11 +228,11 @@ class ControlHandler:
         closing the connection here would cut them off. Drain, and return once the
         connection is closed (by `_drain`/the last request, or by the connector).
         """
-        self._drain(live)
+        self._drain(live, closers)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(conn.wait_closed(), DRAIN_LIMIT)
 
-    def _drain(self, live: LiveConnection) -> None:
+    def _drain(self, live: LiveConnection, closers: asyncio.TaskGroup) -> None:
         """Unregister: stop routing to it, close once in-flight requests are done."""
         if live.draining:
             return
@@ -259,10 +242,10 @@ class ControlHandler:
         if self.on_change:
             self.on_change("draining", live)
         if live.in_flight == 0:
-            loop = asyncio.get_running_loop()
-            loop.call_later(LINGER, live.transport.close, 0, "unregistered")
+            closers.create_task(_close_after_linger(live.transport, "unregistered"))
 
 
-def close_quietly(conn: object) -> None:
-    with contextlib.suppress(Exception):
-        conn.close(0, "edge shutting down")  # type: ignore[attr-defined]
+async def _close_after_linger(conn: TunnelConnection, reason: str) -> None:
+    """Let a final RPC answer reach the connector, then close."""
+    await asyncio.sleep(LINGER)
+    conn.close(0, reason)

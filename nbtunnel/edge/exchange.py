@@ -1,8 +1,9 @@
-"""One eyeball request carried over one QUIC data stream to a connector and back.
+"""One eyeball request carried over one data stream to a connector and back.
 
-The edge writes the data-stream preamble and a `ConnectRequest` (method, host, headers and the
-headers the edge adds), then the request body, then FIN. It reads the connector's
-`ConnectResponse` and relays the body to the client as it arrives. A `ConnectResponse.error`, a
+The edge sends a `ConnectRequest` head (method, host, headers and the headers the edge adds),
+then the request body, then ends its side; the transport decides how the head travels (see
+transport/base.py). It receives the connector's `ConnectResponse` and relays the body to the
+client as it arrives. A `ConnectResponse.error`, a
 reset stream or a dead connection before the response head become a 502 page with the cause.
 """
 
@@ -12,12 +13,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from nbtunnel.core.errors import NbtunnelError, ProtocolError
 from nbtunnel.core.httpmeta import build_connect_request, parse_http_response, request_has_body
-from nbtunnel.core.streams import ConnectResponse, HeadParser, encode_connect_request
+from nbtunnel.core.streams import ConnectRequest, ConnectResponse
 from nbtunnel.edge.pages import error_page, reason
+from nbtunnel.transport.base import DataStream
 from nbtunnel.transport.errors import TransportClosedError, TransportError
 
 if TYPE_CHECKING:
@@ -52,17 +54,16 @@ class Exchange:
     ) -> None:
         self.live = live
         self.repick = repick
-        self._head = b""
+        self._request: ConnectRequest | None = None
         self.req = req
         self.writer = writer
-        self.stream: Any = None  # QuicStream once start() opened it
+        self.stream: DataStream | None = None  # once start() opened it
         self.has_body = False
         self.keep = req.keep_alive
         self._body_broken = False
         self._response: asyncio.Task[None] | None = None
         self._head_decided: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.status = 0
-        self._pending = b""
 
     def _metadata_headers(self) -> list[tuple[str, str]]:
         req = self.req
@@ -88,22 +89,22 @@ class Exchange:
         req = self.req
         headers = self._metadata_headers()
         self.has_body = not req.upgrade and request_has_body(headers)
-        self._head = encode_connect_request(build_connect_request(
+        self._request = build_connect_request(
             req.method, req.host, req.target, headers, scheme="http", websocket=req.upgrade
-        ))
+        )
         await self._send_head()
         self._response = asyncio.get_running_loop().create_task(self._respond())
 
     async def _send_head(self) -> None:
+        assert self._request is not None
         try:
-            self.stream = self.live.transport.open_stream()
+            self.stream = stream = self.live.transport.open_stream()
         except TransportError as exc:
             raise ExchangeError(f"the connector connection is gone: {exc}") from exc
         self.live.in_flight += 1
         try:
-            await self.stream.write(self._head)
-            if not self.has_body and not self.req.upgrade:
-                self.stream.write_eof()
+            await stream.send_request(
+                self._request, end_stream=not self.has_body and not self.req.upgrade)
         except TransportError as exc:
             self._done()
             raise ExchangeError(f"could not open a data stream to the connector: {exc}") from exc
@@ -127,6 +128,7 @@ class Exchange:
     async def request_body(self, chunk: bytes) -> None:
         if not self.has_body or self._body_broken:
             return
+        assert self.stream is not None
         try:
             await self.stream.write(chunk)
         except TransportError:
@@ -134,7 +136,7 @@ class Exchange:
 
     async def finish(self) -> bool:
         """Request fully read: end the stream's write side and wait for the response."""
-        if self.has_body and not self._body_broken:
+        if self.has_body and not self._body_broken and self.stream is not None:
             with contextlib.suppress(TransportError):
                 self.stream.write_eof()
         assert self._response is not None
@@ -159,16 +161,8 @@ class Exchange:
             live.transport.close(0, "unregistered")
 
     async def _read_head(self) -> ConnectResponse:
-        parser = HeadParser("response")
-        while True:
-            data = await self.stream.read(65536)
-            if not data:
-                raise ExchangeError("the connector closed the stream before answering")
-            head = parser.feed(data)
-            if head is not None:
-                assert isinstance(head, ConnectResponse)
-                self._pending = parser.rest
-                return head
+        assert self.stream is not None
+        return await self.stream.receive_response()
 
     async def _respond(self) -> None:
         try:
@@ -221,11 +215,11 @@ class Exchange:
         head.append(b"\r\n")
         self.writer.write(b"".join(head))
         sent = 0
-        pending = self._pending
+        stream = self.stream
+        assert stream is not None
         try:
             while True:
-                data = pending or await self.stream.read(65536)
-                pending = b""
+                data = await stream.read(65536)
                 if not data:
                     break
                 if no_body:
@@ -247,7 +241,7 @@ class Exchange:
             # unread stream holds its receive window here, until the connection ends.
             log.debug("client of %s left after %d bytes: %s", self.req.ray, sent, exc)
             self.keep = False
-            self.stream.reset(0)
+            stream.reset(0)
             return
         if chunked:
             self.writer.write(b"0\r\n\r\n")
@@ -279,20 +273,22 @@ class Exchange:
             await self._response
             await self.writer.drain()
             return
+        stream = self.stream
+        assert stream is not None
         try:
             if rest:
-                await self.stream.write(rest)
+                await stream.write(rest)
             while True:
                 data = await reader.read(65536)
                 if not data:
                     break
-                await self.stream.write(data)
+                await stream.write(data)
         except (TransportError, ConnectionError):
             pass
         finally:
             # cloudflared tears the flow down when either direction ends (no half-close)
             with contextlib.suppress(Exception):
-                self.stream.write_eof()
+                stream.write_eof()
             assert self._response is not None
             if not self._response.done():
                 with contextlib.suppress(asyncio.TimeoutError):

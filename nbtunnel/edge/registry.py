@@ -1,20 +1,20 @@
 """Live connector connections, by tunnel, and the choice of one for each request.
 
 Pure bookkeeping (no I/O): the control handler adds a connection once `registerConnection`
-succeeds and removes it when the QUIC connection ends; the public front asks `pick()` for the
-next connection of a tunnel, round-robin over every registered, non-draining connection of
-every replica. It also remembers when a tunnel lost its last connection (`idle_since`), for
-the expiry of idle quick tunnels.
+succeeds and removes it when the connection ends (either transport); the public front asks
+`pick()` for the next connection of a tunnel, round-robin over every registered, non-draining
+connection of every replica. It also remembers when a tunnel lost its last connection
+(`idle_since`), for the expiry of idle quick tunnels.
 """
 
 from __future__ import annotations
 
 import itertools
 import uuid
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from nbtunnel.edge.clock import Clock
+from nbtunnel.transport.base import TunnelConnection
 
 STALE_AFTER = 1.5  # seconds without a packet from the connector (it pings every 1 s)
 
@@ -34,12 +34,11 @@ class LiveConnection:
     client_arch: str
     features: list[str]
     opened_at: float
-    transport: Any  # nbtunnel.transport.quic.QuicTunnelConnection; kept loose for tests
+    transport: TunnelConnection
     draining: bool = False
     in_flight: int = 0
     served: int = 0
     local_config: bytes | None = None
-    _idle_waiters: list[Any] = field(default_factory=list)
 
     def describe(self) -> dict[str, object]:
         """JSON-ready view, in the shape `tunnel info` shows."""
@@ -112,7 +111,7 @@ class Registry:
             transport = conn.transport
             if conn.draining or transport.closed or conn is exclude:
                 continue
-            if getattr(transport, "silent_for", 0.0) > STALE_AFTER:
+            if transport.silent_for > STALE_AFTER:
                 stale = stale or conn
                 continue
             return conn

@@ -17,7 +17,6 @@ from nbtunnel.edge.api import EdgeApi
 from nbtunnel.edge.clock import Clock
 from nbtunnel.edge.control import REGISTRATION_TIMEOUT, ControlHandler
 from nbtunnel.edge.front import PublicFront
-from nbtunnel.edge.h2conn import H2Listener
 from nbtunnel.edge.quick_expiry import QUICK_TUNNEL_IDLE_EXPIRY, QuickTunnelExpiry
 from nbtunnel.edge.ratelimit import RateLimiter
 from nbtunnel.edge.registry import Registry
@@ -25,6 +24,7 @@ from nbtunnel.edge.rest_api import ControlApi
 from nbtunnel.edge.store import private_dir
 from nbtunnel.edge.stores import ControlStore, open_store
 from nbtunnel.home import default_home
+from nbtunnel.transport.http2 import H2Listener
 from nbtunnel.transport.quic import QuicServer, QuicSettings, serve
 from nbtunnel.transport.tls import LocalCA
 
@@ -97,7 +97,7 @@ class Edge:
                 settings=QuicSettings(idle_timeout=10.0, backend=cfg.quic_backend),
             )
             # cloudflared --protocol http2 dials TCP on the same port number as QUIC
-            self._h2 = H2Listener(control.serve_http2)
+            self._h2 = H2Listener(control.serve)
             try:
                 await self._h2.start(cfg.quic_host, self._quic.sockname[1],
                                      str(self.ca.cert_path), str(self.ca.key_path))

@@ -12,9 +12,9 @@ from cfstubs import TestPKI
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from nbtunnel.connector.h2transport import dial_http2
 from nbtunnel.edge.server import Edge, EdgeConfig
 from nbtunnel.transport.errors import HandshakeError
+from nbtunnel.transport.http2 import dial as dial_http2
 from nbtunnel.transport.quic import QuicSettings, connect
 from nbtunnel.transport.trust import Trust, cloudflare_roots_pem
 

@@ -1,7 +1,7 @@
 """Interop with the real cloudflared over its HTTP/2 transport (`--protocol http2`).
 
 Skipped unless NBTUNNEL_CLOUDFLARED names the binary. The edge is the HTTP/2 client here: it
-opens the control-stream request and one request per eyeball request (see edge/h2conn.py).
+opens the control-stream request and one request per eyeball request (see transport/http2/edge.py).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nbtunnel.api.targets import normalize_target
-from nbtunnel.cli.parser import duration, host_port
+from nbtunnel.cli.parser import build_parser, duration, host_port
 from nbtunnel.cli.run_quick import banner
 from nbtunnel.connector.backoff import Backoff
 from nbtunnel.connector.ingress import Ingress, IngressError
@@ -117,3 +117,9 @@ def test_banner_box_is_aligned() -> None:
     lines = banner("http://x.localhost:8080").splitlines()
     assert len({len(line) for line in lines}) == 1
     assert "http://x.localhost:8080" in lines[2]
+
+
+def test_cli_protocol_choices() -> None:
+    for value in ("quic", "http2", "auto"):
+        args = build_parser().parse_args(["tunnel", "--url", "8000", "--protocol", value])
+        assert args.protocol == value

@@ -33,11 +33,12 @@ def test_store_persists_tunnels_and_routes(tmp_path: Path) -> None:
 @dataclass
 class _FakeTransport:
     closed: bool = False
+    silent_for: float = 0.0
 
 
 def _live(tid: uuid.UUID, index: int) -> LiveConnection:
     return LiveConnection(tid, index, uuid.uuid4(), uuid.uuid4(), "quic", "LOC", "", "v", "a",
-                          [], 0.0, _FakeTransport())
+                          [], 0.0, _FakeTransport())  # type: ignore[arg-type]
 
 
 def test_registry_round_robin_skips_draining_and_closed() -> None:
@@ -49,7 +50,7 @@ def test_registry_round_robin_skips_draining_and_closed() -> None:
     picked = {reg.pick(tid).conn_index for _ in range(8)}  # type: ignore[union-attr]
     assert picked == {0, 1, 2, 3}
     conns[0].draining = True
-    conns[1].transport.closed = True
+    conns[1].transport.closed = True  # type: ignore[misc]
     assert {reg.pick(tid).conn_index for _ in range(8)} == {2, 3}  # type: ignore[union-attr]
     for c in conns[2:]:
         reg.remove(c)
@@ -72,8 +73,8 @@ def test_registry_prefers_connections_that_are_not_silent() -> None:
     conns = [_live(tid, i) for i in range(3)]
     for c in conns:
         reg.add(c)
-    conns[0].transport.silent_for = 10.0  # type: ignore[attr-defined]  # a SIGKILLed replica
+    conns[0].transport.silent_for = 10.0  # type: ignore[misc]  # a SIGKILLed replica
     assert {reg.pick(tid).conn_index for _ in range(9)} == {1, 2}  # type: ignore[union-attr]
     for c in conns[1:]:
-        c.transport.silent_for = 10.0  # type: ignore[attr-defined]
+        c.transport.silent_for = 10.0  # type: ignore[misc]
     assert reg.pick(tid) is not None  # all silent: still try one rather than a 530

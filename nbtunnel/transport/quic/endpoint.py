@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nbtunnel.transport.errors import ConnectTimeoutError, HandshakeError, TransportError
+from nbtunnel.transport.handlers import ConnectionHandlers
 from nbtunnel.transport.quic.backend import (
     DEFAULT_SERVER_NAME,
     Backend,
@@ -131,9 +132,8 @@ class QuicServer:
     ) -> None:
         self._backend = backend
         self._settings = settings
-        self._on_connection = on_connection
+        self._handlers = ConnectionHandlers(on_connection)
         self._connections: set[QuicTunnelConnection] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._server: Any = None
         self._closing = False
         self.sockname: tuple[str, int] = ("", 0)
@@ -149,10 +149,7 @@ class QuicServer:
         self._closing = True
         for conn in list(self._connections):
             conn.close(0, "edge shutting down")
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._handlers.aclose()
         for conn in list(self._connections):
             conn._abort("server closed")
         if self._server is not None:
@@ -182,19 +179,7 @@ class QuicServer:
         if self._closing:
             conn.close(0, "edge shutting down")
             return
-        task = asyncio.get_running_loop().create_task(self._run_handler(conn))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run_handler(self, conn: QuicTunnelConnection) -> None:
-        try:
-            await self._on_connection(conn)
-        except TransportError as exc:
-            log.debug("connection handler for %s ended: %s", conn.remote_address, exc)
-        except Exception:
-            log.exception("connection handler for %s failed", conn.remote_address)
-        finally:
-            conn.close(0, "")  # the handler owns the connection: when it returns, it ends
+        self._handlers.spawn(conn)
 
 
 async def serve(

@@ -1,4 +1,4 @@
-"""The edge's HTTP/2 connection against a scripted fake connector (h2 server side, plain TCP)."""
+"""The edge's role over HTTP/2 against a scripted fake connector (h2 server side, plain TCP)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import h2.events
 import pytest
 
 from nbtunnel.core.errors import DecodeError
+from nbtunnel.core.h2headers import encode_serialized_headers
 from nbtunnel.core.httpmeta import build_connect_request, parse_http_response
-from nbtunnel.core.streams import ConnectResponse, HeadParser, encode_connect_request
-from nbtunnel.edge.h2conn import WINDOW, H2Connection
-from nbtunnel.edge.h2wire import encode_serialized_headers
 from nbtunnel.transport.errors import TransportClosedError
+from nbtunnel.transport.http2 import WINDOW, EdgeH2Connection, H2Stream
+
+GET = [(":method", "GET"), (":scheme", "http"), (":authority", "a"), (":path", "/")]
 
 
 @dataclass
@@ -33,7 +34,7 @@ class FakeConnector:
 
 
 @pytest.fixture
-async def pair() -> AsyncIterator[tuple[H2Connection, FakeConnector]]:
+async def pair() -> AsyncIterator[tuple[EdgeH2Connection, FakeConnector]]:
     fakes: list[FakeConnector] = []
     ready = asyncio.Event()
 
@@ -53,16 +54,14 @@ async def pair() -> AsyncIterator[tuple[H2Connection, FakeConnector]]:
             fake.flush()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
-    edge = H2Connection(reader, writer)
-    edge.start()
-    async with asyncio.TaskGroup() as tg:
-        runner = tg.create_task(edge.run())
-        await ready.wait()
+    _, edge = await asyncio.get_running_loop().create_connection(
+        EdgeH2Connection, *server.sockets[0].getsockname()[:2])
+    await ready.wait()
+    try:
         yield edge, fakes[0]
+    finally:
         edge.close()
-        runner.cancel()
-    server.close()
+        server.close()
 
 
 async def _until(cond: Callable[[], bool]) -> None:
@@ -71,13 +70,13 @@ async def _until(cond: Callable[[], bool]) -> None:
             await asyncio.sleep(0.01)
 
 
-async def test_data_stream_translates_both_heads(
-    pair: tuple[H2Connection, FakeConnector],
+async def test_data_stream_maps_both_heads(
+    pair: tuple[EdgeH2Connection, FakeConnector],
 ) -> None:
     edge, fake = pair
     stream = edge.open_stream()
-    await stream.write(encode_connect_request(build_connect_request(
-        "GET", "app.example", "/p?q=1", [("Accept", "*/*")], scheme="http")))
+    await stream.send_request(build_connect_request(
+        "GET", "app.example", "/p?q=1", [("Accept", "*/*")], scheme="http"), end_stream=True)
     await _until(lambda: bool(fake.requests))
     sid, headers = next(iter(fake.requests.items()))
     assert headers == [(":method", "GET"), (":scheme", "http"), (":authority", "app.example"),
@@ -88,21 +87,20 @@ async def test_data_stream_translates_both_heads(
         ("cf-cloudflared-response-meta", '{"src":"origin"}')])
     fake.h2.send_data(sid, b"hi", end_stream=True)
     fake.flush()
-    head = HeadParser("response").feed(await stream.read())
-    assert isinstance(head, ConnectResponse)
+    head = await stream.receive_response()
     assert parse_http_response(head) == (200, [("X-A", "1")])
     assert await stream.read() == b"hi" and await stream.read() == b""
 
 
 async def test_non_ascii_serialized_headers_are_a_decode_error(
-    pair: tuple[H2Connection, FakeConnector],
+    pair: tuple[EdgeH2Connection, FakeConnector],
 ) -> None:
     """A connector's non-ASCII `cf-cloudflared-response-headers` is a typed DecodeError (the
     exchange answers 502), not a ValueError escaping the response path."""
     edge, fake = pair
     stream = edge.open_stream()
-    await stream.write(encode_connect_request(build_connect_request(
-        "GET", "app.example", "/", [], scheme="http")))
+    await stream.send_request(build_connect_request(
+        "GET", "app.example", "/", [], scheme="http"), end_stream=True)
     await _until(lambda: bool(fake.requests))
     sid = next(iter(fake.requests))
     fake.h2.send_headers(sid, [(":status", "200"),
@@ -110,15 +108,16 @@ async def test_non_ascii_serialized_headers_are_a_decode_error(
                                ("cf-cloudflared-response-meta", '{"src":"origin"}')])
     fake.flush()
     with pytest.raises(DecodeError, match="bad base64"):
-        await stream.read()
+        await stream.receive_response()
 
 
 async def test_unread_response_holds_at_most_one_window(
-    pair: tuple[H2Connection, FakeConnector],
+    pair: tuple[EdgeH2Connection, FakeConnector],
 ) -> None:
     edge, fake = pair
-    stream = edge.request([(":method", "GET"), (":scheme", "http"), (":authority", "a"),
-                           (":path", "/")], end_stream=True)
+    stream = H2Stream(edge)
+    stream.send_headers(GET, end_stream=True)
+    assert stream.stream_id is not None
     await _until(lambda: bool(fake.requests))
     fake.h2.send_headers(stream.stream_id, [(":status", "200")])
     sent = 0
@@ -136,11 +135,12 @@ async def test_unread_response_holds_at_most_one_window(
 
 
 async def test_goaway_fails_unprocessed_streams(
-    pair: tuple[H2Connection, FakeConnector],
+    pair: tuple[EdgeH2Connection, FakeConnector],
 ) -> None:
     edge, fake = pair
-    stream = edge.request([(":method", "GET"), (":scheme", "http"), (":authority", "a"),
-                           (":path", "/")], end_stream=True)
+    stream = H2Stream(edge)
+    stream.send_headers(GET, end_stream=True)
+    assert stream.stream_id is not None
     await _until(lambda: bool(fake.requests))
     fake.h2.close_connection(last_stream_id=0)
     fake.flush()

@@ -1,4 +1,4 @@
-"""The HTTP/2 transport's header translation, against the captured cloudflared h2 vectors."""
+"""HTTP/2 heads <-> ConnectRequest/ConnectResponse, both roles, against the captured h2 vectors."""
 
 from __future__ import annotations
 
@@ -8,15 +8,23 @@ from pathlib import Path
 import pytest
 
 from nbtunnel.core.errors import DecodeError
-from nbtunnel.core.httpmeta import build_connect_request, parse_http_response
-from nbtunnel.core.streams import ConnectResponse, HeadParser
-from nbtunnel.edge.h2wire import (
+from nbtunnel.core.h2headers import (
     RESPONSE_HEADERS,
+    RESPONSE_META,
+    connect_request,
     connect_response,
     decode_serialized_headers,
     encode_serialized_headers,
     request_headers,
+    response_headers,
 )
+from nbtunnel.core.httpmeta import (
+    build_connect_request,
+    build_connect_response,
+    parse_http_request,
+    parse_http_response,
+)
+from nbtunnel.core.streams import ConnectionType, ConnectResponse
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 ORIGIN_HEADERS = {
@@ -59,33 +67,24 @@ def test_decode_empty_and_malformed() -> None:
             decode_serialized_headers(bad)
 
 
-def _response(raw: bytes) -> ConnectResponse:
-    head = HeadParser("response").feed(raw)
-    assert isinstance(head, ConnectResponse)
-    return head
-
-
 def test_origin_response_becomes_connect_response() -> None:
-    resp = _response(connect_response(200, _vector("get"), websocket=False))
+    resp = connect_response(200, _vector("get"), websocket=False)
     assert not resp.error
     status, headers = parse_http_response(resp)
     assert status == 200 and set(headers) == ORIGIN_HEADERS | {("Content-Length", "52")}
-    status, headers = parse_http_response(
-        _response(connect_response(404, _vector("404"), websocket=False)))
+    status, headers = parse_http_response(connect_response(404, _vector("404"), websocket=False))
     assert (status, headers) == (404, [])
 
 
 def test_cloudflared_error_becomes_connect_response_error() -> None:
-    resp = _response(connect_response(502, _vector("refused"), websocket=False))
+    resp = connect_response(502, _vector("refused"), websocket=False)
     assert resp.error and resp.metadata == []
 
 
 def test_websocket_200_is_the_101() -> None:
-    status, _ = parse_http_response(_response(connect_response(200, _vector("ws"),
-                                                               websocket=True)))
+    status, _ = parse_http_response(connect_response(200, _vector("ws"), websocket=True))
     assert status == 101
-    status, _ = parse_http_response(_response(connect_response(200, _vector("get"),
-                                                               websocket=True)))
+    status, _ = parse_http_response(connect_response(200, _vector("get"), websocket=True))
     assert status == 200  # a plain 200 without the handshake headers is not an upgrade
 
 
@@ -113,3 +112,57 @@ def test_request_headers_match_the_captured_requests() -> None:
                                 scheme="http", websocket=True)
     headers, has_body = request_headers(req)
     assert headers == [tuple(h) for h in ws] and has_body
+
+
+# -- the connector's role: request heads in, response heads out ------------------------------
+
+
+def test_request_head_becomes_connect_request() -> None:
+    req = connect_request([(":method", "POST"), (":scheme", "http"), (":authority", "a.example"),
+                           (":path", "/x?y=1"), ("x-test", "yes"), ("content-length", "3")],
+                          ended=False)
+    head = parse_http_request(req)
+    assert (head.method, head.host, head.target) == ("POST", "a.example", "/x?y=1")
+    assert head.headers == [("x-test", "yes"), ("content-length", "3")]
+    assert not head.websocket
+
+
+def test_websocket_and_unknown_length_body() -> None:
+    ws = connect_request([(":method", "GET"), (":path", "/ws"),
+                          ("cf-cloudflared-proxy-connection-upgrade", "websocket")], ended=False)
+    assert ws.type == ConnectionType.WEBSOCKET
+    assert "localhost:8080" in ws.dest  # cloudflared's default authority
+    assert not any("cf-cloudflared" in k for k, _ in ws.metadata)
+    body = parse_http_request(connect_request(
+        [(":method", "PUT"), (":authority", "h"), (":path", "/")], ended=False))
+    assert ("transfer-encoding", "chunked") in body.headers
+    done = parse_http_request(connect_request(
+        [(":method", "PUT"), (":authority", "h"), (":path", "/")], ended=True))
+    assert ("transfer-encoding", "chunked") not in done.headers
+
+
+def test_response_heads() -> None:
+    ok = dict(response_headers(build_connect_response(
+        101, [("Sec-WebSocket-Accept", "abc"), ("Cf-Int-X", "1"), ("X-A", "b")])))
+    assert ok[":status"] == "200"
+    assert ok[RESPONSE_META] == '{"src":"origin"}'
+    assert decode_serialized_headers(ok[RESPONSE_HEADERS]) == [
+        ("Sec-WebSocket-Accept", "abc"), ("X-A", "b")]
+    err = dict(response_headers(ConnectResponse(error="refused", metadata=[])))
+    assert err == {":status": "502", RESPONSE_META: '{"src":"cloudflared"}'}
+
+
+def test_serialized_headers_round_trip() -> None:
+    pairs = [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("X-E", "")]
+    assert decode_serialized_headers(encode_serialized_headers(pairs)) == pairs
+
+
+@pytest.mark.parametrize("name", ["get", "post", "404"])
+def test_both_roles_round_trip_the_captured_response(name: str) -> None:
+    """The connector's head for an origin response maps back to the same status and headers
+    on the edge (as cloudflared's own head does, checked above)."""
+    status, origin = parse_http_response(connect_response(
+        int(dict(_vector(name)).get(":status", "200")), _vector(name), websocket=False))
+    again = response_headers(build_connect_response(status, origin))
+    assert parse_http_response(connect_response(status, again, websocket=False)) == (
+        status, origin)
