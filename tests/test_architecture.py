@@ -55,7 +55,6 @@ OWNERS = {
                                         "cancelled and awaited by aclose",
     "nbtunnel/connector/proxy.py": "the peer-stopped watcher and the WebSocket pumps, cancelled "
                                    "and awaited by the stream handler",
-    "nbtunnel/connector/supervisor.py": "the registration announcement, awaited per attempt",
     "nbtunnel/connector/origin.py": "the request-body sender, cancelled and awaited by the "
                                     "response's aclose (or at once when the head fails)",
     "nbtunnel/connector/pipe.py": "the TCP pipe's two directions and pinger, cancelled and "

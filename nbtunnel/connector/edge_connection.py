@@ -15,6 +15,7 @@ import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from nbtunnel.connector.events import ConnectionEvent
 from nbtunnel.connector.proxy import StreamProxy
@@ -51,6 +52,14 @@ class RegistrationRefused(NbtunnelError):
     def __init__(self, error: RegistrationError) -> None:
         super().__init__(error.cause)
         self.error = error
+
+
+class Dialer(Protocol):
+    """How a connection reaches the edge (``transport.dial.dial``; tests pass a memory pair)."""
+
+    async def __call__(self, protocol: str, host: str, port: int, *, cafile: str | None,
+                       cadata: bytes | None = None, quic_server_name: str = ...,
+                       quic_settings: QuicSettings | None = None) -> TunnelConnection: ...
 
 
 @dataclass
@@ -100,8 +109,10 @@ class EdgeConnection:
         on_config: Callable[[int, bytes], tuple[int, str]],
         emit: Callable[[ConnectionEvent], None],
         protocol: str = "quic",
+        dial: Dialer = dial,
     ) -> None:
         self.protocol = protocol
+        self._dial = dial
         self.index = index
         self.target = target
         self.auth = auth
@@ -131,7 +142,7 @@ class EdgeConnection:
         """Dial, register and serve until the connection ends. Raises on dial/registration
         failure; returns normally when an established connection closes."""
         try:
-            self.conn = conn = await dial(
+            self.conn = conn = await self._dial(
                 self.protocol, self.target.host, self.target.port, cafile=self.target.cafile,
                 cadata=self.target.cadata, quic_server_name=self.target.server_name,
                 quic_settings=self.settings,

@@ -9,7 +9,6 @@ requests get up to the grace period, then everything closes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import platform
@@ -17,12 +16,18 @@ import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from nbtunnel import __version__
 from nbtunnel.connector.access_control import AccessControl
 from nbtunnel.connector.backoff import Backoff
 from nbtunnel.connector.credentials import Credentials
-from nbtunnel.connector.edge_connection import DialTarget, EdgeConnection, RegistrationRefused
+from nbtunnel.connector.edge_connection import (
+    Dialer,
+    DialTarget,
+    EdgeConnection,
+    RegistrationRefused,
+)
 from nbtunnel.connector.edgepool import EdgePool
 from nbtunnel.connector.events import ConnectionEvent, TunnelEvent
 from nbtunnel.connector.hello import HelloWorldServer
@@ -33,6 +38,7 @@ from nbtunnel.connector.origin_guard import GuardedOrigin
 from nbtunnel.connector.proxy import StreamProxy
 from nbtunnel.core.errors import NbtunnelError
 from nbtunnel.core.schema import ClientInfo, TunnelAuth
+from nbtunnel.transport.dial import dial
 from nbtunnel.transport.errors import ConnectTimeoutError, HandshakeError
 from nbtunnel.transport.quic import QuicSettings
 from nbtunnel.transport.trust import Trust
@@ -73,6 +79,8 @@ class ConnectorConfig:
     """Cloudflare's discovered edge: one connection per address, rotating (edge is unused)."""
     trust: Trust | None = None
     """CA material for the edge (default: cacert alone, else the system store)."""
+    ha_start_delay: float = 1.0
+    """Connection i (i > 0) starts i times this long after connection 0 registered."""
 
     @property
     def edge_trust(self) -> Trust:
@@ -85,11 +93,25 @@ class NoEdgeAddress(NbtunnelError):
     """Every discovered edge address is held by another connection."""
 
 
+class Sleeper(Protocol):
+    """The clock the supervisor waits on (``asyncio.sleep`` by default)."""
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class _LoopClock:
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
 class Connector:
     """Runs the HA connections; `run()` returns after `shutdown()` or cancellation."""
 
-    def __init__(self, config: ConnectorConfig) -> None:
+    def __init__(self, config: ConnectorConfig, *, clock: Sleeper | None = None,
+                 dial: Dialer = dial) -> None:
         self.config = config
+        self._clock = clock or _LoopClock()
+        self._dial = dial
         self.connector_id = uuid.uuid4()
         self.ingress = config.ingress
         self.config_version = -1
@@ -217,9 +239,7 @@ class Connector:
     async def _keep_connected(self, index: int) -> None:
         if index > 0:
             await self._first_registered.wait()  # shutdown() sets it too
-            with contextlib.suppress(TimeoutError):  # cloudflared starts them 1 s apart
-                async with asyncio.timeout(float(index)):
-                    await self._stopping.wait()
+            await self._sleep_unless_stopping(index * self.config.ha_start_delay)
         creds = self.config.credentials
         client = ClientInfo(client_id=self.connector_id.bytes, features=list(FEATURES),
                             version=f"nbtunnel-{__version__}", arch=client_arch())
@@ -238,33 +258,33 @@ class Connector:
                 creds.tunnel_id.bytes, client, self._proxy, settings=settings,
                 attempts=backoff.retries, local_config=self.local_config,
                 on_config=self.apply_remote_config, emit=self._emit, protocol=protocol,
+                dial=self._dial,
             )
             self.connections[index] = conn
             self._emit(ConnectionEvent(index, "connecting", edge=conn.edge))
-            registered_task = asyncio.ensure_future(self._announce(conn, backoff))
-            try:
-                await conn.run()
-                reason = conn.conn.close_reason if conn.conn else "closed"
-                if reason == "idle timeout":
-                    self._rotate(index, "the edge connection timed out idle")
-            except RegistrationRefused as exc:
-                reason = f"registration refused: {exc}"
-                if exc.error.cause == "EDUPCONN":
-                    self._rotate(index, "the edge already has a connection from us there "
-                                 "(EDUPCONN)")
-            except (NbtunnelError, OSError) as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-                if isinstance(exc, HandshakeError | OSError):
-                    self._rotate(index, "dial failed")
-                if self._fall_back(protocol, exc, backoff):
-                    log.warning("Connection %d: QUIC keeps failing (%s); switching to the "
-                                "fallback protocol http2", index, reason)
-                    protocol = "http2"
-                    backoff.reset()
-            finally:
-                registered_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await registered_task
+            async with asyncio.TaskGroup() as tg:
+                announce = tg.create_task(self._announce(conn, backoff))
+                try:
+                    await conn.run()
+                    reason = conn.conn.close_reason if conn.conn else "closed"
+                    if reason == "idle timeout":
+                        self._rotate(index, "the edge connection timed out idle")
+                except RegistrationRefused as exc:
+                    reason = f"registration refused: {exc}"
+                    if exc.error.cause == "EDUPCONN":
+                        self._rotate(index, "the edge already has a connection from us there "
+                                     "(EDUPCONN)")
+                except (NbtunnelError, OSError) as exc:
+                    reason = f"{type(exc).__name__}: {exc}"
+                    if isinstance(exc, HandshakeError | OSError):
+                        self._rotate(index, "dial failed")
+                    if self._fall_back(protocol, exc, backoff):
+                        log.warning("Connection %d: QUIC keeps failing (%s); switching to the "
+                                    "fallback protocol http2", index, reason)
+                        protocol = "http2"
+                        backoff.reset()
+                finally:
+                    announce.cancel()
             if self._stopping.is_set():
                 break
             if not await self._pause(index, backoff, reason, conn.edge):
@@ -280,10 +300,19 @@ class Connector:
                     edge or "the edge", reason, backoff.ceiling / 2 or 1)
         self._emit(ConnectionEvent(index, "reconnecting", edge=edge, detail=reason,
                                    delay=delay))
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await self._stopping.wait()
+        await self._sleep_unless_stopping(delay)
         return not self._stopping.is_set()
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        """Sleep on the clock, ending early when shutdown() starts."""
+        if seconds <= 0 or self._stopping.is_set():
+            return
+        async with asyncio.TaskGroup() as tg:
+            sleeping = tg.create_task(self._clock.sleep(seconds))
+            stopping = tg.create_task(self._stopping.wait())
+            await asyncio.wait([sleeping, stopping], return_when=asyncio.FIRST_COMPLETED)
+            sleeping.cancel()
+            stopping.cancel()
 
     def _fall_back(self, protocol: str, exc: Exception, backoff: Backoff) -> bool:
         """cloudflared's auto fallback: after max retries, or at once when the QUIC handshake

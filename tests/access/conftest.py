@@ -15,7 +15,7 @@ from nbtunnel.connector.ingress import Ingress
 from nbtunnel.connector.quick import request_quick_tunnel
 from nbtunnel.connector.supervisor import Connector, ConnectorConfig
 from nbtunnel.edge.server import Edge, EdgeConfig
-from tests.e2e.conftest import Tunnel, stop_tunnel
+from tests.e2e.conftest import FAST_HA_START, Tunnel, stop_tunnel
 
 
 @dataclass
@@ -101,7 +101,8 @@ async def start(edge: Edge) -> AsyncIterator[StartTunnel]:
         ingress = Ingress.single(service) if isinstance(service, str) else service
         connector = Connector(ConnectorConfig(
             edge=[edge.quic_address], credentials=quick.credentials, ingress=ingress,
-            cacert=str(edge.ca_path), ha_connections=ha, grace_period=2, protocol=protocol))
+            cacert=str(edge.ca_path), ha_connections=ha, grace_period=2, protocol=protocol,
+            ha_start_delay=FAST_HA_START))
         task = asyncio.get_running_loop().create_task(connector.run())
         await asyncio.wait_for(connector.wait_ready(ha), 30)
         t = Tunnel(edge, connector, quick, task)

@@ -17,7 +17,7 @@ from nbtunnel.connector.credentials import Credentials
 from nbtunnel.connector.edgepool import EdgePool
 from nbtunnel.connector.ingress import Ingress
 from nbtunnel.connector.supervisor import Connector, ConnectorConfig
-from tests.e2e.conftest import Origin
+from tests.e2e.conftest import FAST_HA_START, Origin
 
 X25519MLKEM768 = 0x11EC
 
@@ -80,7 +80,7 @@ async def test_named_tunnel_four_connections_over_two_regions_remote_config(
                                              dns=cloud.dns_options))
     connector = Connector(ConnectorConfig(
         edge=[], credentials=creds, ingress=Ingress.single("http_status:503"),
-        pool=edge.pool, trust=edge.trust, ha_connections=4))
+        pool=edge.pool, trust=edge.trust, ha_connections=4, ha_start_delay=FAST_HA_START))
     task = await _serve(connector, 4)
     try:
         used = sorted(h.address for h in cloud.hellos())
@@ -105,7 +105,8 @@ async def test_ha_count_is_capped_by_addresses(cloud: Cloud, origin: Origin,
     edge, quick = await open_quick(options)
     connector = Connector(ConnectorConfig(
         edge=[], credentials=quick.credentials, ingress=Ingress.single(origin.url),
-        pool=edge.pool, trust=edge.trust, ha_connections=6, protocol="http2"))
+        pool=edge.pool, trust=edge.trust, ha_connections=6, protocol="http2",
+        ha_start_delay=FAST_HA_START))
     caplog.set_level("INFO", "nbtunnel.connector")
     task = await _serve(connector, 4)
     try:

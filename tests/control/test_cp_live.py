@@ -20,7 +20,7 @@ from nbtunnel.core.credentials import Credentials
 from nbtunnel.edge.server import Edge
 from nbtunnel.home import read_credentials_file
 from tests.control.conftest import Api
-from tests.e2e.conftest import Origin
+from tests.e2e.conftest import FAST_HA_START, Origin
 
 
 async def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -69,7 +69,8 @@ async def test_cli_manages_tunnels(cp_edge: Edge, api: Api, tmp_path: Path,
 async def _start(edge: Edge, creds: Credentials, ingress: Ingress,
                  ha: int = 2) -> tuple[Connector, asyncio.Task[None]]:
     c = Connector(ConnectorConfig(edge=[edge.quic_address], credentials=creds, ingress=ingress,
-                                  cacert=str(edge.ca_path), ha_connections=ha, grace_period=3))
+                                  cacert=str(edge.ca_path), ha_connections=ha, grace_period=3,
+                                  ha_start_delay=FAST_HA_START))
     task = asyncio.get_running_loop().create_task(c.run())
     await asyncio.wait_for(c.wait_ready(ha), 20)
     return c, task

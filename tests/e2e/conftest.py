@@ -17,6 +17,9 @@ from nbtunnel.connector.quick import QuickTunnel, request_quick_tunnel
 from nbtunnel.connector.supervisor import Connector, ConnectorConfig
 from nbtunnel.edge.server import Edge, EdgeConfig
 
+FAST_HA_START = 0.05
+"""HA start delay for tests that do not test it (cloudflared's 1 s; tests/connector does)."""
+
 
 async def eventually(cond: Callable[[], bool], timeout: float = 10.0) -> None:
     """Wait until cond() holds (checked every 10 ms), failing after timeout."""
@@ -166,7 +169,7 @@ async def start_tunnel(edge: Edge, service: str, ha: int = 4) -> Tunnel:
     connector = Connector(ConnectorConfig(
         edge=[edge.quic_address], credentials=quick.credentials,
         ingress=Ingress.single(service), cacert=str(edge.ca_path), ha_connections=ha,
-        grace_period=5,
+        grace_period=5, ha_start_delay=FAST_HA_START,
     ))
     task = asyncio.get_running_loop().create_task(connector.run())
     await asyncio.wait_for(connector.wait_ready(ha), 20)

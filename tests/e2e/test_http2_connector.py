@@ -16,7 +16,14 @@ from nbtunnel.connector.ingress import Ingress
 from nbtunnel.connector.quick import request_quick_tunnel
 from nbtunnel.connector.supervisor import Connector, ConnectorConfig
 from nbtunnel.edge.server import Edge, EdgeConfig
-from tests.e2e.conftest import Origin, Tunnel, download_sha256, eventually, stop_tunnel
+from tests.e2e.conftest import (
+    FAST_HA_START,
+    Origin,
+    Tunnel,
+    download_sha256,
+    eventually,
+    stop_tunnel,
+)
 
 MB = 1024 * 1024
 
@@ -27,7 +34,7 @@ async def start_h2_tunnel(edge: Edge, service: str, *, ha: int = 2, protocol: st
     connector = Connector(ConnectorConfig(
         edge=[address or edge.quic_address], credentials=quick.credentials,
         ingress=Ingress.single(service), cacert=str(edge.ca_path), ha_connections=ha,
-        grace_period=5, protocol=protocol,
+        grace_period=5, protocol=protocol, ha_start_delay=FAST_HA_START,
     ))
     task = asyncio.get_running_loop().create_task(connector.run())
     await asyncio.wait_for(connector.wait_ready(ha), 30)

@@ -18,7 +18,7 @@ from nbtunnel.connector.ingress import Ingress
 from nbtunnel.connector.quick import request_quick_tunnel
 from nbtunnel.connector.supervisor import Connector, ConnectorConfig
 from nbtunnel.edge.server import Edge, EdgeConfig
-from tests.e2e.conftest import Origin, Tunnel, eventually
+from tests.e2e.conftest import FAST_HA_START, Origin, Tunnel, eventually
 
 MB = 1024 * 1024
 
@@ -112,7 +112,8 @@ async def test_connector_reconnects_after_edge_restart(
     quick = await request_quick_tunnel(edge.api_url)
     connector = Connector(ConnectorConfig(
         edge=[edge.quic_address], credentials=quick.credentials,
-        ingress=Ingress.single(origin.url), cacert=str(edge.ca_path), ha_connections=2))
+        ingress=Ingress.single(origin.url), cacert=str(edge.ca_path), ha_connections=2,
+        ha_start_delay=FAST_HA_START))
     task = asyncio.get_running_loop().create_task(connector.run())
     try:
         await asyncio.wait_for(connector.wait_ready(2), 20)
