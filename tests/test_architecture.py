@@ -53,8 +53,8 @@ OWNERS = {
                                "close",
     "nbtunnel/edge/stores/pg_cache.py": "CacheListener: the change feed and its applier, "
                                         "cancelled and awaited by aclose",
-    "nbtunnel/connector/proxy.py": "the peer-stopped watcher and the WebSocket pumps, cancelled "
-                                   "and awaited by the stream handler",
+    "nbtunnel/connector/proxy.py": "the peer-stopped watcher, cancelled and awaited when the "
+                                   "request ends",
     "nbtunnel/connector/origin.py": "the request-body sender, cancelled and awaited by the "
                                     "response's aclose (or at once when the head fails)",
     "nbtunnel/connector/pipe.py": "the TCP pipe's two directions and pinger, cancelled and "

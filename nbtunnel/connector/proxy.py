@@ -224,6 +224,7 @@ async def _abandon_when_edge_stops(stream: DataStream) -> AsyncIterator[None]:
     finally:
         watcher.remove_done_callback(fire)
         watcher.cancel()
+        await asyncio.wait([watcher])  # owned: gone before the exchange returns
 
 
 def _path_of(dest: str) -> str:
@@ -247,20 +248,22 @@ async def _pipe_both(stream: DataStream, up: OriginUpgrade) -> None:
     """Raw bytes both ways; the flow ends when either direction ends (as cloudflared)."""
 
     async def edge_to_origin() -> None:
-        while data := await stream.read(65536):
-            up.writer.write(data)
-            await up.writer.drain()
+        with contextlib.suppress(TransportError, OSError):  # a broken side ends the flow
+            while data := await stream.read(65536):
+                up.writer.write(data)
+                await up.writer.drain()
 
     async def origin_to_edge() -> None:
-        while data := await up.reader.read(65536):
-            await stream.write(data)
+        with contextlib.suppress(TransportError, OSError):
+            while data := await up.reader.read(65536):
+                await stream.write(data)
 
-    tasks = [asyncio.ensure_future(edge_to_origin()), asyncio.ensure_future(origin_to_edge())]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        async with asyncio.TaskGroup() as tg:
+            pumps = [tg.create_task(edge_to_origin()), tg.create_task(origin_to_edge())]
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            for pump in pumps:
+                pump.cancel()
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             stream.write_eof()
