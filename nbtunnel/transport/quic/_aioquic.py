@@ -62,18 +62,9 @@ class AioquicBackend(Backend):
     def __init__(self) -> None:
         self.mlkem_error = _aioquic_mlkem.apply()
 
-    def client_configuration(
-        self,
-        settings: QuicSettings,
-        server_name: str,
-        cafile: str | None,
-        verify: bool,
-        cadata: bytes | None = None,
-    ) -> QuicConfiguration:
+    def _check_client(self, settings: QuicSettings) -> None:
         if settings.pq_key_share_only:
             raise ValueError("pq_key_share_only needs the qh3 backend (aioquic client has no PQ)")
-        return cast(QuicConfiguration, super().client_configuration(
-            settings, server_name, cafile, verify, cadata))
 
     def server_configuration(
         self, settings: QuicSettings, certfile: str, keyfile: str

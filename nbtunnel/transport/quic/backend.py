@@ -138,6 +138,7 @@ class Backend(abc.ABC):
         cadata: bytes | None = None,
     ) -> Any:
         """Client TLS: trust cafile and/or cadata (PEM) together, or the default store."""
+        self._check_client(settings)
         config = self._base_configuration(settings, is_client=True)
         config.server_name = server_name
         if settings.zero_length_cid:
@@ -147,6 +148,10 @@ class Backend(abc.ABC):
         if not verify:
             config.verify_mode = ssl.CERT_NONE
         return config
+
+    def _check_client(self, settings: QuicSettings) -> None:
+        """Raise ValueError for client settings this library cannot honour."""
+        return None
 
     def server_configuration(self, settings: QuicSettings, certfile: str, keyfile: str) -> Any:
         config = self._base_configuration(settings, is_client=False)
