@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from nbtunnel.edge.pages import error_page, wants_html
 from nbtunnel.edge.registry import LiveConnection, Registry
 from nbtunnel.edge.store import Store, StoreError
+from nbtunnel.transport.memory import MemoryConnection, memory_pair
 
 
 def test_store_persists_tunnels_and_routes(tmp_path: Path) -> None:
@@ -30,15 +30,15 @@ def test_store_persists_tunnels_and_routes(tmp_path: Path) -> None:
     assert len(t.secret) == 32
 
 
-@dataclass
-class _FakeTransport:
-    closed: bool = False
-    silent_for: float = 0.0
-
-
 def _live(tid: uuid.UUID, index: int) -> LiveConnection:
+    edge_end, _ = memory_pair()
     return LiveConnection(tid, index, uuid.uuid4(), uuid.uuid4(), "quic", "LOC", "", "v", "a",
-                          [], 0.0, _FakeTransport())  # type: ignore[arg-type]
+                          [], 0.0, edge_end)
+
+
+def _memory(live: LiveConnection) -> MemoryConnection:
+    assert isinstance(live.transport, MemoryConnection)
+    return live.transport
 
 
 def test_registry_round_robin_skips_draining_and_closed() -> None:
@@ -50,7 +50,7 @@ def test_registry_round_robin_skips_draining_and_closed() -> None:
     picked = {reg.pick(tid).conn_index for _ in range(8)}  # type: ignore[union-attr]
     assert picked == {0, 1, 2, 3}
     conns[0].draining = True
-    conns[1].transport.closed = True  # type: ignore[misc]
+    conns[1].transport.close(0, "gone")
     assert {reg.pick(tid).conn_index for _ in range(8)} == {2, 3}  # type: ignore[union-attr]
     for c in conns[2:]:
         reg.remove(c)
@@ -73,8 +73,8 @@ def test_registry_prefers_connections_that_are_not_silent() -> None:
     conns = [_live(tid, i) for i in range(3)]
     for c in conns:
         reg.add(c)
-    conns[0].transport.silent_for = 10.0  # type: ignore[misc]  # a SIGKILLed replica
+    _memory(conns[0]).silent_for = 10.0  # a SIGKILLed replica
     assert {reg.pick(tid).conn_index for _ in range(9)} == {1, 2}  # type: ignore[union-attr]
     for c in conns[1:]:
-        c.transport.silent_for = 10.0  # type: ignore[misc]
+        _memory(c).silent_for = 10.0
     assert reg.pick(tid) is not None  # all silent: still try one rather than a 530
