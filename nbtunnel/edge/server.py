@@ -158,6 +158,11 @@ class Edge:
         return self._quic.sockname
 
     @property
+    def http2_address(self) -> tuple[str, int] | None:
+        """TCP address of the HTTP/2 connector listener (None if its port was taken)."""
+        return None if self._h2 is None else self.quic_address
+
+    @property
     def public_address(self) -> tuple[str, int]:
         assert self.front is not None
         return self.front.sockname

@@ -156,3 +156,23 @@ async def test_amplifying_connect_response_from_a_connector_gets_502(
     finally:
         conn.close()
     assert _connection_ids(edge, tunnel) == before
+
+
+async def test_http2_connection_that_never_registers_is_closed_at_the_deadline(
+    edge: Edge, clock: ManualClock
+) -> None:
+    """The same deadline on the HTTP/2 port (TCP+TLS at the QUIC port number)."""
+    from nbtunnel.transport.http2.connector import dial
+
+    if edge.http2_address is None:
+        pytest.skip("the TCP port of the QUIC port number was taken: no HTTP/2 listener")
+    conn = await dial(*edge.http2_address, cafile=str(edge.ca_path))
+    try:
+        stream = await asyncio.wait_for(conn.control_stream(), 5)
+        await stream.write(encode_bootstrap(0))
+        assert await asyncio.wait_for(stream.read(), 5)
+        assert clock.sleeping(REGISTRATION_TIMEOUT) == 1
+        clock.advance(REGISTRATION_TIMEOUT)
+        await asyncio.wait_for(conn.wait_closed(), 5)
+    finally:
+        conn.close()
