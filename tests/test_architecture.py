@@ -53,6 +53,9 @@ OWNERS = {
                                "close",
     "nbtunnel/edge/stores/pg_cache.py": "CacheListener: the change feed and its applier, "
                                         "cancelled and awaited by aclose",
+    "nbtunnel/edge/presence_redis.py": "RedisPresence: heartbeat, pub/sub listener, writer and "
+                                       "commands, cancelled and awaited by aclose",
+    "nbtunnel/edge/peering.py": "PeerClient: one dial per edge, cancelled and awaited by aclose",
     "nbtunnel/connector/proxy.py": "the peer-stopped watcher, cancelled and awaited when the "
                                    "request ends",
     "nbtunnel/connector/origin.py": "the request-body sender, cancelled and awaited by the "

@@ -90,12 +90,23 @@ class EdgeApi:
         return 429, [(b"Content-Type", b"text/plain; charset=utf-8"),
                      (b"Retry-After", str(wait).encode())], body.encode()
 
+    async def _reserve(self, hostname: str) -> bool:
+        """Several edges: a hostname another edge is handing out right now is skipped (Redis);
+        the store's unique route still decides if presence is unavailable."""
+        if self.control is None:
+            return True
+        try:
+            return await self.control.presence.reserve_hostname(hostname)
+        except Exception as exc:
+            log.debug("no hostname reservation for %s: %s", hostname, exc)
+            return True
+
     async def create_quick_tunnel(self) -> tuple[int, Headers, bytes]:
         """A fresh random hostname; the store refuses one that is taken (by any edge of the
         deployment), and we draw again."""
         for _ in range(QUICK_ATTEMPTS):
             hostname = random_hostname(self.domain)
-            if self.store.hostname_taken(hostname):
+            if self.store.hostname_taken(hostname) or not await self._reserve(hostname):
                 continue
             try:
                 tunnel = await self.store.create_quick_tunnel(

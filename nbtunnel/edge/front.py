@@ -13,21 +13,31 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Protocol, cast
 
 import httptools
 
 from nbtunnel.edge.handler import RequestHandler
 from nbtunnel.edge.pages import error_page, reason, wants_html
-from nbtunnel.edge.registry import Registry
+from nbtunnel.edge.registry import LiveConnection, Registry
 from nbtunnel.edge.stores.base import ControlStore
 
 log = logging.getLogger("nbtunnel.edge.front")
 
 Headers = list[tuple[bytes, bytes]]
 ApiHandler = Callable[["Request", bytes], Awaitable[tuple[int, Headers, bytes]]]
+
+
+class RemoteRouter(Protocol):
+    """Connections of a tunnel through another edge (`peering.PeerClient`)."""
+
+    async def pick(self, tunnel_id: uuid.UUID) -> LiveConnection | None: ...
+
+    def pick_cached(self, tunnel_id: uuid.UUID,
+                    exclude: LiveConnection | None = None) -> LiveConnection | None: ...
 
 MAX_HEADER_BYTES = 64 * 1024
 HEADER_TIMEOUT = 30.0
@@ -115,6 +125,7 @@ class PublicFront:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.requests_total = 0
+        self.remote: RemoteRouter | None = None  # set when other edges can serve a tunnel
 
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(self._on_client, host, port, limit=2**16)

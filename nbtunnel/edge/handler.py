@@ -44,13 +44,21 @@ class RequestHandler:
             self.local = (404, f"No tunnel serves the hostname {hostname or '(none)'!r}.")
             return
         live: LiveConnection | None = self.front.registry.pick(tunnel_id)
+        remote = self.front.remote  # another edge of the deployment (peering.py)
+        if live is None and remote is not None:
+            live = await remote.pick(tunnel_id)
         if live is None:
             self.local = (530, f"The tunnel for {hostname} has no live connector connection.")
             return
         registry = self.front.registry
-        self.exchange = Exchange(
-            live, req, self.writer, lambda failed: registry.pick(tunnel_id, exclude=failed)
-        )
+
+        def repick(failed: LiveConnection) -> LiveConnection | None:
+            other = registry.pick(tunnel_id, exclude=failed)
+            if other is None and remote is not None:
+                other = remote.pick_cached(tunnel_id, failed)
+            return other
+
+        self.exchange = Exchange(live, req, self.writer, repick)
         try:
             await self.exchange.start()
         except ExchangeError as exc:

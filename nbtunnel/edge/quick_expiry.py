@@ -12,6 +12,7 @@ import logging
 import uuid
 
 from nbtunnel.edge.clock import Clock
+from nbtunnel.edge.presence import Presence
 from nbtunnel.edge.registry import Registry
 from nbtunnel.edge.stores.base import ControlStore
 
@@ -25,13 +26,14 @@ class QuickTunnelExpiry:
     """Sweeps the store every `interval` seconds; run() until cancelled by its owner (Edge)."""
 
     def __init__(self, store: ControlStore, registry: Registry, *, idle: float,
-                 clock: Clock) -> None:
+                 clock: Clock, presence: Presence | None = None) -> None:
         if idle <= 0:
             raise ValueError("idle must be positive")
         self.store = store
         self.registry = registry
         self.idle = idle
         self.clock = clock
+        self.presence = presence  # several edges: a tunnel held by another one is not idle
         self.interval = min(MAX_SWEEP_INTERVAL, idle / 4)
         self.started = clock.time()
         self.sweeps = 0
@@ -51,6 +53,8 @@ class QuickTunnelExpiry:
         expired = []
         for tunnel in self.store.tunnels():
             if tunnel.kind != "quick" or self.registry.connections(tunnel.id):
+                continue
+            if self.presence is not None and await self.presence.edges_for(tunnel.id):
                 continue
             since = self.registry.idle_since(tunnel.id)
             if since is None:  # never connected since this edge started

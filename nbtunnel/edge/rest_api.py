@@ -33,6 +33,7 @@ from nbtunnel.edge.api_json import (
 )
 from nbtunnel.edge.config_push import PushResult, push_configuration
 from nbtunnel.edge.openapi import openapi_document
+from nbtunnel.edge.presence import Presence
 from nbtunnel.edge.registry import LiveConnection, Registry
 from nbtunnel.edge.stores.base import (
     AccountRecord,
@@ -64,10 +65,12 @@ def _flag(query: dict[str, list[str]], name: str) -> bool:
 class ControlApi:
     """Dispatch `/api/v1/...`; owns the tasks that push configurations to new connections."""
 
-    def __init__(self, store: ControlStore, registry: Registry, *, domain: str) -> None:
+    def __init__(self, store: ControlStore, registry: Registry, *, domain: str,
+                 presence: Presence | None = None) -> None:
         self.store = store
         self.registry = registry
         self.domain = domain
+        self.presence = presence or Presence()  # other edges' connections (presence.py)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def aclose(self) -> None:
@@ -105,11 +108,11 @@ class ControlApi:
             tunnel = await self._tunnel(account, parts[1])
             sub = parts[2:]
             if method == "GET" and not sub:
-                return ok(self.describe(tunnel))
+                return ok(await self.describe_everywhere(tunnel))
             if method == "DELETE" and not sub:
                 return await self.delete_tunnel(tunnel, _flag(query, "force"))
             if method == "POST" and sub == ["cleanup"]:
-                return self.cleanup(tunnel, parse_body(body, allow_empty=True))
+                return await self.cleanup(tunnel, parse_body(body, allow_empty=True))
             if method == "GET" and sub == ["token"]:
                 return ok({"token": self._credentials(tunnel).to_token()})
             if method == "PUT" and sub == ["configurations"]:
@@ -157,8 +160,9 @@ class ControlApi:
 
     # tunnels ------------------------------------------------------------------------------
 
-    def describe(self, tunnel: TunnelRecord, *, connections: bool = True) -> dict[str, Any]:
-        live = self.registry.connections(tunnel.id)
+    def describe(self, tunnel: TunnelRecord, *, connections: bool = True,
+                 remote: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        live = [c.describe() for c in self.registry.connections(tunnel.id)] + (remote or [])
         doc: dict[str, Any] = {
             "id": str(tunnel.id), "name": tunnel.name, "account_tag": tunnel.account_tag,
             "created_at": _iso(tunnel.created_at), "deleted_at": _iso(tunnel.deleted_at),
@@ -166,15 +170,19 @@ class ControlApi:
             "routes": self.store.hostnames(tunnel.id),
         }
         if connections:
-            doc["connections"] = [c.describe() for c in live]
+            doc["connections"] = live
         return doc
+
+    async def describe_everywhere(self, tunnel: TunnelRecord) -> dict[str, Any]:
+        """`describe` with the connections other edges hold."""
+        return self.describe(tunnel, remote=await self.presence.remote_connections(tunnel.id))
 
     async def list_tunnels(self, account: AccountRecord,
                            query: dict[str, list[str]]) -> Answer:
         name = query.get("name", [None])[-1]
         deleted = _flag(query, "include_deleted") or _flag(query, "is_deleted")
         found = await self.store.find_tunnels(account.tag, name=name, include_deleted=deleted)
-        return ok([self.describe(t) for t in found])
+        return ok([await self.describe_everywhere(t) for t in found])
 
     async def create_tunnel(self, account: AccountRecord, doc: dict[str, Any]) -> Answer:
         check_fields(doc, required={"name": str}, optional={"tunnel_secret": str})
@@ -203,27 +211,35 @@ class ControlApi:
 
     async def delete_tunnel(self, tunnel: TunnelRecord, force: bool) -> Answer:
         live = [c for c in self.registry.connections(tunnel.id) if not c.transport.closed]
-        if live and not force:
-            raise ApiError(409, f"tunnel {tunnel.name} has {len(live)} active connection(s); "
-                           "stop its connectors first or delete with force=true (-f)")
+        remote = await self.presence.remote_connections(tunnel.id)
+        if (live or remote) and not force:
+            raise ApiError(409, f"tunnel {tunnel.name} has {len(live) + len(remote)} active "
+                           "connection(s); stop its connectors first or delete with "
+                           "force=true (-f)")
         await self.store.delete_tunnel(tunnel.id)
-        for conn in live:
-            conn.transport.close(0, "tunnel deleted")
-        log.info("tunnel %s deleted (%d connection(s) closed)", tunnel.id, len(live))
-        return ok({"id": str(tunnel.id), "deleted": True, "closed_connections": len(live)})
+        closed = self.close_local(tunnel.id, None, "tunnel deleted")
+        closed += await self.presence.close_remote(tunnel.id, None, "tunnel deleted")
+        log.info("tunnel %s deleted (%d connection(s) closed)", tunnel.id, closed)
+        return ok({"id": str(tunnel.id), "deleted": True, "closed_connections": closed})
 
-    def cleanup(self, tunnel: TunnelRecord, doc: dict[str, Any]) -> Answer:
-        """Disconnect the tunnel's connectors (all, or one connector id): stale entries go,
-        live connectors reconnect."""
+    async def cleanup(self, tunnel: TunnelRecord, doc: dict[str, Any]) -> Answer:
+        """Disconnect the tunnel's connectors (all, or one connector id), on every edge: stale
+        entries go, live connectors reconnect."""
         check_fields(doc, required={}, optional={"connector_id": str})
         wanted = doc.get("connector_id")
-        closed = 0
-        for conn in self.registry.connections(tunnel.id):
-            if wanted is None or str(conn.connector_id) == wanted:
-                self.registry.remove(conn)
-                conn.transport.close(0, "cleaned up")
-                closed += 1
+        closed = self.close_local(tunnel.id, wanted, "cleaned up")
+        closed += await self.presence.close_remote(tunnel.id, wanted, "cleaned up")
         return ok({"id": str(tunnel.id), "closed_connections": closed})
+
+    def close_local(self, tunnel_id: uuid.UUID, connector_id: str | None, why: str) -> int:
+        """Close this edge's connections of the tunnel (of one connector if given)."""
+        closed = 0
+        for conn in self.registry.connections(tunnel_id):
+            if connector_id is None or str(conn.connector_id) == connector_id:
+                self.registry.remove(conn)
+                conn.transport.close(0, why)
+                closed += 1
+        return closed
 
     # routes -------------------------------------------------------------------------------
 
@@ -274,14 +290,24 @@ class ControlApi:
 
     async def push(self, tunnel_id: uuid.UUID, version: int,
                    config: dict[str, Any]) -> list[PushResult]:
-        """One push per connector (its first usable connection); all connectors at once."""
+        """One push per connector and edge (its first usable connection there); this edge's
+        and, through presence, every other edge's holding the tunnel, all at once."""
+        data = json.dumps(config, separators=(",", ":")).encode()
+        local, remote = await asyncio.gather(self.push_local(tunnel_id, version, data),
+                                             self.presence.push_remote(tunnel_id, version, data))
+        return [PushResult(str(r.get("connector_id") or r.get("edge_id") or "?"),
+                           int(r["conn_index"]), int(r["applied_version"]), r.get("error") or "")
+                for r in [*local, *remote]]
+
+    async def push_local(self, tunnel_id: uuid.UUID, version: int,
+                         data: bytes) -> list[dict[str, Any]]:
         targets: dict[uuid.UUID, LiveConnection] = {}
         for conn in self.registry.connections(tunnel_id):
             if not conn.draining and not conn.transport.closed:
                 targets.setdefault(conn.connector_id, conn)
-        data = json.dumps(config, separators=(",", ":")).encode()
-        return list(await asyncio.gather(
-            *(push_configuration(c, version, data) for c in targets.values())))
+        results = await asyncio.gather(
+            *(push_configuration(c, version, data) for c in targets.values()))
+        return [r.describe() for r in results]
 
     async def get_configuration(self, tunnel: TunnelRecord) -> dict[str, Any]:
         await self.persist_local_configs(tunnel.id)

@@ -15,11 +15,12 @@ from types import TracebackType
 
 from nbtunnel.edge.api import EdgeApi
 from nbtunnel.edge.clock import Clock
+from nbtunnel.edge.cluster import Cluster, ClusterConfig, default_edge_id
 from nbtunnel.edge.control import REGISTRATION_TIMEOUT, ControlHandler
 from nbtunnel.edge.front import PublicFront
 from nbtunnel.edge.quick_expiry import QUICK_TUNNEL_IDLE_EXPIRY, QuickTunnelExpiry
 from nbtunnel.edge.ratelimit import RateLimiter
-from nbtunnel.edge.registry import Registry
+from nbtunnel.edge.registry import LiveConnection, Registry
 from nbtunnel.edge.rest_api import ControlApi
 from nbtunnel.edge.store import private_dir
 from nbtunnel.edge.stores import ControlStore, open_store
@@ -51,6 +52,13 @@ class EdgeConfig:
     clock: Clock = field(default_factory=Clock)  # tests inject a clock they advance by hand
     store: str | None = None
     """`--store`: None = SQLite in the state directory; `postgresql://...` = shared."""
+    presence: str | None = None
+    """`--presence`: None = a single edge; `redis://...` = one of several (cluster.py)."""
+    edge_id: str | None = None
+    peer_host: str = "127.0.0.1"
+    peer_port: int = 0
+    peer_advertise: str | None = None
+    peer_secret: bytes | None = None
 
 
 class Edge:
@@ -67,6 +75,11 @@ class Edge:
         self.control_api: ControlApi | None = None
         self.quick_expiry: QuickTunnelExpiry | None = None
         self._expiry_task: asyncio.Task[None] | None = None
+        cfg = self.config
+        self.cluster = Cluster(ClusterConfig(
+            cfg.presence, cfg.edge_id or default_edge_id(cfg.location), cfg.location,
+            cfg.peer_host, cfg.peer_port, cfg.peer_advertise, cfg.peer_secret,
+            cfg.quic_backend), self.registry)
 
     async def start(self) -> None:
         cfg = self.config
@@ -79,8 +92,14 @@ class Edge:
             self.store = None
             raise
         self.control_api = ControlApi(self.store, self.registry, domain=cfg.domain)
+        control_api, cluster = self.control_api, self.cluster
+
+        def on_change(state: str, live: LiveConnection) -> None:
+            control_api.on_connection_change(state, live)
+            cluster.connection_changed(state, live)
+
         control = ControlHandler(self.store, self.registry, location=cfg.location,
-                                 on_change=self.control_api.on_connection_change,
+                                 on_change=on_change,
                                  registration_timeout=cfg.registration_timeout, clock=cfg.clock)
         api_hosts = frozenset(
             {"127.0.0.1", "localhost", "::1", f"api.{cfg.domain}", *cfg.api_hosts}
@@ -90,6 +109,7 @@ class Edge:
                       quick_limiter=RateLimiter(cfg.quick_tunnels_per_minute / 60,
                                                 cfg.quick_tunnel_burst))
         try:
+            await self.cluster.start(self.control_api, self.ca)
             self._quic = await serve(
                 cfg.quic_host, cfg.quic_port,
                 certfile=str(self.ca.cert_path), keyfile=str(self.ca.key_path),
@@ -112,9 +132,11 @@ class Edge:
             if cfg.quick_tunnel_idle_expiry > 0:
                 self.quick_expiry = QuickTunnelExpiry(
                     self.store, self.registry, idle=cfg.quick_tunnel_idle_expiry,
-                    clock=cfg.clock)
+                    clock=cfg.clock, presence=self.cluster.presence)
                 self._expiry_task = asyncio.get_running_loop().create_task(
                     self.quick_expiry.run(), name="quick tunnel expiry")
+            self.front.remote = self.cluster.client
+            self.cluster.front_address = self.front.sockname
         except BaseException:
             await self.close()
             raise
@@ -136,6 +158,7 @@ class Edge:
         if self._h2 is not None:
             await self._h2.close()
             self._h2 = None
+        await self.cluster.close()
         if self.control_api is not None:
             await self.control_api.aclose()
             self.control_api = None

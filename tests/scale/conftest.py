@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.e2e.conftest import origin  # noqa: F401 - fixture reused here
 from tests.scale.services import PostgresServer, RedisServer, ServiceUnavailable
 
 
