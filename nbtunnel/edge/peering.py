@@ -2,12 +2,14 @@
 edge is forwarded to that edge over an authenticated edge-to-edge QUIC link.
 
 The forwarding edge (B) runs the usual exchange (`exchange.py`) on a stream of its QUIC link
-to the holding edge (A), as if A were a connector: the same preamble, ConnectRequest, bodies,
-WebSocket bytes and resets, so nothing is buffered and back-pressure holds end to end. Each
-stream starts with a header: `NBPEER01`, a 32-byte token (HMAC of the deployment's shared
-secret) and the tunnel id. A checks the token, picks one of its own connections of that tunnel
-and pipes the stream both ways; it never forwards further (no loops). The link is TLS: B
-verifies A's certificate with the deployment's CA (every edge of a deployment shares it).
+to the holding edge (A), as if A were a connector (`PeerTransport` is a `TunnelConnection`):
+the request head in QUIC wire form, bodies, WebSocket bytes and resets, so nothing is buffered
+and back-pressure holds end to end. Each stream starts with a header: `NBPEER01`, a 32-byte
+token (HMAC of the deployment's shared secret), the tunnel id and a flags byte. A checks the
+token, hands the head to one of its own connections of that tunnel (QUIC or HTTP/2: the
+transport seam hides which), relays the response head and pipes the bodies both ways; it
+never forwards further (no loops). The link is TLS: B verifies A's certificate with the
+deployment's CA (every edge of a deployment shares it).
 """
 
 from __future__ import annotations
@@ -20,18 +22,25 @@ import logging
 import random
 import time
 import uuid
-from typing import Any
 
-from nbtunnel.core.streams import ConnectResponse, encode_connect_response
+from nbtunnel.core.errors import ProtocolError
+from nbtunnel.core.streams import (
+    ConnectRequest,
+    ConnectResponse,
+    encode_connect_request,
+)
 from nbtunnel.edge.presence import EdgeInfo, Presence
 from nbtunnel.edge.registry import STALE_AFTER, LiveConnection, Registry
+from nbtunnel.transport.base import ByteStream, ConfigurationPush, ControlStream, DataStream
 from nbtunnel.transport.errors import TransportError
-from nbtunnel.transport.quic import QuicSettings, QuicStream, QuicTunnelConnection, connect
+from nbtunnel.transport.quic import QuicSettings, QuicTunnelConnection, connect
+from nbtunnel.transport.quic.data_stream import QuicDataStream
 
 log = logging.getLogger("nbtunnel.edge.peering")
 
 MAGIC = b"NBPEER01"
-HEADER_SIZE = len(MAGIC) + 32 + 16
+HEADER_SIZE = len(MAGIC) + 32 + 16 + 1  # magic, token, tunnel id, flags
+END_STREAM = 0x01  # flags: no request body follows the head
 HEADER_TIMEOUT = 10.0
 HEARTBEAT_SILENCE = 3.0  # presence heartbeats come every 2 s: older means dead
 REFUSED = 0x50  # stream reset code: bad peer header
@@ -44,59 +53,92 @@ def peer_token(secret: bytes) -> bytes:
 
 
 class PeerStream:
-    """A stream to another edge that sends the peer header with its first bytes."""
+    """Edge role of a data stream to another edge (`transport.base.DataStream`): the request
+    head goes out in QUIC wire form behind the peer header; the holding edge answers with the
+    connector's response head the same way."""
 
-    def __init__(self, stream: QuicStream, header: bytes) -> None:
+    def __init__(self, stream: QuicDataStream, header: bytes) -> None:
         self._stream = stream
         self._header = header
 
+    async def send_request(self, request: ConnectRequest, *, end_stream: bool) -> None:
+        flags = bytes([END_STREAM if end_stream else 0])
+        await self._stream.write(self._header + flags + encode_connect_request(request))
+        if end_stream:
+            self._stream.write_eof()
+
+    async def receive_response(self) -> ConnectResponse:
+        return await self._stream.receive_response()
+
+    async def receive_request(self) -> ConnectRequest | ConfigurationPush | None:
+        raise TransportError("a peer link carries no requests toward this edge")
+
+    async def send_response(self, response: ConnectResponse) -> None:
+        raise TransportError("a peer link carries no responses from this edge")
+
+    async def read(self, n: int = 65536) -> bytes:
+        return await self._stream.read(n)
+
     async def write(self, data: bytes) -> None:
-        if self._header:
-            data, self._header = self._header + data, b""
         await self._stream.write(data)
 
     def write_eof(self) -> None:
         self._stream.write_eof()
 
-    async def read(self, n: int = 65536) -> bytes:
-        return await self._stream.read(n)
-
     def reset(self, code: int = 0) -> None:
         self._stream.reset(code)
-
-    def stop_reading(self, code: int = 0) -> None:
-        self._stream.stop_reading(code)
 
     async def wait_peer_stopped(self) -> None:
         await self._stream.wait_peer_stopped()
 
 
 class PeerTransport:
-    """One tunnel's view of a QUIC link to another edge, shaped like a connector connection
-    (what `Exchange` needs: open_stream, closed, silent_for, close)."""
+    """One tunnel's view of a QUIC link to another edge, as a connector connection
+    (`transport.base.TunnelConnection`, edge role) for the exchange."""
+
+    protocol = "peer"
 
     def __init__(self, conn: QuicTunnelConnection, header: bytes) -> None:
         self._conn = conn
         self._header = header
-        self.remote_address = conn.remote_address
+
+    @property
+    def remote_address(self) -> tuple[str, int]:
+        return self._conn.remote_address
+
+    @property
+    def close_reason(self) -> str:
+        return self._conn.close_reason
 
     @property
     def closed(self) -> bool:
         return self._conn.closed
 
     @property
+    def terminated(self) -> bool:
+        return self._conn.terminated
+
+    @property
     def silent_for(self) -> float:
         return self._conn.silent_for
 
-    @property
-    def close_reason(self) -> str:
-        return self._conn.close_reason
+    async def control_stream(self) -> ControlStream:
+        raise TransportError("a peer link has no control stream")
 
     def open_stream(self) -> PeerStream:
         return PeerStream(self._conn.open_stream(), self._header)
 
+    async def accept_stream(self) -> DataStream:
+        raise TransportError("a peer link carries no requests toward this edge")
+
+    async def update_configuration(self, version: int, config: bytes) -> tuple[int, str]:
+        raise TransportError("configurations reach other edges through presence")
+
     def close(self, error_code: int = 0, reason: str = "") -> None:
         pass  # the link is shared by every forwarded request; PeerClient owns it
+
+    async def wait_closed(self) -> None:
+        await self._conn.wait_closed()
 
 
 class PeerClient:
@@ -211,20 +253,25 @@ class PeerServer:
                     return
                 tg.create_task(self._relay(conn, stream))
 
-    async def _relay(self, conn: QuicTunnelConnection, peer: QuicStream) -> None:
+    async def _relay(self, conn: QuicTunnelConnection, peer: QuicDataStream) -> None:
         try:
             async with asyncio.timeout(HEADER_TIMEOUT):
                 head = await peer.readexactly(HEADER_SIZE)
-        except (TimeoutError, asyncio.IncompleteReadError, TransportError):
+                request = None
+                if head[:8] == MAGIC and hmac.compare_digest(head[8:40], self.token):
+                    request = await peer.receive_request()
+        except (TimeoutError, asyncio.IncompleteReadError, TransportError, ProtocolError):
             peer.reset(REFUSED)
             return
-        if head[:8] != MAGIC or not hmac.compare_digest(head[8:40], self.token):
-            log.warning("refused a stream from %s: bad peer token", conn.remote_address[0])
+        if not isinstance(request, ConnectRequest):
+            log.warning("refused a stream from %s: bad peer header or request",
+                        conn.remote_address[0])
             peer.reset(REFUSED)
             return
-        tunnel_id = uuid.UUID(bytes=head[40:])
+        tunnel_id = uuid.UUID(bytes=head[40:56])
+        end_stream = bool(head[56] & END_STREAM)
         live = self.registry.pick(tunnel_id)
-        stream: Any = None
+        stream: DataStream | None = None
         if live is not None:
             with contextlib.suppress(TransportError):
                 stream = live.transport.open_stream()
@@ -235,36 +282,53 @@ class PeerServer:
         self.relayed += 1
         live.in_flight += 1
         try:
-            await pipe_both(peer, stream)
+            await relay(peer, stream, request, end_stream)
         finally:
             live.in_flight -= 1
             live.served += 1
             if live.draining and live.in_flight == 0:
                 live.transport.close(0, "unregistered")
 
-    async def _refuse(self, peer: QuicStream, why: str) -> None:
+    async def _refuse(self, peer: QuicDataStream, why: str) -> None:
         with contextlib.suppress(TransportError):
-            await peer.write(encode_connect_response(ConnectResponse(error=why, metadata=[])))
-            peer.write_eof()
-        peer.stop_reading()  # the request (and any body) are not wanted
+            await peer.send_response(ConnectResponse(error=why, metadata=[]))
+        peer.stop_reading()  # the request body is not wanted
 
 
-async def pipe_both(a: Any, b: Any) -> None:
-    """Copy both directions until both end; a failure on either side resets both."""
+async def relay(peer: QuicDataStream, stream: DataStream, request: ConnectRequest,
+                end_stream: bool) -> None:
+    """Hand a forwarded request to a connector connection and pipe both directions until both
+    end; a failure on either side resets both."""
 
-    async def pump(src: Any, dst: Any) -> None:
-        while True:
-            data = await src.read(65536)
-            if not data:
-                dst.write_eof()
-                return
-            await dst.write(data)
+    async def up() -> None:
+        await stream.send_request(request, end_stream=end_stream)
+        if not end_stream:
+            await pump(peer, stream)
+
+    async def down() -> None:
+        try:
+            response = await stream.receive_response()
+        except TransportError as exc:
+            response = ConnectResponse(error=f"the connector connection failed: {exc}",
+                                       metadata=[])
+        await peer.send_response(response)
+        if not response.error:
+            await pump(stream, peer)
 
     try:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(pump(a, b))
-            tg.create_task(pump(b, a))
+            tg.create_task(up())
+            tg.create_task(down())
     except* (TransportError, ConnectionError):
-        for stream in (a, b):
+        for side in (peer, stream):
             with contextlib.suppress(Exception):
-                stream.reset(0)
+                side.reset(0)
+
+
+async def pump(src: ByteStream, dst: ByteStream) -> None:
+    while True:
+        data = await src.read(65536)
+        if not data:
+            dst.write_eof()
+            return
+        await dst.write(data)
