@@ -199,32 +199,34 @@ class StreamProxy:
         return resp.status
 
 
-@contextlib.asynccontextmanager
-async def _abandon_when_edge_stops(stream: DataStream) -> AsyncIterator[None]:
+class _abandon_when_edge_stops:
     """Cancel the exchange when the edge sends STOP_SENDING (its client went away), so a
-    silent origin response does not hold the origin connection forever."""
-    task = asyncio.current_task()
-    assert task is not None
-    fired = False
+    silent origin response does not hold the origin connection forever. A done-callback on
+    the stream's stop future, not a watcher task: this wraps every request."""
 
-    def fire(done: asyncio.Future[None]) -> None:
-        nonlocal fired
+    __slots__ = ("_fired", "_stopped", "_task")
+
+    def __init__(self, stream: DataStream) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._fired = False
+        self._stopped = stream.peer_stopped()
+
+    def _fire(self, done: asyncio.Future[None]) -> None:
         if not done.cancelled():
-            fired = True
-            task.cancel()
+            self._fired = True
+            self._task.cancel()
 
-    watcher = asyncio.ensure_future(stream.wait_peer_stopped())
-    watcher.add_done_callback(fire)
-    try:
-        yield
-    except asyncio.CancelledError:
-        if fired and task.uncancel() == 0:
-            raise StreamResetError(0, "the edge abandoned the request") from None
-        raise
-    finally:
-        watcher.remove_done_callback(fire)
-        watcher.cancel()
-        await asyncio.wait([watcher])  # owned: gone before the exchange returns
+    async def __aenter__(self) -> None:
+        self._stopped.add_done_callback(self._fire)
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: object) -> None:
+        self._stopped.remove_done_callback(self._fire)
+        if kind is not None and issubclass(kind, asyncio.CancelledError):
+            if self._fired and self._task.uncancel() == 0:
+                raise StreamResetError(0, "the edge abandoned the request") from None
 
 
 def _path_of(dest: str) -> str:

@@ -14,6 +14,7 @@ sends the response head. Both read and write the body bytes that follow.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
@@ -89,6 +90,11 @@ class DataStream(ByteStream, Protocol):
     async def wait_peer_stopped(self) -> None:
         """Return once the peer no longer wants our data (its client left) or the connection
         ended; a proxy uses it to abandon a silent origin request."""
+        ...
+
+    def peer_stopped(self) -> asyncio.Future[None]:
+        """The same moment as a future, for a done-callback: watching every request this way
+        costs no task (do not cancel it; remove the callback instead)."""
         ...
 
 

@@ -35,6 +35,7 @@ class MemoryStream:
         self._stopped = False  # the peer no longer wants our data
         self._head: ConnectRequest | ConnectResponse | MemoryConfigurationPush | None = None
         self._changed = asyncio.Event()
+        self._stopped_future: asyncio.Future[None] | None = None
 
     # -- heads ------------------------------------------------------------------------------
     async def send_request(self, request: ConnectRequest, *, end_stream: bool) -> None:
@@ -110,6 +111,12 @@ class MemoryStream:
         while not self._stopped and not self.conn.closed:
             await self._wait()
 
+    def peer_stopped(self) -> asyncio.Future[None]:
+        if self._stopped_future is None:
+            self._stopped_future = asyncio.get_running_loop().create_future()
+            self._wake()
+        return self._stopped_future
+
     # -- internals ------------------------------------------------------------------------
     def _send_head(self, head: ConnectRequest | ConnectResponse | MemoryConfigurationPush
                    ) -> None:
@@ -146,6 +153,9 @@ class MemoryStream:
 
     def _wake(self) -> None:
         self._changed.set()
+        future = self._stopped_future
+        if future is not None and not future.done() and (self._stopped or self.conn.closed):
+            future.set_result(None)
 
 
 class MemoryConfigurationPush:

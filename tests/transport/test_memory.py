@@ -58,8 +58,10 @@ async def test_reset_reaches_the_peer_both_ways() -> None:
     await stream.send_request(REQ, end_stream=False)
     peer = await connector.accept_stream()
     stopped = asyncio.create_task(peer.wait_peer_stopped())
+    future = peer.peer_stopped()
     stream.reset(0)
     await asyncio.wait_for(stopped, 1)
+    assert future.done()
     with pytest.raises(StreamResetError):
         await peer.write(b"late")
 

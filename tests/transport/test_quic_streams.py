@@ -185,11 +185,13 @@ async def test_reset_and_stop_sending(ca: LocalCA, pair: tuple[str, str]) -> Non
             await ready.wait()
             stream.reset(7)
             other = conn.open_stream()
+            stopped = other.peer_stopped()  # what the connector's proxy watches per request
             with pytest.raises(StreamResetError) as info:
                 for _ in range(1000):
                     await other.write(b"x" * 1000)
                     await asyncio.sleep(0.001)
             assert info.value.code == 9
+            assert stopped.done() and other.peer_stopped() is stopped
     assert seen == [7]
 
 

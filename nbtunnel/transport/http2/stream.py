@@ -166,6 +166,9 @@ class H2Stream:
         """Resolves when the peer resets the stream (its client left) or the connection ends."""
         await asyncio.shield(self._stopped)
 
+    def peer_stopped(self) -> asyncio.Future[None]:
+        return self._stopped
+
     def _send_reset(self, error: h2.errors.ErrorCodes, code: int) -> None:
         if self._reset is None and not self._gone and self.stream_id is not None:
             with contextlib.suppress(h2.exceptions.ProtocolError):  # already closed both ways

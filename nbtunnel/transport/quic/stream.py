@@ -111,10 +111,16 @@ class QuicStream:
         Lets a proxy notice an abandoned request while the origin is silent, instead of only
         at its next write.
         """
-        while self._write_error is None and self._conn._error is None:
-            if self._stopped_waiter is None or self._stopped_waiter.done():
-                self._stopped_waiter = asyncio.get_running_loop().create_future()
-            await self._stopped_waiter
+        await asyncio.shield(self.peer_stopped())
+
+    def peer_stopped(self) -> asyncio.Future[None]:
+        """Done on STOP_SENDING or when the connection died (see transport.base)."""
+        waiter = self._stopped_waiter
+        if waiter is None:
+            waiter = self._stopped_waiter = asyncio.get_running_loop().create_future()
+            if self._write_error is not None or self._conn._error is not None:
+                waiter.set_result(None)
+        return waiter
 
     def write_eof(self) -> None:
         """Send FIN (half-close); reading goes on."""
