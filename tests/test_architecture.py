@@ -56,8 +56,6 @@ OWNERS = {
     "nbtunnel/edge/presence_redis.py": "RedisPresence: heartbeat, pub/sub listener, writer and "
                                        "commands, cancelled and awaited by aclose",
     "nbtunnel/edge/peering.py": "PeerClient: one dial per edge, cancelled and awaited by aclose",
-    "nbtunnel/connector/proxy.py": "the peer-stopped watcher, cancelled and awaited when the "
-                                   "request ends",
     "nbtunnel/connector/origin.py": "the request-body sender, cancelled and awaited by the "
                                     "response's aclose (or at once when the head fails)",
     "nbtunnel/connector/pipe.py": "the TCP pipe's two directions and pinger, cancelled and "
