@@ -91,6 +91,9 @@ class PeerStream:
     async def wait_peer_stopped(self) -> None:
         await self._stream.wait_peer_stopped()
 
+    def peer_stopped(self) -> asyncio.Future[None]:
+        return self._stream.peer_stopped()
+
 
 class PeerTransport:
     """One tunnel's view of a QUIC link to another edge, as a connector connection
