@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--quick-tunnel-expiry", type=duration, default=3600.0,
                       metavar="DURATION", help="delete a quick tunnel that has had no "
                       "connection for this long (1h; 0: never)")
+    edge.add_argument("--registration-timeout", type=duration, default=15.0,
+                      metavar="DURATION", help="close a connector connection that has not "
+                      "registered within this long (15s)")
 
     tunnel = sub.add_parser(
         "tunnel", help="run a connector (quick tunnel with --url)",

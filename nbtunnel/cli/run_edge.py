@@ -24,6 +24,7 @@ def run_edge(args: argparse.Namespace) -> Runner:
             domain=args.domain, location=args.location, quic_backend=args.quic_backend,
             quick_tunnels_per_minute=args.quick_tunnel_rate,
             quick_tunnel_idle_expiry=args.quick_tunnel_expiry,
+            registration_timeout=args.registration_timeout,
         )
         try:
             edge = await start_edge(config, fallback_http=False)

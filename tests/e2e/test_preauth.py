@@ -176,3 +176,24 @@ async def test_http2_connection_that_never_registers_is_closed_at_the_deadline(
         await asyncio.wait_for(conn.wait_closed(), 5)
     finally:
         conn.close()
+
+
+async def test_unfinished_calls_beyond_the_cap_close_the_connection(
+    edge: Edge, tunnel: Tunnel, client: aiohttp.ClientSession
+) -> None:
+    """Bootstraps that are never finished pile up answers: at the cap the edge aborts the RPC
+    session and closes the connection; registered connections are untouched."""
+    from nbtunnel.core.rpc import RpcLimits
+
+    before = _connection_ids(edge, tunnel)
+    conn = await connect(*edge.quic_address, cafile=str(edge.ca_path))
+    try:
+        stream = conn.open_stream()
+        cap = RpcLimits().max_answers
+        await stream.write(b"".join(encode_bootstrap(q) for q in range(cap + 1)))
+        await asyncio.wait_for(conn.wait_closed(), 5)
+        assert f"calls outstanding (limit {cap})" in conn.close_reason
+    finally:
+        conn.close()
+    await _ok(client, tunnel)
+    assert _connection_ids(edge, tunnel) == before
