@@ -110,21 +110,7 @@ class Edge:
                                                 cfg.quick_tunnel_burst))
         try:
             await self.cluster.start(self.control_api, self.ca)
-            self._quic = await serve(
-                cfg.quic_host, cfg.quic_port,
-                certfile=str(self.ca.cert_path), keyfile=str(self.ca.key_path),
-                on_connection=control.serve,
-                settings=QuicSettings(idle_timeout=10.0, backend=cfg.quic_backend),
-            )
-            # cloudflared --protocol http2 dials TCP on the same port number as QUIC
-            self._h2 = H2Listener(control.serve)
-            try:
-                await self._h2.start(cfg.quic_host, self._quic.sockname[1],
-                                     str(self.ca.cert_path), str(self.ca.key_path))
-            except OSError as exc:  # QUIC still serves; only `--protocol http2` is affected
-                log.warning("no HTTP/2 connector listener on tcp port %d: %s",
-                            self._quic.sockname[1], exc)
-                self._h2 = None
+            await self._listen_for_connectors(control)
             self.front = PublicFront(
                 self.store, self.registry, location=cfg.location, api=api, api_hosts=api_hosts
             )
@@ -142,6 +128,41 @@ class Edge:
             raise
         log.info("edge listening: connectors on udp+tcp %s:%d, public front on http://%s:%d",
                  *self.quic_address, *self.public_address)
+
+    async def _listen_for_connectors(self, control: ControlHandler) -> None:
+        """QUIC on UDP and cloudflared's HTTP/2 on TCP at the same port number.
+
+        With an ephemeral port the TCP listener is bound first and the UDP one on its number;
+        if that number is taken on UDP both are dropped and another one is tried, so the edge
+        never ends up serving QUIC only by chance.
+        """
+        cfg = self.config
+        assert self.ca is not None
+        certfile, keyfile = str(self.ca.cert_path), str(self.ca.key_path)
+        settings = QuicSettings(idle_timeout=10.0, backend=cfg.quic_backend)
+        attempts = 20 if cfg.quic_port == 0 else 1
+        for attempt in range(attempts):
+            listener = H2Listener(control.serve)
+            h2: H2Listener | None = listener
+            try:
+                await listener.start(cfg.quic_host, cfg.quic_port, certfile, keyfile)
+            except OSError as exc:  # QUIC still serves; only `--protocol http2` is affected
+                log.warning("no HTTP/2 connector listener on tcp port %d: %s",
+                            cfg.quic_port, exc)
+                h2 = None
+            port = h2.sockname[1] if h2 is not None else cfg.quic_port
+            try:
+                self._quic = await serve(cfg.quic_host, port, certfile=certfile,
+                                         keyfile=keyfile, on_connection=control.serve,
+                                         settings=settings)
+            except OSError:
+                if h2 is not None:
+                    await h2.close()
+                if attempt + 1 == attempts:
+                    raise
+                continue
+            self._h2 = h2
+            return
 
     async def close(self) -> None:
         if self._expiry_task is not None:

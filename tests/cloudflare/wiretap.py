@@ -34,14 +34,20 @@ def _varint(buf: Buffer) -> int:
     return buf.pull_uint_var()
 
 
-def client_hello_from_initial(datagram: bytes) -> tuple[bytes, bytes] | None:
-    """(crypto stream bytes at offset 0.., dcid) of a client Initial, or None."""
+def client_hello_from_initial(datagram: bytes, original_dcid: bytes | None = None,
+                              ) -> tuple[dict[int, bytes], bytes] | None:
+    """(CRYPTO frame data by stream offset, dcid) of a client Initial, or None.
+
+    Initial keys always come from the client's first destination connection ID, even in
+    later Initials sent to the server's chosen ID: pass it as `original_dcid`.
+    """
     buf = Buffer(data=datagram)
     header = pull_quic_header(buf, host_cid_length=8)
     if header.packet_type != QuicPacketType.INITIAL:
         return None
     crypto = CryptoPair()
-    crypto.setup_initial(header.destination_cid, is_client=False, version=header.version)
+    crypto.setup_initial(original_dcid or header.destination_cid, is_client=False,
+                         version=header.version)
     _, payload, _ = crypto.decrypt_packet(datagram[:header.packet_length], buf.tell(), 0)
     frames = Buffer(data=payload)
     chunks: dict[int, bytes] = {}
@@ -62,8 +68,7 @@ def client_hello_from_initial(datagram: bytes) -> tuple[bytes, bytes] | None:
                 _varint(frames), _varint(frames), _varint(frames)
         else:
             break
-    data = b"".join(chunks[o] for o in sorted(chunks))
-    return data, header.destination_cid
+    return chunks, header.destination_cid
 
 
 def parse_hello(handshake: bytes, hello: Hello) -> bool:
@@ -99,7 +104,10 @@ class Tap(asyncio.DatagramProtocol):
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp: asyncio.Server | None = None
         self.flows: dict[tuple[str, int], _UdpFlow] = {}
-        self.crypto: dict[tuple[str, int], bytes] = {}
+        # per client flow: CRYPTO data by offset (a retransmitted or reordered Initial under
+        # load must not corrupt the ClientHello) and the first Initial's destination CID
+        self.crypto: dict[tuple[str, int], dict[int, bytes]] = {}
+        self.dcids: dict[tuple[str, int], bytes] = {}
         self.hellos: list[Hello] = []
         self.udp_packets = 0
         self.tcp_connections = 0
@@ -114,7 +122,7 @@ class Tap(asyncio.DatagramProtocol):
             return
         if addr not in self.flows:
             self.flows[addr] = _UdpFlow(self, addr)
-            self.crypto[addr] = b""
+            self.crypto[addr] = {}
             self.hellos.append(Hello("quic", self.address, first_datagram=len(data)))
             asyncio.get_running_loop().create_task(self._open_flow(addr, data))
         else:
@@ -126,10 +134,16 @@ class Tap(asyncio.DatagramProtocol):
         if hello.server_name is not None or data[0] & 0xF0 != 0xC0:
             return
         with contextlib.suppress(Exception):  # not an Initial we can read: nothing to record
-            found = client_hello_from_initial(data)
+            found = client_hello_from_initial(data, self.dcids.get(addr))
             if found is not None:
-                self.crypto[addr] += found[0]
-                parse_hello(self.crypto[addr], hello)
+                self.dcids.setdefault(addr, found[1])
+                chunks = self.crypto[addr]
+                chunks.update(found[0])
+                contiguous, end = [], 0
+                while end in chunks:
+                    contiguous.append(chunks[end])
+                    end += len(chunks[end])
+                parse_hello(b"".join(contiguous), hello)
 
     async def _open_flow(self, addr: tuple[str, int], first: bytes) -> None:
         loop = asyncio.get_running_loop()
