@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any, cast
 
+import aioquic.quic.connection as _aioquic_connection
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer as _AioquicServer
 from aioquic.quic import events as aioquic_events
@@ -20,8 +21,16 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 
 from nbtunnel.transport.quic import _aioquic_mlkem
-from nbtunnel.transport.quic.backend import Backend, CreditFn, QuicSettings, held_back_limit
+from nbtunnel.transport.quic.backend import (
+    Backend,
+    CreditFn,
+    QuicSettings,
+    held_back_limit,
+    share_epoch_sets,
+)
 from nbtunnel.transport.quic.protocol import ProtocolHooks
+
+share_epoch_sets(_aioquic_connection)
 
 log = logging.getLogger(__name__)
 

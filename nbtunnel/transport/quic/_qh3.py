@@ -15,6 +15,7 @@ import socket
 from collections.abc import Callable
 from typing import Any, cast
 
+import qh3.quic.connection as _qh3_connection
 from qh3.asyncio._transport import create_optimized_datagram_transport  # GRO/GSO, as qh3.connect
 from qh3.asyncio.protocol import QuicConnectionProtocol
 from qh3.asyncio.server import QuicServer as _Qh3Server
@@ -23,8 +24,16 @@ from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
 from qh3.tls import Group
 
-from nbtunnel.transport.quic.backend import Backend, CreditFn, QuicSettings, held_back_limit
+from nbtunnel.transport.quic.backend import (
+    Backend,
+    CreditFn,
+    QuicSettings,
+    held_back_limit,
+    share_epoch_sets,
+)
 from nbtunnel.transport.quic.protocol import ProtocolHooks
+
+share_epoch_sets(_qh3_connection)
 
 
 class _Protocol(ProtocolHooks, QuicConnectionProtocol):

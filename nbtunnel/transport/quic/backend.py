@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import socket
 import ssl
 from collections.abc import Callable
@@ -236,3 +237,13 @@ def held_back_limit(target: int, highest_offset: int) -> int:
     if highest_offset * 2 > target:
         return target // 2
     return target
+
+
+def share_epoch_sets(connection_module: Any) -> None:
+    """Both libraries build every connection's frame-handler table with ``EPOCHS("...")``,
+    a fresh frozenset per entry: about 7 KiB per connection for a few distinct immutable
+    values. Memoising the module function shares them (an edge holds thousands of idle
+    connections)."""
+    epochs = getattr(connection_module, "EPOCHS", None)
+    if callable(epochs) and not hasattr(epochs, "cache_info"):
+        connection_module.EPOCHS = functools.lru_cache(maxsize=64)(epochs)
