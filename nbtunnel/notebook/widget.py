@@ -1,9 +1,14 @@
-"""The live status panel (ipywidgets 8): URL, HA connections, counters, last requests, Stop.
+"""The live status panel (ipywidgets 8): URL, reach, HA connections, counters, last requests,
+the request inspector, Stop.
 
 Updates come from `Tunnel.watch`, i.e. on the nbtunnel loop thread, at most every 0.25 s, so a
 burst of requests costs one comm message and the connector never waits on the front end
 (ipykernel's IOPub is thread-safe). The Stop button may be handled on a kernel subshell thread
 (JupyterLab >= 4.4), so its handler only schedules the stop on the loop and returns.
+
+A panel whose kernel restarted (or died) cannot be told so by that kernel, so the panel says it
+itself: the loop thread re-sends a small "alive" element every few seconds, whose CSS animation
+shows a "no word from the kernel" banner unless it is re-sent in time (no JavaScript needed).
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ import traitlets
 
 from nbtunnel.api.state import human_bytes
 from nbtunnel.api.tunnel import Tunnel
+from nbtunnel.notebook.inspector_view import InspectorView
 
 STATE_COLORS = {"registered": "#1a7f37", "connecting": "#9a6700", "reconnecting": "#bc4c00",
                 "draining": "#8250df", "closed": "#57606a"}
 STATUS_COLORS = {"connected": "#1a7f37", "connecting": "#9a6700", "reconnecting": "#bc4c00",
                  "stopped": "#57606a"}
 RECENT_ROWS = 8
+BEAT = 5.0  # seconds between "alive" refreshes
+STALE_AFTER = 15  # seconds without one before the panel says the kernel is silent
 _TABLE = "style='border-collapse:collapse;font-size:12px;margin:2px 0'"
 _CELL = "style='padding:1px 8px;text-align:left'"
 
@@ -57,15 +65,42 @@ class TunnelWidget(widgets.VBox):
                                           icon="stop", tooltip="stop this tunnel")
         self.stop_button.on_click(self._on_stop)
         self.stop_button.add_class("nbtunnel-stop")
-        super().__init__([self.header, self.conn_table, self.counters, self.recent_table,
-                          self.stop_button], **kwargs)
+        self.alive = widgets.HTML()
+        self.alive.add_class("nbtunnel-alive")
+        self.inspector = InspectorView(tunnel) if tunnel.options.inspect else None
+        parts: list[Any] = [self.alive, self.header, self.conn_table, self.counters,
+                            self.recent_table]
+        if self.inspector is not None:
+            box = widgets.Accordion(children=[self.inspector], titles=("Requests",))
+            box.add_class("nbtunnel-inspector-box")
+            parts.append(box)
+        self._beat_handle: Any = None
+        self._beats = 0
+        super().__init__([*parts, self.stop_button], **kwargs)
         self.add_class("nbtunnel-widget")
         self.url = tunnel.url
         self._seen: tuple[int, int] = (-1, -1)
         self._unwatch: Any = lambda: None
         self.refresh(tunnel)
         self._unwatch = tunnel.watch(self.refresh, 0.25)
+        if not tunnel._runtime.closed:
+            tunnel._runtime.loop.call_soon_threadsafe(self._beat)
 
+    def _beat(self) -> None:
+        """Loop thread: re-send the alive element, then again in BEAT s (until stopped)."""
+        self._beat_handle = None
+        if self.tunnel.status == "stopped" or self.tunnel._runtime.closed:
+            self.alive.value = ""
+            return
+        self._beats += 1
+        self.alive.value = (
+            f"<style>@keyframes nbtunnel-stale{{to{{visibility:visible}}}}</style>"
+            f"<div class='nbtunnel-stale' data-beat='{self._beats}' style='visibility:hidden;"
+            f"animation:nbtunnel-stale 0s {STALE_AFTER}s forwards;background:#fff8c5;"
+            f"border:1px solid #d4a72c;padding:2px 6px;font-size:12px'>No word from the kernel "
+            f"for {STALE_AFTER} s: it restarted, stopped or is unreachable. This panel is a "
+            f"snapshot; its Stop does nothing.</div>")
+        self._beat_handle = self.tunnel._runtime.loop.call_later(BEAT, self._beat)
     def _on_stop(self, _button: Any = None) -> None:
         # may run on a subshell thread while a cell is busy: schedule, never block
         self.stop_button.disabled = True
@@ -91,24 +126,29 @@ class TunnelWidget(widgets.VBox):
             + _row(["#", "state", "location", "protocol", "edge", "connection"], "th")
             + "".join(_row([str(c.index), _badge(c.state, STATE_COLORS.get(c.state, "#57606a")),
                             html.escape(c.location or "-"), c.protocol, html.escape(c.edge),
-                            html.escape(c.connection_id[:8] or c.detail[:40])]) for c in conns)
+                            html.escape(c.connection_id[:8] or c.detail)]) for c in conns)
             + "</table>")
         self.counters.value = (
             f"<span class='nbtunnel-counters'>requests <b>{stats.requests}</b> · errors "
             f"<b>{stats.errors}</b> · in <b>{human_bytes(stats.bytes_in)}</b> · out "
             f"<b>{human_bytes(stats.bytes_out)}</b> · open streams "
-            f"<b>{stats.open_streams}</b></span>")
+            f"<b>{stats.open_streams}</b>"
+            + (f" · refused by --auth <b>{t.refused}</b>" if t.auth_kind else "")
+            + "</span>")
         recent = t.recent[-RECENT_ROWS:][::-1]
         self.recent_table.value = "" if not recent else (
             f"<table {_TABLE} class='nbtunnel-recent'>"
             + _row(["method", "path", "status", "ms"], "th")
             + "".join(_row([html.escape(r.method), html.escape(r.path[:60]),
-                            str(r.status or html.escape(r.error[:40])),
+                            str(r.status or html.escape(r.error)),
                             f"{r.duration * 1000:.1f}"]) for r in recent)
             + "</table>")
+        if self.inspector is not None:
+            self.inspector.refresh()
         if status == "stopped":
             self.stop_button.disabled = True
             self.stop_button.description = "Stopped"
+            self.alive.value = ""
             self._unwatch()
 
     def _header_html(self, status: str) -> str:
@@ -119,11 +159,17 @@ class TunnelWidget(widgets.VBox):
         extra = "".join(f"<br><small>{html.escape(label)}: <a href='{html.escape(u)}' "
                         f"target='_blank'>{html.escape(u)}</a></small>"
                         for label, u in t.extra_urls.items())
+        reach = ("local only: opens on this machine" if t.local_only
+                 else "public: anyone with the URL can open it")
+        auth = {"token": "; --auth token", "basic": "; --auth user:password"}.get(
+            t.auth_kind or "", "")
         return (f"<div class='nbtunnel-header'><b>nbtunnel</b> "
-                f"<a class='nbtunnel-url' href='{url}' target='_blank'>{url}</a> {copy} "
+                f"<a class='nbtunnel-url' href='{url}' target='_blank' rel='noopener' "
+                f"style='color:#0969da;text-decoration:underline'>{url}</a> {copy} "
                 f"&rarr; {html.escape(t.service)} "
                 f"{_badge(status, STATUS_COLORS.get(status, '#57606a'))}<br>"
-                f"<small>via {html.escape(t.edge_label)}</small>{extra}</div>")
+                f"<small class='nbtunnel-reach'>{reach}{auth}; via "
+                f"{html.escape(t.edge_label)}</small>{extra}</div>")
 
 
 def tunnel_widget(tunnel: Tunnel) -> TunnelWidget:

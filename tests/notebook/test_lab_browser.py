@@ -6,6 +6,7 @@ connections, clicks Stop and waits for the state change. Screenshots go to test-
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -38,13 +39,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[str]:
-    """A JupyterLab server on 127.0.0.1 with its own config/runtime/settings dirs."""
+@contextlib.contextmanager
+def run_lab(tmp_path: Path, cells: list[str]) -> Iterator[str]:
+    """A JupyterLab server on 127.0.0.1 with its own config/runtime/settings dirs, serving a
+    notebook made of `cells`; yields the notebook's URL."""
     root = tmp_path / "root"
     root.mkdir()
     code = nbformat.v4.new_code_cell
-    nb = nbformat.v4.new_notebook(cells=[code("%load_ext nbtunnel\nt = %tunnel hello_world")])
+    nb = nbformat.v4.new_notebook(cells=[code(c) for c in cells])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
                                  "language": "python"}
     nbformat.write(nb, root / "tunnel.ipynb")
@@ -79,6 +81,14 @@ def lab(tmp_path: Path) -> Iterator[str]:
             proc.wait(10)
         if ARTIFACTS.exists():
             shutil.copy(tmp_path / "lab.log", ARTIFACTS / "lab-server.log")
+
+
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[str]:
+    with run_lab(tmp_path, ["%load_ext nbtunnel\nt = %tunnel hello_world"]) as url:
+        yield url
 
 
 def test_widget_in_jupyterlab(lab: str) -> None:
@@ -119,6 +129,83 @@ def test_widget_in_jupyterlab(lab: str) -> None:
             page.screenshot(path=str(ARTIFACTS / "lab-tunnel-stopped.png"), full_page=True)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "lab-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+
+INSPECTOR_CELLS = [
+    """import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Echo(BaseHTTPRequestHandler):
+    def _answer(self, body):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        self._answer(f"hello {self.path} at {__import__('time').time():.3f}".encode())
+    def do_POST(self):
+        n = len(self.rfile.read(int(self.headers["Content-Length"])))
+        self._answer(f"stored {n} bytes".encode())
+    def log_message(self, *a):
+        pass
+
+origin = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+threading.Thread(target=origin.serve_forever, daemon=True).start()
+%load_ext nbtunnel
+t = %tunnel {origin.server_address[1]}""",
+    """for i in range(19):
+    t.get(f"/items/{i}?page={i}", headers={"Authorization": "Bearer not-shown"})
+t.get("/upload", method="POST", body=b'{"rows": [' + b'1234567890,' * 900 + b'0]}',
+      headers={"Content-Type": "application/json"})
+print("sent", len(t.requests))""",
+]
+
+
+def test_inspector_in_jupyterlab(tmp_path: Path) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    with run_lab(tmp_path, INSPECTOR_CELLS) as url, \
+            playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        try:
+            page.goto(url)
+            page.wait_for_function("() => document.body.innerText.includes('| Idle')",
+                                   timeout=60_000)
+            page.locator(".jp-Cell .cm-content").first.click()
+            for _ in range(3):  # the first run after load sometimes only focuses
+                page.locator(".jp-Cell .cm-content").first.click()
+                page.keyboard.press("Shift+Enter")
+                page.keyboard.press("Shift+Enter")
+                try:
+                    page.locator(".jp-OutputArea-output", has_text="sent 20").wait_for(
+                        timeout=30_000)
+                    break
+                except playwright_sync.TimeoutError:
+                    continue
+            page.locator(".nbtunnel-inspector-box .jupyter-widget-Collapse-header").click()
+            options = page.locator(".nbtunnel-requests select option")
+            page.wait_for_function(
+                "() => document.querySelectorAll('.nbtunnel-requests select option')"
+                ".length === 20", timeout=20_000)
+            assert "POST /upload" in options.first.inner_text().replace("\xa0", " ")
+            page.locator(".nbtunnel-requests select").select_option(index=0)
+            details = page.locator(".nbtunnel-inspect")
+            details.locator("text=first 4096 bytes shown").wait_for(timeout=10_000)
+            assert "stored 9913 bytes" in details.inner_text()
+            page.locator(".nbtunnel-requests select").select_option(index=5)
+            details.locator("text=[masked, 16 chars]").wait_for(timeout=10_000)
+            page.locator("button.nbtunnel-replay").click()
+            details.locator("text=Replay #21: 200").wait_for(timeout=20_000)
+            text = details.inner_text()
+            assert text.count("hello /items/") >= 2  # the old and the new response, side by side
+            page.locator(".nbtunnel-widget").first.screenshot(
+                path=str(ARTIFACTS / "lab-inspector-replay.png"))
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "lab-inspector-failure.png"), full_page=True)
             raise
         finally:
             browser.close()
