@@ -8,9 +8,11 @@ aiohttp, N concurrent keep-alive clients sending `GET /` for D seconds):
 - kernel idle:  `%tunnel PORT` in an ipykernel started by jupyter_client; no cell running
 - kernel busy:  the same tunnel while a cell spins in a pure-Python loop (GIL contention with
                 the nbtunnel loop thread)
+- kernel idle, --no-inspect: the same without the request inspector (its cost: the ratio of
+                the two idle rows, printed below the table; measured twice, interleaved)
 - CLI:          `nbtunnel tunnel --url PORT` as its own process (embedded edge in both cases)
 
-Bounded: about 3 x D seconds of load plus ~15 s of start-up. Prints a table.
+Bounded: about 6 x D seconds of load plus ~20 s of start-up. Prints a table.
 """
 
 from __future__ import annotations
@@ -129,8 +131,18 @@ def kernel_rows(port: int, duration: float, concurrency: int, env: dict[str, str
         busy = asyncio.run(load(front, hostname, duration, concurrency, "%tunnel, kernel busy"))
         kc.get_shell_msg(timeout=spin + 30)  # the busy cell's reply
         del msg_id
+        rows = [idle, busy]
+        for inspect in ("--no-inspect", "", "--no-inspect"):  # interleaved with `idle` above
+            kc.execute_interactive(f"%tunnel stop {port}\nt = %tunnel {port} {inspect}\n"
+                                   "t.wait_ready(4)\nprint('TUNNEL', t.front[1], t.hostname)",
+                                   timeout=60, output_hook=hook)
+            found = re.findall(r"TUNNEL (\d+) (\S+)", "".join(out))
+            front, hostname = int(found[-1][0]), found[-1][1]  # the tunnel just opened
+            asyncio.run(load(front, hostname, 1.0, concurrency, "warm-up"))
+            rows.append(asyncio.run(load(front, hostname, duration, concurrency,
+                                         f"%tunnel {inspect or '(inspector)'}, idle")))
         kc.execute_interactive("%tunnel stop all", timeout=60, output_hook=hook)
-        return [idle, busy]
+        return rows
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=False)
@@ -186,6 +198,13 @@ def main() -> None:
     print("|------------------------|-----------|---------|---------|---------|--------|")
     for r in rows:
         print(r.row())
+    on = [r for r in rows if r.label in ("%tunnel, kernel idle", "%tunnel (inspector), idle")]
+    off = [r for r in rows if "--no-inspect" in r.label]
+    if on and off:
+        rate_on = sum(r.ok for r in on) / sum(r.seconds for r in on)
+        rate_off = sum(r.ok for r in off) / sum(r.seconds for r in off)
+        print(f"\ninspector on: {rate_on:.0f} req/s, off: {rate_off:.0f} req/s "
+              f"({(1 - rate_on / rate_off) * 100:+.1f} % lower with it; target: under 10 %)")
 
 
 if __name__ == "__main__":

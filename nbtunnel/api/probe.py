@@ -89,8 +89,18 @@ async def plan_origin(service: str, opts: TunnelOptions) -> tuple[str | None, li
     return host_header, notes
 
 
-def quick_ingress(service: str, host_header: str | None) -> Ingress:
-    """The one rule of a quick tunnel, with originRequest.httpHostHeader when given."""
-    if host_header:
-        return Ingress.from_rules([{"service": service}], {"httpHostHeader": host_header})
-    return Ingress.single(service)
+def quick_ingress(routes: list[tuple[str, str, str | None]]) -> Ingress:
+    """A quick tunnel's rules from (hostname, service, Host header): one catch-all rule for a
+    single target, else one rule per hostname and a 404 for anything else."""
+    if len(routes) == 1:
+        _, service, host_header = routes[0]
+        if host_header:
+            return Ingress.from_rules([{"service": service}], {"httpHostHeader": host_header})
+        return Ingress.single(service)
+    rules: list[dict[str, object]] = []
+    for hostname, service, host_header in routes:
+        rule: dict[str, object] = {"hostname": hostname, "service": service}
+        if host_header:
+            rule["originRequest"] = {"httpHostHeader": host_header}
+        rules.append(rule)
+    return Ingress.from_rules([*rules, {"service": "http_status:404"}])

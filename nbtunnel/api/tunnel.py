@@ -43,7 +43,8 @@ class Tunnel(TrafficMixin):
 
     def __init__(self, runtime: Runtime, service: str, target: int | str, hostname: str,
                  url: str, edge_label: str, front: tuple[str, int], connector: Any,
-                 options: TunnelOptions, notes: list[str] | None = None) -> None:
+                 options: TunnelOptions, notes: list[str] | None = None,
+                 routes: list[tuple[str, str, str]] | None = None) -> None:
         self.target = target
         self.service = service
         self.hostname = hostname
@@ -51,6 +52,8 @@ class Tunnel(TrafficMixin):
         self.edge_label = edge_label
         self.front = front  # the edge's public HTTP front (host, port)
         self.options = options
+        # (hostname, url, service) per published target; one connector serves them all
+        self.routes = routes or [(hostname, url, service)]
         self.notes = notes or []  # one-line facts for the user (Jupyter preset, closed port)
         self.error: str | None = None
         self.extra_urls: dict[str, str] = {}  # e.g. the JupyterHub proxy URL (notebook layer)
@@ -103,6 +106,7 @@ class Tunnel(TrafficMixin):
                  f"connections]",
                  f"  requests {s.requests}  errors {s.errors}  in {human_bytes(s.bytes_in)}  "
                  f"out {human_bytes(s.bytes_out)}  open streams {s.open_streams}"]
+        lines[1:1] = [f"  also {url} -> {service}" for _, url, service in self.routes[1:]]
         lines += [f"  {label}: {url}" for label, url in self.extra_urls.items()]
         if self.error:
             lines.append(f"  error: {self.error}")
@@ -157,8 +161,9 @@ class Tunnel(TrafficMixin):
             self.error = f"{type(exc).__name__}: {exc}"
             log.error("tunnel %s failed: %s", self.url, self.error)
         finally:
-            if _registry.get(self.service) is self:
-                del _registry[self.service]
+            for _, _, service in self.routes:
+                if _registry.get(service) is self:
+                    del _registry[service]
             for fn in self._cleanups:
                 try:
                     result = fn()

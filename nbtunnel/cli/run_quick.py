@@ -85,7 +85,7 @@ def run_quick_tunnel(args: argparse.Namespace) -> Runner:
                       f"{access.spec.token}", flush=True)
             connector = Connector(ConnectorConfig(
                 edge=list(edges), credentials=quick.credentials,
-                ingress=quick_ingress(service, host_header), cacert=cacert,
+                ingress=quick_ingress([(quick.hostname, service, host_header)]), cacert=cacert,
                 ha_connections=args.ha_connections, grace_period=args.grace_period,
                 quic_backend=args.quic_backend, protocol=args.protocol,
                 config_flags={"protocol": args.protocol}, access=access,

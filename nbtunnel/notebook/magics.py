@@ -100,22 +100,23 @@ class TunnelMagics(Magics):
         if command in COMMANDS:
             self._command(command, targets[1:])
             return None
-        if len(targets) > 1:
-            raise UsageError(f"%tunnel takes one target, got {' '.join(targets)!r}")
-        return self._open(command, args)
+        return self._open(targets, args)
 
     tunnel.__doc__ = PARSER.format_help()
 
-    def _open(self, target: str, args: Any) -> Tunnel:
+    def _open(self, targets: list[str], args: Any) -> Tunnel:
+        """One target, or several on one connector (`%tunnel 8888 8050`)."""
         try:
-            normalize_target(target)
+            for target in targets:
+                normalize_target(target)
             opts = options_from_args(args).check()
             settings = resolve_edge(opts.edge, opts.cacert, opts.quick_service)
         except (TargetError, OptionError, EdgeConfigError) as exc:
             raise UsageError(str(exc)) from None
-        existing = find_tunnel(target)
+        existing = find_tunnel(targets[0])
         try:
-            tunnel = open_tunnel(target, **opts.__dict__)
+            what: str | list[int | str] = targets[0] if len(targets) == 1 else [*targets]
+            tunnel = open_tunnel(what, **opts.__dict__)
         except TunnelError as exc:
             raise UsageError(f"could not open the tunnel: {exc}") from None
         if existing is tunnel:

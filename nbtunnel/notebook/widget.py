@@ -168,6 +168,10 @@ class TunnelWidget(widgets.VBox):
                 f"style='color:#0969da;text-decoration:underline'>{url}</a> {copy} "
                 f"&rarr; {html.escape(t.service)} "
                 f"{_badge(status, STATUS_COLORS.get(status, '#57606a'))}<br>"
+                + "".join(f"<a class='nbtunnel-url' href='{html.escape(u)}' target='_blank' "
+                          f"rel='noopener' style='color:#0969da;text-decoration:underline'>"
+                          f"{html.escape(u)}</a> &rarr; {html.escape(svc)}<br>"
+                          for _, u, svc in t.routes[1:]) +
                 f"<small class='nbtunnel-reach'>{reach}{auth}; via "
                 f"{html.escape(t.edge_label)}</small>{extra}</div>")
 

@@ -58,7 +58,7 @@ def test_help_shows_argparse_usage(ip: Any) -> None:
     ("-- -5", "out of range"),
     ("ftp://x", "unsupported scheme"),
     ("--auth nocolon 8888", "USER:PASSWORD"),
-    ("8888 9999", "one target"),
+    ("8888 8888", "same target twice"),
     ("http://localhost:8888/some/path", "no path"),
     ("stop", "usage: %tunnel stop"),
     ("stop 1234", "no tunnel for '1234'"),

@@ -132,3 +132,26 @@ def test_stop_all_releases_udp_sockets() -> None:
             t.stop()
         nbtunnel.stop_all()
         assert _udp_sockets() == before, f"round {i}"
+
+
+def test_two_targets_one_connector(echo_port: int, origin_port: int) -> None:
+    t = nbtunnel.open_tunnel([echo_port, origin_port], ha_connections=2)
+    (h1, u1, s1), (h2, u2, s2) = t.routes
+    assert (s1, s2) == (f"http://localhost:{echo_port}", f"http://localhost:{origin_port}")
+    assert h1 != h2 and u1 == t.url and h2 in u2
+    assert nbtunnel.find_tunnel(origin_port) is t and nbtunnel.find_tunnel(echo_port) is t
+    assert t.get("/a").text.startswith("got /a")  # t.get uses the first hostname
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", t.front[1], timeout=10)
+    conn.request("GET", "/b", headers={"Host": h2})
+    assert conn.getresponse().read() == b"origin says /b"
+    conn.close()
+    assert len(t.connections) == 2  # one set of HA connections for both hostnames
+    assert f"also {u2} -> {s2}" in t.summary()
+    with pytest.raises(TunnelError, match="already published"):
+        nbtunnel.open_tunnel([echo_port, "hello_world"])
+    t.stop()
+    assert nbtunnel.list_tunnels() == []
+    edge = t._runtime.local_edge
+    assert edge is not None and not edge.store.hostname_taken(h2)  # the extra route is gone
