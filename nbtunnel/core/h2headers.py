@@ -116,9 +116,9 @@ def connect_response(status: int, headers: Headers, *, websocket: bool) -> Conne
     """
     fields = dict((n.lower(), v) for n, v in headers if not n.startswith(":"))
     meta_text = fields.get(RESPONSE_META, "")
-    try:
+    try:  # a hostile connector's header: malformed or nested 65,000 deep means "origin"
         meta = json.loads(meta_text) if meta_text else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         meta = {}
     src = meta.get("src") if isinstance(meta, dict) else None
     if src == "cloudflared":

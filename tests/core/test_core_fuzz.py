@@ -347,3 +347,25 @@ def credentials_parse(token: str) -> None:
 
 
 test_credentials, test_credentials_long = fuzz_target(tokens)(credentials_parse)
+
+
+h2_names = st.sampled_from([":status", ":method", ":path", ":authority", ":scheme",
+                            "cf-cloudflared-response-meta", "cf-cloudflared-response-headers",
+                            "cf-cloudflared-proxy-connection-upgrade", "cf-cloudflared-proxy-src",
+                            "content-length", "sec-websocket-accept", "x-a"])
+h2_values = st.one_of(st.text(max_size=30), st.sampled_from(
+    ['{"src":"origin"}', '{"src":"cloudflared"}', "[" * 5000, '{"src":' * 3000, "websocket",
+     "WC1B:YQ", "WC1B:\u00e9"]))
+h2_heads = st.lists(st.tuples(h2_names, h2_values), max_size=8)
+
+
+def h2_head_mapping(status: int, headers: list[tuple[str, str]], flag: bool) -> None:
+    """The HTTP/2 head mappings both roles apply to what the other side sent."""
+    from nbtunnel.core.h2headers import connect_request, connect_response
+
+    only_protocol_errors(lambda: connect_response(status, headers, websocket=flag))
+    only_protocol_errors(lambda: connect_request(headers, ended=flag))
+
+
+test_h2_head_mapping, test_h2_head_mapping_long = fuzz_target(
+    st.integers(0, 1000), h2_heads, st.booleans())(h2_head_mapping)
