@@ -16,7 +16,7 @@ import base64
 import contextlib
 import os
 import ssl
-from typing import Any
+from typing import Any, cast
 
 import h11
 
@@ -45,7 +45,7 @@ class _CarrierProtocol(asyncio.Protocol):
 
     # -- handshake ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.raw = transport
         headers = [("Host", self.target.host_header), ("Upgrade", "websocket"),
                    ("Connection", "Upgrade"), ("Sec-WebSocket-Key", self.key),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import h2.config
 import h2.connection
@@ -80,7 +80,7 @@ class H2Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._transport = transport
         peer = transport.get_extra_info("peername") or ("", 0)
         self.remote_address = (str(peer[0]), int(peer[1]))
