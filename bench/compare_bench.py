@@ -488,12 +488,12 @@ def run_path(path: str, r: dict[str, Any], plan: Plan, args: argparse.Namespace,
             hop = start_cloudflared(work, env, cloudflared, proto, edge, origin_url, started)
         assert hop.middle is not None
         procs.append(hop.middle)
+        if plan.idle_conns and path.startswith("nbtunnel"):  # first: a heap no load grew
+            r["idle_conns"] = idle_conn_rss(work, env, proto, args.quic_backend, edge,
+                                            origin_url, plan.idle_conns, started)
         if plan.holds:
             log(f"{path}: {plan.holds} held-open connections")
             r["held"] = held_rss(hop, plan.holds, procs[1:])
-        if plan.idle_conns and path.startswith("nbtunnel"):
-            r["idle_conns"] = idle_conn_rss(work, env, proto, args.quic_backend, edge,
-                                            origin_url, plan.idle_conns, started)
     r["middle"] = hop.middle.name if hop.middle else None
     r.update(run_cells(hop, plan, loadgen, procs, work, blob))
 
