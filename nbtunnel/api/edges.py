@@ -102,5 +102,7 @@ async def start_local_edge() -> Edge:
     from nbtunnel.edge.server import EdgeConfig
 
     port = int(os.environ.get("NBTUNNEL_HTTP_PORT", str(DEFAULT_HTTP_PORT)))
-    return await start_edge(EdgeConfig(quic_port=0, http_port=port), fallback_http=True,
-                            announce=False)
+    # no quick-tunnel rate limit: this edge's tunnels are requested by this process only
+    # (a notebook opening 30 tunnels in a loop must not meet a 429)
+    return await start_edge(EdgeConfig(quic_port=0, http_port=port, quick_tunnels_per_minute=0),
+                            fallback_http=True, announce=False)

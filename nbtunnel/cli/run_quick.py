@@ -45,7 +45,8 @@ def run_quick_tunnel(args: argparse.Namespace) -> Runner:
             if not edges:
                 edge = await start_edge(
                     EdgeConfig(quic_port=0, http_port=args.http_port,
-                               quic_backend=args.quic_backend),
+                               quic_backend=args.quic_backend,
+                               quick_tunnels_per_minute=0),  # private: its own process only
                     fallback_http=True)
                 edges = [edge.quic_address]
                 cacert = str(edge.ca_path)

@@ -105,3 +105,20 @@ async def test_idle_quick_tunnels_expire_and_connected_ones_stay(
     async with aiohttp.ClientSession() as s, s.get(
             f"http://{host}:{port}/", headers={"Host": used.hostname}) as resp:
         assert resp.status == 404
+
+
+async def test_the_embedded_edge_does_not_rate_limit_its_own_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A notebook opening 30 tunnels in a loop talks to its private embedded edge: no 429."""
+    from nbtunnel.api.edges import start_local_edge
+
+    monkeypatch.setenv("NBTUNNEL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("NBTUNNEL_HTTP_PORT", "0")
+    edge = await start_local_edge()
+    try:
+        async with aiohttp.ClientSession() as s:
+            statuses = [(await _create(s, edge)).status for _ in range(30)]
+        assert statuses == [200] * 30
+    finally:
+        await edge.close()
