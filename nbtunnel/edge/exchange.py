@@ -150,8 +150,9 @@ class Exchange:
                 self.stream.reset(0)
         if self._response is not None:
             self._response.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._response
+            await asyncio.wait([self._response])  # our own cancellation still propagates
+            if not self._response.cancelled():
+                self._response.exception()  # retrieved: its failure was already answered
 
     def _done(self) -> None:
         live = self.live

@@ -261,8 +261,7 @@ class PublicFront:
             watcher.remove_done_callback(on_read)
             if not watcher.done():
                 watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+                await asyncio.wait([watcher])  # our own cancellation still propagates
         if watcher.cancelled():
             return keep, b""  # we stopped watching: the client sent nothing meanwhile
         if watcher.exception() is not None:

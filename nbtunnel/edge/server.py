@@ -7,7 +7,6 @@ closes it all on exit. The CLI (`nbtunnel edge`) and the connector's embedded mo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,10 +165,11 @@ class Edge:
 
     async def close(self) -> None:
         if self._expiry_task is not None:
-            self._expiry_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry_task
-            self._expiry_task = None
+            task, self._expiry_task = self._expiry_task, None
+            task.cancel()
+            await asyncio.wait([task])  # our own cancellation still propagates
+            if not task.cancelled() and task.exception() is not None:
+                log.error("quick-tunnel expiry failed", exc_info=task.exception())
         if self.front is not None:
             await self.front.close()
             self.front = None
