@@ -1,0 +1,152 @@
+"""The connector's role over HTTP/2 against a scripted fake edge (h2 client side, plain TCP)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+
+from nbtunnel.core.h2headers import RESPONSE_HEADERS, decode_serialized_headers
+from nbtunnel.core.httpmeta import build_connect_response, parse_http_request
+from nbtunnel.core.streams import ConnectRequest
+from nbtunnel.transport.errors import TransportClosedError
+from nbtunnel.transport.http2 import ConnectorH2Connection, H2ConfigurationPush
+
+UPGRADE = "cf-cloudflared-proxy-connection-upgrade"
+
+
+@dataclass
+class FakeEdge:
+    """The edge's side: an HTTP/2 client whose requests the test scripts."""
+
+    h2: h2.connection.H2Connection
+    writer: asyncio.StreamWriter
+    responses: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
+    data: dict[int, bytes] = field(default_factory=dict)
+    resets: dict[int, int] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def request(self, headers: list[tuple[str, str]], body: bytes | None = None) -> int:
+        sid = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(sid, headers, end_stream=body is None)
+        if body is not None:
+            self.h2.send_data(sid, body, end_stream=True)
+        self.writer.write(self.h2.data_to_send())
+        return sid
+
+    async def until(self, what: str, sid: int) -> None:
+        async with asyncio.timeout(5):
+            while sid not in getattr(self, what):
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[ConnectorH2Connection, FakeEdge]]:
+    edges: list[FakeEdge] = []
+    ready = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        fake = FakeEdge(conn, writer)
+        edges.append(fake)
+        ready.set()
+        while data := await reader.read(65536):
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    fake.responses[event.stream_id] = [(str(n), str(v)) for n, v in event.headers]
+                elif isinstance(event, h2.events.DataReceived):
+                    fake.data[event.stream_id] = fake.data.get(event.stream_id, b"") + event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamReset):
+                    fake.resets[event.stream_id] = event.error_code
+                fake.changed.set()
+            writer.write(conn.data_to_send())
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    _, connector = await asyncio.get_running_loop().create_connection(
+        ConnectorH2Connection, *server.sockets[0].getsockname()[:2])
+    await ready.wait()
+    try:
+        yield connector, edges[0]
+    finally:
+        connector.close()
+        server.close()
+
+
+GET = [(":method", "GET"), (":scheme", "http"), (":authority", "app.example"), (":path", "/x")]
+
+
+async def test_control_stream_is_the_marked_request_and_others_are_refused(
+    pair: tuple[ConnectorH2Connection, FakeEdge],
+) -> None:
+    connector, edge = pair
+    early = edge.request(GET)  # before the control stream: refused
+    control_sid = edge.request([*GET, (UPGRADE, "control-stream")], body=None)
+    control = await asyncio.wait_for(connector.control_stream(), 5)
+    await edge.until("resets", early)
+    await edge.until("responses", control_sid)
+    assert dict(edge.responses[control_sid])[":status"] == "200"
+    await control.write(b"rpc bytes")
+    await edge.until("data", control_sid)
+    assert edge.data[control_sid] == b"rpc bytes"
+
+
+async def test_a_request_is_one_data_stream_with_mapped_heads(
+    pair: tuple[ConnectorH2Connection, FakeEdge],
+) -> None:
+    connector, edge = pair
+    sid = edge.request([*GET, ("x-test", "1")])
+    stream = await asyncio.wait_for(connector.accept_stream(), 5)
+    head = await stream.receive_request()
+    assert isinstance(head, ConnectRequest)
+    http = parse_http_request(head)
+    assert (http.method, http.host, http.target, http.headers) == (
+        "GET", "app.example", "/x", [("x-test", "1")])
+    await stream.send_response(build_connect_response(200, [("X-Origin", "o")]))
+    await stream.write(b"body")
+    stream.write_eof()
+    await edge.until("responses", sid)
+    fields = dict(edge.responses[sid])
+    assert fields[":status"] == "200"
+    assert decode_serialized_headers(fields[RESPONSE_HEADERS]) == [("X-Origin", "o")]
+    await edge.until("data", sid)
+    assert edge.data[sid] == b"body"
+
+
+async def test_configuration_push_is_a_json_request(
+    pair: tuple[ConnectorH2Connection, FakeEdge],
+) -> None:
+    connector, edge = pair
+    sid = edge.request([(":method", "PUT"), (":scheme", "http"), (":authority", "localhost"),
+                        (":path", "/"), (UPGRADE, "update-configuration")],
+                       body=b'{"version":4,"config":{"ingress":[]}}')
+    stream = await asyncio.wait_for(connector.accept_stream(), 5)
+    push = await stream.receive_request()
+    assert isinstance(push, H2ConfigurationPush)
+    seen: list[tuple[int, bytes]] = []
+    await push.serve(lambda version, config: (seen.append((version, config)), (version, ""))[1])
+    assert seen == [(4, b'{"ingress":[]}')]
+    await edge.until("data", sid)
+    assert json.loads(edge.data[sid]) == {"lastAppliedVersion": 4, "err": None}
+
+
+async def test_goaway_from_the_edge_ends_the_connection(
+    pair: tuple[ConnectorH2Connection, FakeEdge],
+) -> None:
+    connector, edge = pair
+    accepting = asyncio.create_task(connector.accept_stream())
+    edge.h2.close_connection()
+    edge.writer.write(edge.h2.data_to_send())
+    with pytest.raises(TransportClosedError):
+        await asyncio.wait_for(accepting, 5)
+    assert connector.terminated and "GOAWAY" in connector.close_reason
