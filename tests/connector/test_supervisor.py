@@ -19,50 +19,44 @@ from nbtunnel.connector.ingress import Ingress
 from nbtunnel.connector.supervisor import Connector, ConnectorConfig
 from nbtunnel.core.credentials import Credentials
 from nbtunnel.edge.control import ControlHandler
-from nbtunnel.edge.registry import Registry
-from nbtunnel.edge.stores.sqlite import SqliteStore
 from nbtunnel.transport.base import TunnelConnection
 from nbtunnel.transport.errors import ConnectTimeoutError, HandshakeError
-from nbtunnel.transport.memory import MemoryConnection, memory_pair
+from nbtunnel.transport.memory import MemoryConnection
 from tests.e2e.conftest import eventually
 from tests.manual_clock import ManualClock
+from tests.memory_edge import MemoryEdge
+from tests.memory_edge import memory_edge as _memory_edge
 
 
 @dataclass
-class MemoryEdge:
-    """Registration on memory pairs; ``failures`` makes the next dials fail."""
+class FlakyDial:
+    """Dials the memory edge; ``failures`` makes the next dials fail."""
 
-    store: SqliteStore
-    control: ControlHandler
+    edge: MemoryEdge
     credentials: Credentials
     failures: list[Exception] = field(default_factory=list)
     dials: list[str] = field(default_factory=list)
-    ends: list[MemoryConnection] = field(default_factory=list)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    async def dial(self, protocol: str, host: str, port: int, **_: Any) -> TunnelConnection:
+    async def __call__(self, protocol: str, host: str, port: int, **_: Any) -> TunnelConnection:
         self.dials.append(protocol)
         if self.failures:
             raise self.failures.pop(0)
-        edge_end, connector_end = memory_pair(protocol)
-        self.ends.append(edge_end)
-        self.tasks.append(asyncio.get_running_loop().create_task(self.control.serve(edge_end)))
-        return connector_end
+        return self.edge.connect(protocol)[1]
+
+    @property
+    def ends(self) -> list[MemoryConnection]:
+        return self.edge.ends
+
+    @property
+    def control(self) -> ControlHandler:
+        return self.edge.control
 
 
 @pytest.fixture
-async def memory_edge(tmp_path: Path) -> AsyncIterator[MemoryEdge]:
-    store = SqliteStore(tmp_path / "edge.sqlite3")
-    tunnel = await store.create_tunnel("t", account_tag="acct")
-    creds = Credentials(tunnel.account_tag, tunnel.id, tunnel.secret)
-    edge = MemoryEdge(store, ControlHandler(store, Registry()), creds)
-    try:
-        yield edge
-    finally:
-        for task in edge.tasks:
-            task.cancel()
-        await asyncio.gather(*edge.tasks, return_exceptions=True)
-        await store.aclose()
+async def memory_edge(tmp_path: Path) -> AsyncIterator[FlakyDial]:
+    async with _memory_edge(tmp_path) as edge:
+        t = edge.tunnel
+        yield FlakyDial(edge, Credentials(t.account_tag, t.id, t.secret))
 
 
 @dataclass
@@ -76,7 +70,7 @@ class Running:
 
 
 @pytest.fixture
-async def start(memory_edge: MemoryEdge) -> AsyncIterator[Callable[..., Running]]:
+async def start(memory_edge: FlakyDial) -> AsyncIterator[Callable[..., Running]]:
     running: list[Running] = []
 
     def go(clock: ManualClock, **config: Any) -> Running:
@@ -84,7 +78,7 @@ async def start(memory_edge: MemoryEdge) -> AsyncIterator[Callable[..., Running]
             ConnectorConfig(edge=[("edge.test", 7844)], credentials=memory_edge.credentials,
                             ingress=Ingress.single("http_status:404"), grace_period=1,
                             **config),
-            clock=clock, dial=memory_edge.dial)
+            clock=clock, dial=memory_edge)
         events: list[ConnectionEvent] = []
 
         def observe(event: TunnelEvent) -> None:
@@ -103,7 +97,7 @@ async def start(memory_edge: MemoryEdge) -> AsyncIterator[Callable[..., Running]
 
 
 async def test_ha_connections_start_after_the_first_registers_a_delay_apart(
-    memory_edge: MemoryEdge, start: Callable[..., Running],
+    memory_edge: FlakyDial, start: Callable[..., Running],
 ) -> None:
     clock = ManualClock()
     r = start(clock, ha_connections=3, ha_start_delay=7.0)
@@ -119,7 +113,7 @@ async def test_ha_connections_start_after_the_first_registers_a_delay_apart(
 
 
 async def test_failed_dials_back_off_then_register_and_reset_the_backoff(
-    memory_edge: MemoryEdge, start: Callable[..., Running],
+    memory_edge: FlakyDial, start: Callable[..., Running],
 ) -> None:
     clock = ManualClock()
     memory_edge.failures = [HandshakeError("refused"), HandshakeError("refused")]
@@ -141,7 +135,7 @@ async def test_failed_dials_back_off_then_register_and_reset_the_backoff(
 
 
 async def test_shutdown_ends_a_backoff_wait_without_the_clock(
-    memory_edge: MemoryEdge, start: Callable[..., Running],
+    memory_edge: FlakyDial, start: Callable[..., Running],
 ) -> None:
     clock = ManualClock()
     memory_edge.failures = [HandshakeError("refused")]
@@ -153,7 +147,7 @@ async def test_shutdown_ends_a_backoff_wait_without_the_clock(
 
 
 async def test_auto_falls_back_to_http2_when_the_quic_handshake_times_out(
-    memory_edge: MemoryEdge, start: Callable[..., Running],
+    memory_edge: FlakyDial, start: Callable[..., Running],
 ) -> None:
     clock = ManualClock()
     memory_edge.failures = [ConnectTimeoutError("no QUIC handshake within 5s")]

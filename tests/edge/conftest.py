@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,50 +16,17 @@ from nbtunnel.core.schema import (
     RegistrationError,
     TunnelAuth,
 )
-from nbtunnel.edge.control import ControlHandler
-from nbtunnel.edge.registry import LiveConnection, Registry
 from nbtunnel.edge.stores.base import TunnelRecord
-from nbtunnel.edge.stores.sqlite import SqliteStore
-from nbtunnel.transport.memory import MemoryConnection, MemoryStream, memory_pair
+from nbtunnel.transport.memory import MemoryConnection, MemoryStream
+from tests.memory_edge import MemoryEdge, memory_edge
 
-HOSTNAME = "app.example"
-
-
-@dataclass
-class EdgeParts:
-    """A store with one routed tunnel, a registry and the control handler serving pairs."""
-
-    store: SqliteStore
-    registry: Registry
-    control: ControlHandler
-    tunnel: TunnelRecord
-    changes: list[tuple[str, LiveConnection]] = field(default_factory=list)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-
-    def connect(self) -> tuple[MemoryConnection, MemoryConnection]:
-        """A new connection whose edge end the control handler serves."""
-        edge_end, connector_end = memory_pair()
-        self.tasks.append(asyncio.get_running_loop().create_task(self.control.serve(edge_end)))
-        return edge_end, connector_end
+EdgeParts = MemoryEdge
 
 
 @pytest.fixture
 async def parts(tmp_path: Path) -> AsyncIterator[EdgeParts]:
-    store = SqliteStore(tmp_path / "edge.sqlite3")
-    tunnel = await store.create_tunnel("t", account_tag="acct")
-    await store.add_route(HOSTNAME, tunnel.id)
-    registry = Registry()
-    changes: list[tuple[str, LiveConnection]] = []
-    control = ControlHandler(store, registry, on_change=lambda what, live: changes.append(
-        (what, live)))
-    p = EdgeParts(store, registry, control, tunnel, changes)
-    try:
-        yield p
-    finally:
-        for task in p.tasks:
-            task.cancel()
-        await asyncio.gather(*p.tasks, return_exceptions=True)
-        await store.aclose()
+    async with memory_edge(tmp_path) as edge:
+        yield edge
 
 
 @dataclass

@@ -12,8 +12,9 @@ from nbtunnel.core.httpmeta import build_connect_response, parse_http_request
 from nbtunnel.core.streams import ConnectRequest, ConnectResponse
 from nbtunnel.edge.front import PublicFront
 from nbtunnel.transport.memory import MemoryConnection, MemoryStream
+from tests.memory_edge import HOSTNAME
 
-from .conftest import HOSTNAME, EdgeParts, register
+from .conftest import EdgeParts, register
 
 Serve = Callable[[MemoryStream, ConnectRequest], Awaitable[None]]
 
