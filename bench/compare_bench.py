@@ -510,7 +510,11 @@ def main(argv: list[str] | None = None) -> int:
                              "(16; 0 with --quick: they start 1 s apart)")
     parser.add_argument("--paths", default=",".join(PATHS),
                         help=f"comma-separated subset of {','.join(PATHS)}")
-    parser.add_argument("--ha", type=int, default=4, help="our connector's HA connections (4)")
+    parser.add_argument("--ha", type=int, default=1,
+                        help="our connector's HA connections (1: what cloudflared opens to one "
+                             "edge address; with 4 the edge's round-robin leaves every "
+                             "connection idle between requests at c=1, and each request costs "
+                             "a separate ACK packet each way)")
     parser.add_argument("--quic-backend", choices=["qh3", "aioquic"], default="qh3")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--loop", choices=["auto", "asyncio"], default="auto",
