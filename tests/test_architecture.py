@@ -58,8 +58,6 @@ OWNERS = {
     "nbtunnel/edge/peering.py": "PeerClient: one dial per edge, cancelled and awaited by aclose",
     "nbtunnel/connector/origin.py": "the request-body sender, cancelled and awaited by the "
                                     "response's aclose (or at once when the head fails)",
-    "nbtunnel/connector/pipe.py": "the TCP pipe's two directions and pinger, cancelled and "
-                                  "awaited by _run",
     "nbtunnel/access/forward.py": "pipe()'s two directions, cancelled and awaited by pipe; the "
                                   "stdin feeder, returned to and awaited by run_stdio",
     "nbtunnel/transport/handlers.py": "ConnectionHandlers: one handler per accepted connection "

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 from nbtunnel.core.wscarrier import CarrierClosed, CarrierError, WsCarrier
 from nbtunnel.transport.base import DataStream
@@ -33,27 +33,26 @@ def _half_close(writer: asyncio.StreamWriter) -> None:
             writer.write_eof()
 
 
-async def _run(*directions: Callable[[], Awaitable[None]], extra: list[asyncio.Task[None]],
+async def _run(*directions: Callable[[], Coroutine[Any, Any, None]],
+               background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
                stream: DataStream) -> None:
-    """Run both directions until both finish; the first failure cancels everything."""
-    tasks = [asyncio.ensure_future(d()) for d in directions]
+    """Run both directions until both finish (`background` alongside until then) in one
+    TaskGroup; the first failure cancels everything, resets the stream and is raised as is."""
     try:
-        pending = set(tasks)
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
-        with contextlib.suppress(Exception):
-            stream.write_eof()
-    except BaseException:
+        async with asyncio.TaskGroup() as tg:
+            jobs = [tg.create_task(d()) for d in directions]
+            side = [tg.create_task(b()) for b in background]
+            await asyncio.wait(jobs)  # a failing job cancels this wait and every other task
+            for task in side:
+                task.cancel()
+    except BaseException as exc:
         with contextlib.suppress(Exception):
             stream.reset(0)
+        if isinstance(exc, BaseExceptionGroup):
+            raise exc.exceptions[0] from exc
         raise
-    finally:
-        for task in tasks + extra:
-            task.cancel()
-        await asyncio.gather(*tasks, *extra, return_exceptions=True)
+    with contextlib.suppress(Exception):
+        stream.write_eof()
 
 
 async def pipe_raw(stream: DataStream, reader: asyncio.StreamReader,
@@ -77,7 +76,7 @@ async def pipe_raw(stream: DataStream, reader: asyncio.StreamReader,
         stream.write_eof()
 
     with contextlib.suppress(ConnectionError):
-        await _run(edge_to_origin, origin_to_edge, extra=[], stream=stream)
+        await _run(edge_to_origin, origin_to_edge, stream=stream)
 
 
 async def pipe_carrier(stream: DataStream, reader: asyncio.StreamReader,
@@ -122,6 +121,5 @@ async def pipe_carrier(stream: DataStream, reader: asyncio.StreamReader,
             await asyncio.sleep(PING_INTERVAL)
             await send(carrier.ping())
 
-    ping = asyncio.ensure_future(pinger())
     with contextlib.suppress(ConnectionError, CarrierError):
-        await _run(edge_to_origin, origin_to_edge, extra=[ping], stream=stream)
+        await _run(edge_to_origin, origin_to_edge, background=[pinger], stream=stream)
