@@ -141,8 +141,11 @@ class StreamOrigins:
         reader, writer = await dial(host, port, connect_timeout)
         try:
             key = next((v for k, v in head.headers if k.lower() == "sec-websocket-key"), "")
-            headers = [("Connection", "Upgrade"), ("Sec-Websocket-Accept", accept_key(key)),
-                       ("Upgrade", "websocket")] if key else []
+            # cloudflared sends only HttpStatus=101 without a key; the Upgrade header lets an
+            # edge tell this switch from a plain 200 when HTTP/2 rewrites 101 to 200
+            headers = [("Connection", "Upgrade"), ("Upgrade", "websocket")]
+            if key:
+                headers.insert(1, ("Sec-Websocket-Accept", accept_key(key)))
             await stream.send_response(build_connect_response(101, headers))
             await pipe_carrier(stream, reader, writer, WsCarrier(client=False), flow)
         finally:

@@ -126,9 +126,9 @@ def connect_response(status: int, headers: Headers, *, websocket: bool) -> Conne
             error=f"the connector could not serve the request (HTTP/2 status {status})",
             metadata=[])
     origin = decode_serialized_headers(fields.get(RESPONSE_HEADERS, ""))
-    if websocket and status == 200 and any(
-            n.lower() == "sec-websocket-accept" for n, _ in origin):
-        status = 101
+    if status == 200 and any(n.lower() == "sec-websocket-accept" or (
+            n.lower() == "upgrade" and v.lower() == "websocket") for n, v in origin):
+        status = 101  # also for a plain request: a stream origin acks anything with a switch
     return build_connect_response(status, origin)
 
 

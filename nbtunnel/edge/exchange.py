@@ -42,6 +42,37 @@ class ExchangeError(NbtunnelError):
     """The request could not be handed to the connector (stream or connection failure)."""
 
 
+def switched_page(host: str) -> str:
+    """The 502 detail when the connector switched protocols for a plain request."""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return (f"The connector answered 101 Switching Protocols to a request that did not ask to "
+            f"upgrade: {name} serves a TCP service (a tcp:// or ssh:// rule), not a web page. "
+            f"Reach it with `nbtunnel access tcp --hostname {name} --url 127.0.0.1:PORT` or "
+            f"`cloudflared access tcp --hostname {name} --url 127.0.0.1:PORT`.")
+
+
+def metadata_headers(req: Request) -> list[tuple[str, str]]:
+    """The request headers sent to the connector: the client's minus hop-by-hop ones, plus
+    what the edge adds (Cf-Connecting-Ip, X-Forwarded-For/-Proto, Cf-Visitor, Cf-Ray)."""
+    out: list[tuple[str, str]] = []
+    xff = ""
+    for raw_name, raw_value in req.headers:
+        name = raw_name.decode("latin-1")
+        lname = name.lower()
+        if lname in _REQUEST_DROP:
+            continue
+        if lname == "x-forwarded-for":
+            xff = raw_value.decode("latin-1") + ", "
+            continue
+        out.append((name, raw_value.decode("latin-1")))
+    out.append(("Cf-Connecting-Ip", req.client_ip))
+    out.append(("X-Forwarded-For", xff + req.client_ip))
+    out.append(("X-Forwarded-Proto", req.scheme))
+    out.append(("Cf-Visitor", f'{{"scheme":"{req.scheme}"}}'))
+    out.append(("Cf-Ray", req.ray))
+    return out
+
+
 class Exchange:
     """Drives one request/response pair over a fresh data stream."""
 
@@ -66,31 +97,14 @@ class Exchange:
         self.status = 0
 
     def _metadata_headers(self) -> list[tuple[str, str]]:
-        req = self.req
-        out: list[tuple[str, str]] = []
-        xff = ""
-        for raw_name, raw_value in req.headers:
-            name = raw_name.decode("latin-1")
-            lname = name.lower()
-            if lname in _REQUEST_DROP:
-                continue
-            if lname == "x-forwarded-for":
-                xff = raw_value.decode("latin-1") + ", "
-                continue
-            out.append((name, raw_value.decode("latin-1")))
-        out.append(("Cf-Connecting-Ip", req.client_ip))
-        out.append(("X-Forwarded-For", xff + req.client_ip))
-        out.append(("X-Forwarded-Proto", "http"))
-        out.append(("Cf-Visitor", '{"scheme":"http"}'))
-        out.append(("Cf-Ray", req.ray))
-        return out
+        return metadata_headers(self.req)
 
     async def start(self) -> None:
         req = self.req
         headers = self._metadata_headers()
         self.has_body = not req.upgrade and request_has_body(headers)
         self._request = build_connect_request(
-            req.method, req.host, req.target, headers, scheme="http", websocket=req.upgrade
+            req.method, req.host, req.target, headers, scheme=req.scheme, websocket=req.upgrade
         )
         await self._send_head()
         self._response = asyncio.get_running_loop().create_task(self._respond())
@@ -177,6 +191,15 @@ class Exchange:
                 self._head_decided.set_result(False)
                 return
             self.status = status
+            if status == 101 and not self.req.upgrade:
+                # a stream origin (tcp://, ssh://) acks any request with 101: never forward a
+                # switch of protocols to a client that did not ask for one
+                assert self.stream is not None
+                self.stream.reset(0)
+                self.keep = False
+                self._error_page(502, switched_page(self.req.host))
+                self._head_decided.set_result(False)
+                return
             upgraded = self.req.upgrade and status == 101
             self._head_decided.set_result(upgraded)
             await self._relay(status, headers, upgraded)

@@ -58,6 +58,7 @@ class Request:
     client_ip: str
     ray: str
     body_expected: bool = True
+    scheme: str = "http"  # what the client spoke to us: "https" on the HTTPS front
 
 
 @dataclass
@@ -126,6 +127,8 @@ class PublicFront:
         self._tasks: set[asyncio.Task[None]] = set()
         self.requests_total = 0
         self.remote: RemoteRouter | None = None  # set when other edges can serve a tunnel
+        # set by the HTTPS front with --https-redirect: Location for a plain-HTTP request
+        self.https_redirect: Callable[[Request], str | None] | None = None
 
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(self._on_client, host, port, limit=2**16)
@@ -146,11 +149,16 @@ class PublicFront:
             await self._server.wait_closed()
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self.serve(reader, writer)
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    scheme: str = "http") -> None:
+        """Serve one HTTP/1.1 client connection (also the HTTPS front's, after TLS)."""
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)  # owned: close() cancels and awaits every client task
         try:
-            await self._serve_client(reader, writer)
+            await self._serve_client(reader, writer, scheme)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
@@ -164,7 +172,7 @@ class PublicFront:
                 await writer.wait_closed()
 
     async def _serve_client(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, scheme: str = "http"
     ) -> None:
         peer = writer.get_extra_info("peername")
         client_ip = peer[0] if peer else ""
@@ -210,6 +218,7 @@ class PublicFront:
                 if kind == "head":
                     url, headers = cast(tuple[bytes, Headers], value)
                     req = self._request(parser, url, headers, client_ip)
+                    req.scheme = scheme
                     handler = RequestHandler(self, req, writer)
                     await handler.begin()
                 elif kind == "body":

@@ -32,6 +32,7 @@ class RequestHandler:
         self.exchange: Exchange | None = None
         self.local: tuple[int, str] | None = None  # an edge page to send once the body is read
         self.api_body: bytearray | None = None
+        self.redirect: str | None = None  # Location of a 308 to the HTTPS front
 
     async def begin(self) -> None:
         req = self.req
@@ -43,6 +44,11 @@ class RequestHandler:
         if tunnel_id is None:
             self.local = (404, f"No tunnel serves the hostname {hostname or '(none)'!r}.")
             return
+        if self.front.https_redirect is not None:
+            self.redirect = self.front.https_redirect(req)
+            if self.redirect is not None:
+                self.local = (308, f"This site is served over HTTPS: {self.redirect}")
+                return
         live: LiveConnection | None = self.front.registry.pick(tunnel_id)
         remote = self.front.remote  # another edge of the deployment (peering.py)
         if live is None and remote is not None:
@@ -92,7 +98,8 @@ class RequestHandler:
             ctype, body = error_page(
                 status, detail, ray=self.req.ray, as_html=wants_html(self.req.headers)
             )
-            self._write_local(status, [(b"Content-Type", ctype)], body, keep)
+            extra = [(b"Location", self.redirect.encode("latin-1"))] if self.redirect else []
+            self._write_local(status, [(b"Content-Type", ctype), *extra], body, keep)
         await self.writer.drain()
         return keep
 

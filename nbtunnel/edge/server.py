@@ -13,10 +13,12 @@ from pathlib import Path
 from types import TracebackType
 
 from nbtunnel.edge.api import EdgeApi
+from nbtunnel.edge.certs import CertStore
 from nbtunnel.edge.clock import Clock
 from nbtunnel.edge.cluster import Cluster, ClusterConfig, default_edge_id
 from nbtunnel.edge.control import REGISTRATION_TIMEOUT, ControlHandler
 from nbtunnel.edge.front import PublicFront
+from nbtunnel.edge.https_front import HttpsFront
 from nbtunnel.edge.quick_expiry import QUICK_TUNNEL_IDLE_EXPIRY, QuickTunnelExpiry
 from nbtunnel.edge.ratelimit import RateLimiter
 from nbtunnel.edge.registry import LiveConnection, Registry
@@ -58,6 +60,12 @@ class EdgeConfig:
     peer_port: int = 0
     peer_advertise: str | None = None
     peer_secret: bytes | None = None
+    # the HTTPS front: off unless https_port is set (0 = any free port); certificate files as
+    # (cert, key) pairs, else the local CA issues one per hostname
+    https_host: str = "127.0.0.1"
+    https_port: int | None = None
+    https_certs: list[tuple[Path, Path]] = field(default_factory=list)
+    https_redirect: bool = False
 
 
 class Edge:
@@ -69,6 +77,7 @@ class Edge:
         self.registry = Registry(self.config.clock)
         self.ca: LocalCA | None = None
         self.front: PublicFront | None = None
+        self.https: HttpsFront | None = None
         self._quic: QuicServer | None = None
         self._h2: H2Listener | None = None
         self.control_api: ControlApi | None = None
@@ -122,6 +131,8 @@ class Edge:
                     self.quick_expiry.run(), name="quick tunnel expiry")
             self.front.remote = self.cluster.client
             self.cluster.front_address = self.front.sockname
+            if cfg.https_port is not None:
+                await self._start_https(self.front, api_hosts)
         except BaseException:
             await self.close()
             raise
@@ -163,6 +174,31 @@ class Edge:
             self._h2 = h2
             return
 
+    async def _start_https(self, front: PublicFront, api_hosts: frozenset[str]) -> None:
+        cfg = self.config
+        domain = cfg.domain.lower()
+
+        def may_issue(name: str) -> bool:
+            return (name == domain or name.endswith("." + domain) or name in api_hosts
+                    or (self.store is not None and self.store.resolve(name) is not None))
+
+        certs = CertStore(cfg.https_certs, ca=None if cfg.https_certs else self.ca,
+                          may_issue=may_issue)
+        self.https = HttpsFront(front, certs)
+        try:
+            await self.https.start(cfg.https_host, cfg.https_port or 0)
+        except BaseException:
+            certs.close()
+            self.https = None
+            raise
+        if cfg.https_redirect:
+            self.https.enable_redirect()
+
+    def reload_certificates(self) -> None:
+        """SIGHUP: re-read the HTTPS certificate files (open connections are kept)."""
+        if self.https is not None:
+            self.https.certs.reload()
+
     async def close(self) -> None:
         if self._expiry_task is not None:
             task, self._expiry_task = self._expiry_task, None
@@ -170,6 +206,9 @@ class Edge:
             await asyncio.wait([task])  # our own cancellation still propagates
             if not task.cancelled() and task.exception() is not None:
                 log.error("quick-tunnel expiry failed", exc_info=task.exception())
+        if self.https is not None:
+            await self.https.close()
+            self.https = None
         if self.front is not None:
             await self.front.close()
             self.front = None
@@ -219,6 +258,16 @@ class Edge:
     def public_url(self, hostname: str) -> str:
         port = self.public_address[1]
         return f"http://{hostname}" + ("" if port == 80 else f":{port}")
+
+    @property
+    def https_address(self) -> tuple[str, int] | None:
+        return self.https.sockname if self.https is not None else None
+
+    def https_url(self, hostname: str) -> str | None:
+        if self.https is None:
+            return None
+        port = self.https.sockname[1]
+        return f"https://{hostname}" + ("" if port == 443 else f":{port}")
 
     @property
     def ca_path(self) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,20 +160,34 @@ class LocalCA:
         return leaf.not_valid_before_utc <= now < leaf.not_valid_after_utc - LEAF_RENEW_MARGIN
 
     def _issue_leaf(self) -> None:
+        names = [*EDGE_DNS_NAMES, *EDGE_IP_ADDRESSES]
+        cert_pem, key_pem = self.issue(names, lifetime=LEAF_LIFETIME)
+        _write_private(self.key_path, key_pem)
+        _write_public(self.cert_path, cert_pem)
+
+    def issue(self, names: Sequence[str], *, lifetime: dt.timedelta = LEAF_LIFETIME
+              ) -> tuple[bytes, bytes]:
+        """A server certificate for `names` (DNS names, `*.` wildcards or IP addresses)
+        signed by this CA: (certificate PEM, private key PEM). The HTTPS front issues one per
+        hostname it serves when no certificate files are given."""
         ca_cert, ca_key = self._load_ca()
         key = ec.generate_private_key(ec.SECP256R1())
-        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in EDGE_DNS_NAMES]
-        sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in EDGE_IP_ADDRESSES]
+        sans: list[x509.GeneralName] = []
+        for name in names:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                sans.append(x509.DNSName(name))
         now = _now()
         ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         cert = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, EDGE_DNS_NAMES[0])]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
             .issuer_name(ca_cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(min(now + LEAF_LIFETIME, ca_cert.not_valid_after_utc))
+            .not_valid_after(min(now + lifetime, ca_cert.not_valid_after_utc))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -197,5 +212,4 @@ class LocalCA:
             )
             .sign(ca_key, hashes.SHA256())
         )
-        _write_private(self.key_path, _key_pem(key))
-        _write_public(self.cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)

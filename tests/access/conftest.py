@@ -15,7 +15,7 @@ from nbtunnel.connector.ingress import Ingress
 from nbtunnel.connector.quick import request_quick_tunnel
 from nbtunnel.connector.supervisor import Connector, ConnectorConfig
 from nbtunnel.edge.server import Edge, EdgeConfig
-from tests.e2e.conftest import FAST_HA_START, Tunnel, stop_tunnel
+from tests.e2e.conftest import FAST_HA_START, Tunnel, origin, stop_tunnel  # noqa: F401
 
 
 @dataclass
@@ -81,7 +81,8 @@ async def edge(tmp_path: Path) -> AsyncIterator[Edge]:
     for attempt in range(5):
         async with contextlib.AsyncExitStack() as stack:
             e = await stack.enter_async_context(Edge(EdgeConfig(
-                state_dir=tmp_path / f"edge{attempt}", quic_port=0, http_port=0)))
+                state_dir=tmp_path / f"edge{attempt}", quic_port=0, http_port=0,
+                https_port=0)))
             if await _tcp_listening(e.quic_address):
                 yield e
                 return

@@ -1,0 +1,243 @@
+"""HTTP/2 to browsers on the HTTPS front (ALPN h2), with h2 as the state machine.
+
+One task reads frames and feeds h2; each request stream gets a task (owned here: cancelled and
+awaited when the connection ends) that routes it exactly as the HTTP/1.1 front does
+(h2request.py). Flow control both ways: request DATA earns the client new credit only once the
+handler forwarded it to the tunnel, and response DATA is sent within the client's window, so a
+slow side bounds what we buffer. Deadlines: the client preface and every idle period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+from nbtunnel.edge.h2request import H2Request
+
+if TYPE_CHECKING:
+    from nbtunnel.edge.front import PublicFront
+
+log = logging.getLogger("nbtunnel.edge.h2front")
+
+IDLE_TIMEOUT = 75.0
+MAX_STREAMS = 128
+WINDOW = 1 << 20
+MAX_HEADER_LIST = 64 * 1024
+
+
+class FrontStream:
+    """One client request stream: body chunks in, response frames out (used by H2Request)."""
+
+    def __init__(self, conn: H2FrontConnection, stream_id: int,
+                 headers: list[tuple[bytes, bytes]], ended: bool) -> None:
+        self.conn = conn
+        self.stream_id = stream_id
+        self.headers = headers
+        self.ended = ended  # the client sent END_STREAM
+        self.reset = False
+        self._chunks: deque[tuple[bytes, int]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def on_data(self, data: bytes, flow: int) -> None:
+        self._chunks.append((data, flow))
+        self._wake()
+
+    def on_end(self) -> None:
+        self.ended = True
+        self._wake()
+
+    def on_reset(self) -> None:
+        self.reset = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def read(self) -> bytes:
+        """Next request body chunk; b"" at END_STREAM. Credit goes back as chunks are taken."""
+        while not self._chunks:
+            if self.reset:
+                raise ConnectionResetError("the client reset the stream")
+            if self.ended or self.conn.lost:
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data, flow = self._chunks.popleft()
+        self.conn.credit(self.stream_id, flow)
+        return data
+
+    def respond(self, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+        self.conn.send_headers(self.stream_id, headers, end)
+
+    async def write(self, data: bytes) -> None:
+        await self.conn.send_data(self.stream_id, data)
+
+    def end(self) -> None:
+        self.conn.end_stream(self.stream_id)
+
+    def abort(self) -> None:
+        self.conn.reset_stream(self.stream_id)
+
+
+class H2FrontConnection:
+    """One browser connection speaking HTTP/2 (see module docstring)."""
+
+    def __init__(self, front: PublicFront, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.front = front
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername")
+        self.client_ip = peer[0] if peer else ""
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_inbound_headers=True))
+        self.streams: dict[int, FrontStream] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.lost = False
+        self._window: list[asyncio.Future[None]] = []
+
+    async def run(self) -> None:
+        self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: WINDOW,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST})
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(8 * WINDOW)
+        self.flush()
+        try:
+            while True:
+                timeout = None if self.streams else IDLE_TIMEOUT
+                try:
+                    data = await asyncio.wait_for(self.reader.read(65536), timeout)
+                except TimeoutError:
+                    self.h2.close_connection()
+                    self.flush()
+                    return
+                if not data:
+                    return
+                try:
+                    events = self.h2.receive_data(data)
+                except h2.exceptions.ProtocolError as exc:
+                    log.info("HTTP/2 client %s broke the protocol: %s", self.client_ip, exc)
+                    self.flush()  # h2 queued a GOAWAY
+                    return
+                for event in events:
+                    if self._dispatch(event):
+                        return
+                self.flush()
+                await self.writer.drain()
+        finally:
+            self.lost = True
+            self._wake_window()
+            for task in list(self.tasks):
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def _dispatch(self, event: h2.events.Event) -> bool:
+        """Handle one h2 event; True when the connection is over."""
+        if isinstance(event, h2.events.RequestReceived):
+            assert event.stream_id is not None
+            ended = event.stream_ended is not None
+            new = FrontStream(self, event.stream_id, list(event.headers or []), ended)
+            self.streams[event.stream_id] = new
+            task = asyncio.get_running_loop().create_task(self._serve(new))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        elif isinstance(event, h2.events.DataReceived):
+            if (stream := self.streams.get(event.stream_id or 0)) is not None:
+                stream.on_data(event.data or b"", event.flow_controlled_length or 0)
+            else:
+                self.credit(event.stream_id or 0, event.flow_controlled_length or 0)
+        elif isinstance(event, h2.events.StreamEnded):
+            if (stream := self.streams.get(event.stream_id or 0)) is not None:
+                stream.on_end()
+        elif isinstance(event, h2.events.StreamReset):
+            if (gone := self.streams.pop(event.stream_id or 0, None)) is not None:
+                gone.on_reset()
+            self._wake_window()
+        elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
+            self._wake_window()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            return True
+        return False
+
+    async def _serve(self, stream: FrontStream) -> None:
+        try:
+            await H2Request(self.front, stream, self.client_ip).run()
+        except (ConnectionError, h2.exceptions.ProtocolError) as exc:
+            log.debug("HTTP/2 stream %d ended: %s", stream.stream_id, exc)
+        except Exception:  # one broken request must not end the connection
+            log.exception("HTTP/2 request failed")
+            self.reset_stream(stream.stream_id)
+        finally:
+            self.streams.pop(stream.stream_id, None)
+
+    # -- output ------------------------------------------------------------------------------
+    def flush(self) -> None:
+        out = self.h2.data_to_send()
+        if out and not self.writer.is_closing():
+            self.writer.write(out)
+
+    def credit(self, stream_id: int, flow: int) -> None:
+        if flow and not self.lost:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.h2.acknowledge_received_data(flow, stream_id)
+            self.flush()
+
+    def send_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]],
+                     end: bool) -> None:
+        self._check(stream_id)
+        self.h2.send_headers(stream_id, headers, end_stream=end)
+        self.flush()
+
+    async def send_data(self, stream_id: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            self._check(stream_id)
+            size = min(self.h2.local_flow_control_window(stream_id),
+                       self.h2.max_outbound_frame_size, len(view))
+            if size <= 0:
+                fut = asyncio.get_running_loop().create_future()
+                self._window.append(fut)
+                await fut
+                continue
+            self.h2.send_data(stream_id, bytes(view[:size]))
+            view = view[size:]
+            self.flush()
+            await self.writer.drain()
+
+    def end_stream(self, stream_id: int) -> None:
+        self._check(stream_id)
+        self.h2.end_stream(stream_id)
+        self.flush()
+
+    def reset_stream(self, stream_id: int) -> None:
+        if not self.lost:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+            self.flush()
+
+    def _check(self, stream_id: int) -> None:
+        stream = self.streams.get(stream_id)
+        if self.lost or stream is None or stream.reset:
+            raise ConnectionResetError("the client went away")
+
+    def _wake_window(self) -> None:
+        waiters, self._window = self._window, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
