@@ -62,6 +62,12 @@ OWNERS = {
                                   "stdin feeder, returned to and awaited by run_stdio",
     "nbtunnel/transport/handlers.py": "ConnectionHandlers: one handler per accepted connection "
                                       "(QUIC and HTTP/2), cancelled and awaited by close",
+    "nbtunnel/access/command.py": "the stdio carrier and the stop waiter, cancelled and "
+                                  "awaited by the runner",
+    "nbtunnel/edge/h2front.py": "one task per HTTP/2 request stream, cancelled and awaited "
+                                "when the connection ends",
+    "nbtunnel/edge/h2request.py": "the request-body pump, cancelled and awaited by the "
+                                  "exchange",
     "lab/nbtunnel_lab/udpshim.py": "the shim's per-client upstreams, closed by the shim",
     "lab/nbtunnel_lab/mitm.py": "mitmproxy's run task, awaited by stop",
     "lab/nbtunnel_lab/lab.py": "Lab: connector tasks, cancelled and awaited by down",

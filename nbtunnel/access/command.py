@@ -92,7 +92,7 @@ def runner(args: argparse.Namespace) -> Callable[[asyncio.Event], Awaitable[int]
                 if isinstance(outcome, AccessError):
                     raise outcome
                 return 0
-            host, port = parse_host_port(args.url, 0)
+            host, port = parse_host_port(args.url, 0, any_port=True)
             forwarder = Forwarder(target)
             await forwarder.start(host, port)
             try:

@@ -22,8 +22,10 @@ class AccessError(NbtunnelError):
     try next."""
 
 
-def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
-    """`host`, `host:port`, `[v6]:port` -> (host, port)."""
+def parse_host_port(text: str, default_port: int, *, any_port: bool = False
+                    ) -> tuple[str, int]:
+    """`host`, `host:port`, `[v6]:port` -> (host, port); `any_port` allows port 0 (listen on
+    any free port)."""
     text = text.strip()
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
@@ -32,7 +34,8 @@ def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
         host, _, port = text.partition(":")
     else:
         host, port = text, ""
-    if not host or (port and (not port.isdigit() or not 0 < int(port) < 65536)):
+    lowest = 0 if any_port else 1
+    if not host or (port and (not port.isdigit() or not lowest <= int(port) < 65536)):
         raise AccessError(f"expected HOST[:PORT], got {text!r}")
     return host, int(port) if port else default_port
 

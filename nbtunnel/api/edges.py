@@ -103,6 +103,8 @@ async def start_local_edge() -> Edge:
 
     port = int(os.environ.get("NBTUNNEL_HTTP_PORT", str(DEFAULT_HTTP_PORT)))
     # no quick-tunnel rate limit: this edge's tunnels are requested by this process only
-    # (a notebook opening 30 tunnels in a loop must not meet a 429)
-    return await start_edge(EdgeConfig(quic_port=0, http_port=port, quick_tunnels_per_minute=0),
+    # (a notebook opening 30 tunnels in a loop must not meet a 429); an HTTPS front on any
+    # free port, for `%tunnel ssh 22` and cloudflared access
+    return await start_edge(EdgeConfig(quic_port=0, http_port=port, https_port=0,
+                                       quick_tunnels_per_minute=0),
                             fallback_http=True, announce=False)

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
+from nbtunnel.access.instructions import EdgeReach, instructions
 from nbtunnel.api.edges import EdgeSettings, resolve_edge
 from nbtunnel.api.errors import TargetError, TunnelError
 from nbtunnel.api.options import TunnelOptions
@@ -22,6 +23,7 @@ from nbtunnel.api.targets import normalize_target
 from nbtunnel.api.tunnel import Tunnel
 from nbtunnel.connector.access_control import AccessControl, parse_auth
 from nbtunnel.connector.inspector import Inspector
+from nbtunnel.connector.stream_origin import is_stream_service
 from nbtunnel.core.errors import NbtunnelError
 
 log = logging.getLogger("nbtunnel.tunnel")
@@ -49,6 +51,7 @@ async def _astart(rt: Runtime, services: list[str], target: int | str, settings:
         cacert: str | None = str(edge.ca_path)
         quick_service: str | None = edge.api_url
         front = edge.public_address
+        reach = EdgeReach(edge.https_address, cacert)
         label = (f"the embedded local edge (udp {edges[0][0]}:{edges[0][1]}, "
                  f"front {edge.api_url})")
     else:
@@ -56,6 +59,7 @@ async def _astart(rt: Runtime, services: list[str], target: int | str, settings:
         assert quick_service is not None
         parts = urlsplit(quick_service)
         front = (parts.hostname or settings.edge[0], parts.port or 80)
+        reach = EdgeReach(None, settings.cacert)
         label = f"edge {settings.edge[0]}:{settings.edge[1]} (from {settings.source})"
     assert quick_service is not None
     try:
@@ -93,6 +97,10 @@ async def _astart(rt: Runtime, services: list[str], target: int | str, settings:
     for note in notes:
         if "nbtunnel_token=" not in note:  # the token goes to the caller once, never to logs
             log.info("%s: %s", url, note)
+    helps = [instructions(h, s, reach) for h, s in zip(hostnames, services, strict=True)
+             if is_stream_service(s)]
+    if helps:
+        tunnel.access_help = "\n".join(helps)
     connector.subscribe(tunnel._on_event)
     for service in services:
         registry[service] = tunnel
@@ -139,7 +147,11 @@ def open_tunnel(target: Targets, *, wait: bool = True, **options: Any) -> Tunnel
     inspect, timeout."""
     services, opts, settings = _prepare(target, options)
     rt = get_runtime()
-    return rt.call(_astart(rt, services, _first(target), settings, opts, wait))
+    known = {id(registry[s]) for s in services if s in registry}
+    tunnel = rt.call(_astart(rt, services, _first(target), settings, opts, wait))
+    if id(tunnel) not in known and tunnel.access_help:
+        print(tunnel.access_help)  # a TCP service: the user needs these commands
+    return tunnel
 
 
 async def aopen_tunnel(target: Targets, *, wait: bool = True, **options: Any) -> Tunnel:

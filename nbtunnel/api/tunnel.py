@@ -57,6 +57,7 @@ class Tunnel(TrafficMixin):
         self.notes = notes or []  # one-line facts for the user (Jupyter preset, closed port)
         self.error: str | None = None
         self.extra_urls: dict[str, str] = {}  # e.g. the JupyterHub proxy URL (notebook layer)
+        self.access_help: str | None = None  # access commands, for a tcp:// or ssh:// target
         self._runtime = runtime
         self._connector = connector
         self._state = TunnelState(options.ha_connections, options.protocol)
@@ -108,6 +109,8 @@ class Tunnel(TrafficMixin):
                  f"out {human_bytes(s.bytes_out)}  open streams {s.open_streams}"]
         lines[1:1] = [f"  also {url} -> {service}" for _, url, service in self.routes[1:]]
         lines += [f"  {label}: {url}" for label, url in self.extra_urls.items()]
+        if self.access_help:
+            lines += ["  " + line for line in self.access_help.splitlines()]
         if self.error:
             lines.append(f"  error: {self.error}")
         return "\n".join(lines)

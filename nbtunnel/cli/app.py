@@ -49,7 +49,15 @@ def main(argv: list[str] | None = None) -> int:
             options_from_args(args, edge=None, inspect=False).check()
         except OptionError as exc:
             parser.error(str(exc))
+    if args.command == "access":
+        from nbtunnel.access.command import runner
+
+        return run_with_signals(runner(args))
     if args.command == "edge":
+        if len(args.https_cert) != len(args.https_key):
+            parser.error("give one --https-key per --https-cert")
+        if (args.https_cert or args.https_redirect) and args.https is None:
+            parser.error("--https-cert/--https-key/--https-redirect need --https HOST:PORT")
         from nbtunnel.cli.run_edge import run_edge
 
         return run_with_signals(run_edge(args))

@@ -71,6 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--registration-timeout", type=duration, default=15.0,
                       metavar="DURATION", help="close a connector connection that has not "
                       "registered within this long (15s)")
+    edge.add_argument("--https", type=lambda t: host_port(t, 443), default=None,
+                      metavar="HOST:PORT", help="also serve the public front over TLS here "
+                      "(HTTP/2 and HTTP/1.1; what `cloudflared access` needs)")
+    edge.add_argument("--https-cert", action="append", type=Path, default=[], metavar="FILE",
+                      help="PEM certificate (chain) for --https, e.g. a wildcard for "
+                      "*.DOMAIN; repeatable, paired with --https-key; SNI picks; reloaded on "
+                      "SIGHUP. Without it the edge's CA issues one per hostname")
+    edge.add_argument("--https-key", action="append", type=Path, default=[], metavar="FILE",
+                      help="PEM private key of the matching --https-cert")
+    edge.add_argument("--https-redirect", action="store_true",
+                      help="answer plain-HTTP requests for tunnel hostnames with a 308 to "
+                      "--https")
 
     tunnel = sub.add_parser(
         "tunnel", help="run a connector (quick tunnel with --url)",
@@ -85,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     tunnel.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT,
                         help="public front port of the embedded edge (8080; 0 = any)")
     add_control_commands(sub, edge, tunnel)
+    from nbtunnel.access.command import EXAMPLES, add_arguments
+
+    access = sub.add_parser(
+        "access", help="reach a TCP service a tunnel publishes (like `cloudflared access`)",
+        description="Carry a local TCP connection (or stdin/stdout) to a tcp:// or ssh:// "
+        "service through the edge, over a WebSocket to its hostname.", epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(access)
     lab = sub.add_parser("lab", add_help=False, help="the lab: edge, connectors and origin under "
                          "inspection (`nbtunnel lab up|down --help`; needs nbtunnel[lab])")
     lab.add_argument("lab_args", nargs=argparse.REMAINDER)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import signal
 
 from nbtunnel.api.edges import start_edge
 from nbtunnel.cli.serve import Runner
 from nbtunnel.core.errors import NbtunnelError
-from nbtunnel.edge.server import EdgeConfig
+from nbtunnel.edge.server import Edge, EdgeConfig
 from nbtunnel.home import default_home
 
 log = logging.getLogger("nbtunnel")
@@ -25,6 +27,10 @@ def run_edge(args: argparse.Namespace) -> Runner:
             quick_tunnels_per_minute=args.quick_tunnel_rate,
             quick_tunnel_idle_expiry=args.quick_tunnel_expiry,
             registration_timeout=args.registration_timeout,
+            https_host=args.https[0] if args.https else "127.0.0.1",
+            https_port=args.https[1] if args.https else None,
+            https_certs=list(zip(args.https_cert, args.https_key, strict=True)),
+            https_redirect=args.https_redirect,
         )
         try:
             edge = await start_edge(config, fallback_http=False)
@@ -49,9 +55,32 @@ def run_edge(args: argparse.Namespace) -> Runner:
                   f"{edge.ca_path} --quick-service {edge.api_url} --url http://localhost:8000\n"
                   f"                 nbtunnel tunnel --edge {host}:{port} --cacert "
                   f"{edge.ca_path} --quick-service {edge.api_url} --url 8000", flush=True)
+            if edge.https_address is not None:
+                https_host, https_port = edge.https_address
+                source = ("certificates: " + ", ".join(str(c) for c in args.https_cert)
+                          if args.https_cert else
+                          f"certificates issued per hostname by the CA {edge.ca_path} "
+                          f"(trust it: curl --cacert {edge.ca_path})")
+                print(f"  https front:  https://{https_host}:{https_port}  ({source}; "
+                      f"SIGHUP reloads certificate files)", flush=True)
+                _reload_on_sighup(edge)
             await stop.wait()
         finally:
             await edge.close()
         return 0
 
     return runner
+
+
+def _reload_on_sighup(edge: Edge) -> None:
+    """SIGHUP re-reads the HTTPS certificate files; open connections keep theirs."""
+
+    def reload() -> None:
+        try:
+            edge.reload_certificates()
+            print("nbtunnel edge: HTTPS certificates reloaded", flush=True)
+        except NbtunnelError as exc:
+            log.error("certificate reload failed, keeping the previous ones: %s", exc)
+
+    with contextlib.suppress(NotImplementedError, AttributeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)

@@ -30,6 +30,8 @@ EXAMPLES = """Examples:
   %tunnel 8888                  open a tunnel to http://localhost:8888 (a Jupyter server there
                                 is recognised: Host and Origin are set as it requires)
   t = %tunnel hello_world       the built-in hello world page; t is the Tunnel
+  %tunnel ssh 22                this machine's SSH server as a TCP service (prints the
+                                nbtunnel/cloudflared access commands and an ssh stanza)
   %tunnel 8000 --auth token     a random token guards the public URL (shown once)
   %tunnel 8000 --auth me:secret HTTP Basic at the public URL
   %tunnel list                  the tunnels of this kernel
@@ -53,9 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="%tunnel", add_help=False, epilog=EXAMPLES,
                 formatter_class=argparse.RawDescriptionHelpFormatter,
                 description="Publish a local service through a Cloudflare-style quick tunnel.")
-    p.add_argument("words", nargs="*", metavar="TARGET | list | stop WHAT | status",
+    p.add_argument("words", nargs="*", metavar="TARGET | tcp PORT | list | stop WHAT | status",
                    help="a port (8888), HOST:PORT, a URL (http://localhost:8888), hello_world "
-                   "or http_status:NNN to open a tunnel; `list`; `stop PORT|URL|all`; `status`")
+                   "or http_status:NNN to open a tunnel; `tcp PORT`, `ssh PORT` (or "
+                   "tcp://host:port) for a TCP service; `list`; `stop PORT|URL|all`; `status`")
     add_tunnel_arguments(p, cli=False)
     p.add_argument("--timeout", type=float, default=30.0, metavar="S",
                    help="seconds to wait for the first registered connection (30)")
@@ -63,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 PARSER = build_parser()
+STREAM_KINDS = ("tcp", "ssh", "rdp", "smb")  # `%tunnel ssh 22`: a TCP service
 
 
 @magics_class
@@ -100,6 +104,9 @@ class TunnelMagics(Magics):
         if command in COMMANDS:
             self._command(command, targets[1:])
             return None
+        if command in STREAM_KINDS and len(targets) == 2:  # %tunnel tcp 22, %tunnel ssh 22
+            where = targets[1]
+            targets = [f"{command}://{'localhost:' + where if where.isdigit() else where}"]
         return self._open(targets, args)
 
     tunnel.__doc__ = PARSER.format_help()

@@ -24,7 +24,10 @@ SSHD = "/usr/sbin/sshd"
 SSH = shutil.which("ssh")
 SCP = shutil.which("scp")
 KEYGEN = shutil.which("ssh-keygen")
-ACCESS = [sys.executable, "-m", "nbtunnel.access"]
+# the real command line: the venv's `nbtunnel access`, as a user types it
+_ENTRY = Path(sys.executable).with_name("nbtunnel")
+ACCESS = [str(_ENTRY), "access"] if _ENTRY.exists() else [sys.executable, "-m", "nbtunnel",
+                                                          "access"]
 MB = 1024 * 1024
 
 
@@ -53,16 +56,18 @@ async def _run(*cmd: str, timeout: float = 120) -> tuple[int, bytes, bytes]:
     return proc.returncode or 0, out, err
 
 
-@pytest.fixture
-async def sshd(tmp_path: Path) -> AsyncIterator[Sshd]:
-    if not (os.path.exists(SSHD) and SSH and SCP and KEYGEN):
-        pytest.skip("openssh-server/openssh-client not installed (./dev test installs them "
-                    "with apt-get when it can)")
-    d = tmp_path / "sshd"
+HAVE_OPENSSH = os.path.exists(SSHD) and bool(SSH and SCP and KEYGEN)
+
+
+def _sshd_dir(d: Path) -> int:
+    """Keys, authorized_keys and sshd_config in `d`; returns the port sshd will use."""
     d.mkdir()
     for name in ("host_key", "client_key"):
-        code, _, err = await _run(KEYGEN, "-q", "-t", "ed25519", "-N", "", "-f", str(d / name))
-        assert code == 0, err
+        assert KEYGEN is not None
+        import subprocess
+
+        subprocess.run([KEYGEN, "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)],
+                       check=True, capture_output=True)
     (d / "authorized_keys").write_bytes((d / "client_key.pub").read_bytes())
     os.chmod(d / "authorized_keys", 0o600)
     if os.geteuid() == 0:
@@ -74,6 +79,16 @@ async def sshd(tmp_path: Path) -> AsyncIterator[Sshd]:
         "StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\n"
         "Subsystem sftp internal-sftp\nLogLevel ERROR\n")
+    return port
+
+
+@pytest.fixture
+async def sshd(tmp_path: Path) -> AsyncIterator[Sshd]:
+    if not HAVE_OPENSSH:
+        pytest.skip("openssh-server/openssh-client not installed (./dev test installs them "
+                    "with apt-get when it can)")
+    d = tmp_path / "sshd"
+    port = _sshd_dir(d)
     proc = await asyncio.create_subprocess_exec(
         SSHD, "-D", "-e", "-f", str(d / "sshd_config"),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
@@ -152,4 +167,5 @@ async def test_access_tcp_listener_echo(start: StartTunnel, echo: EchoServer) ->
         assert echo.connections == ["eof", "eof", "eof"]
     finally:
         proc.terminate()
-        assert await asyncio.wait_for(proc.wait(), 10) == 0
+        code = await asyncio.wait_for(proc.wait(), 10)
+    assert code == 0

@@ -129,3 +129,49 @@ def test_hub_proxy_url(ip: Any, origin_port: int, monkeypatch: pytest.MonkeyPatc
     port = int(url.rstrip("/").rsplit("/", 1)[1])
     # what jupyter-server-proxy does: strip the prefix, keep its own Host header
     assert fetch(port, "hub.example.org", "/via-hub") == (200, "origin says /via-hub")
+
+
+def test_tcp_service_prints_access_commands_that_work(ip: Any) -> None:
+    """`%tunnel tcp PORT`: the printed nbtunnel command reaches the service as printed."""
+    import asyncio
+    import re
+    import shlex
+    import socketserver
+    import threading
+
+    from nbtunnel.access import connect
+
+    class Echo(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            while data := self.request.recv(65536):
+                self.request.sendall(data)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        with capture_output() as out:
+            t = ip.run_line_magic("tunnel", f"tcp {port}")
+        assert t.service == f"tcp://localhost:{port}"
+        text = out.stdout
+        assert f"cloudflared access tcp --hostname {t.hostname}" in text
+        assert "ProxyCommand nbtunnel access ssh --hostname %h" in text
+        line = next(x for x in text.splitlines() if "nbtunnel access tcp" in x)
+        argv = shlex.split(line)
+        opts = dict(zip(argv[3::2], argv[4::2], strict=False))
+        assert opts["--hostname"] == t.hostname and re.match(r"127\.0\.0\.1:\d+", opts["--url"])
+
+        async def roundtrip() -> bytes:
+            reader, writer = await connect(opts["--hostname"],
+                                           edge_address=opts["--edge-address"],
+                                           edge_ca=opts["--edge-ca"])
+            writer.write(b"from the printed command")
+            data = await reader.readexactly(24)
+            writer.close()
+            return data
+
+        assert asyncio.run(roundtrip()) == b"from the printed command"
+        assert "nbtunnel access tcp" in t.summary()
+    finally:
+        server.shutdown()
+        ip.run_line_magic("tunnel", "stop all")
