@@ -68,6 +68,9 @@ class H2Request:
             await self._page(404, f"No tunnel serves the hostname {hostname or '(none)'!r}.")
             return
         live = self.front.registry.pick(tunnel_id)
+        remote = self.front.remote  # another edge of the deployment (peering.py)
+        if live is None and remote is not None:
+            live = await remote.pick(tunnel_id)
         if live is None:
             await self._page(530, f"The tunnel for {hostname} has no live connector connection.")
             return
