@@ -8,6 +8,8 @@ may open data streams on it. `unregisterConnection` means drain: no new streams,
 connection closes once its in-flight streams finish. Any registration error is answered and
 the connection is closed, as cloudflared expects. A connection that has not registered within
 `registration_timeout` is closed: unauthenticated peers cannot hold edge state for free.
+cloudflared opens no stream but the control stream; any other stream a connector opens is reset
+unread, so its bytes never sit in the edge's buffers.
 """
 
 from __future__ import annotations
@@ -101,10 +103,21 @@ class ControlHandler:
             return
         async with asyncio.TaskGroup() as tasks:  # the deadline and the delayed closes
             deadline = tasks.create_task(self._registration_deadline(conn))
+            refuser = tasks.create_task(self._refuse_peer_streams(conn))
             try:
                 await self._serve_control(conn, stream, deadline, tasks)
             finally:
                 deadline.cancel()
+                refuser.cancel()
+
+    async def _refuse_peer_streams(self, conn: TunnelConnection) -> None:
+        """Reset every further stream the connector opens (STOP_SENDING drops its data)."""
+        with contextlib.suppress(TransportError):  # closed, or HTTP/2 (the edge opens all)
+            while True:
+                stream = await conn.accept_stream()
+                log.debug("connector %s opened a stream besides the control stream; reset",
+                          conn.remote_address)
+                stream.reset(0)
 
     async def _registration_deadline(self, conn: TunnelConnection) -> None:
         """Close `conn` unless it registers (which cancels this) in time."""

@@ -197,3 +197,27 @@ async def test_unfinished_calls_beyond_the_cap_close_the_connection(
         conn.close()
     await _ok(client, tunnel)
     assert _connection_ids(edge, tunnel) == before
+
+
+async def test_streams_a_connector_opens_besides_the_control_stream_are_reset(
+    edge: Edge, tunnel: Tunnel, client: aiohttp.ClientSession
+) -> None:
+    """cloudflared opens only stream 0; bytes on any other stream it opens would sit unread in
+    the edge's buffers (up to the connection window, 16 MiB): the edge resets them."""
+    from nbtunnel.transport.errors import StreamResetError
+
+    conn = await connect(*edge.quic_address, cafile=str(edge.ca_path))
+    try:
+        control = conn.open_stream()
+        await _bootstrap_round_trip(control, 0)
+        for _ in range(3):
+            extra = conn.open_stream()
+            # one small write: a write racing the reset would hit the separate rule that a
+            # reset stream is never written again (issue 9, finding 4)
+            await extra.write(b"x" * 1000)
+            with pytest.raises(StreamResetError):
+                await asyncio.wait_for(extra.read(), 5)
+        await _bootstrap_round_trip(control, 1)  # the connection itself is still served
+    finally:
+        conn.close()
+    await _ok(client, tunnel)
