@@ -9,10 +9,10 @@ aiohttp, N concurrent keep-alive clients sending `GET /` for D seconds):
 - kernel busy:  the same tunnel while a cell spins in a pure-Python loop (GIL contention with
                 the nbtunnel loop thread)
 - kernel idle, --no-inspect: the same without the request inspector (its cost: the ratio of
-                the two idle rows, printed below the table; measured twice, interleaved)
+                the two idle rows, printed below the table; measured three times each, interleaved)
 - CLI:          `nbtunnel tunnel --url PORT` as its own process (embedded edge in both cases)
 
-Bounded: about 6 x D seconds of load plus ~20 s of start-up. Prints a table.
+Bounded: about 8 x D seconds of load plus ~25 s of start-up. Prints a table.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class Result:
     failed: int
     seconds: float
     latencies: list[float]
+    cpu: float = 0.0  # the kernel process's CPU seconds during the row (0: not measured)
 
     def row(self) -> str:
         lat = sorted(self.latencies) or [float("nan")]
@@ -122,8 +123,20 @@ def kernel_rows(port: int, duration: float, concurrency: int, env: dict[str, str
         if not m:
             raise SystemExit(f"the kernel did not open a tunnel: {''.join(out)}")
         front, hostname = int(m.group(1)), m.group(2)
-        asyncio.run(load(front, hostname, 1.0, concurrency, "warm-up"))
-        idle = asyncio.run(load(front, hostname, duration, concurrency, "%tunnel, kernel idle"))
+        def cpu() -> float:
+            before = len(out)
+            kc.execute_interactive("import time as _t; print('CPU', _t.process_time())",
+                                   timeout=30, output_hook=hook)
+            return float(re.findall(r"CPU (\S+)", "".join(out[before:]))[-1])
+
+        def measured(label: str) -> Result:
+            asyncio.run(load(front, hostname, 1.0, concurrency, "warm-up"))
+            start = cpu()
+            result = asyncio.run(load(front, hostname, duration, concurrency, label))
+            result.cpu = cpu() - start
+            return result
+
+        idle = measured("%tunnel, kernel idle")
         spin = duration + 2
         msg_id = kc.execute(f"import time\nend = time.time() + {spin}\nn = 0\n"
                             "while time.time() < end:\n    n += 1")
@@ -132,15 +145,14 @@ def kernel_rows(port: int, duration: float, concurrency: int, env: dict[str, str
         kc.get_shell_msg(timeout=spin + 30)  # the busy cell's reply
         del msg_id
         rows = [idle, busy]
-        for inspect in ("--no-inspect", "", "--no-inspect"):  # interleaved with `idle` above
+        # interleaved with `idle` above, so that load from elsewhere hits both alike
+        for inspect in ("--no-inspect", "", "--no-inspect", "", "--no-inspect"):
             kc.execute_interactive(f"%tunnel stop {port}\nt = %tunnel {port} {inspect}\n"
                                    "t.wait_ready(4)\nprint('TUNNEL', t.front[1], t.hostname)",
                                    timeout=60, output_hook=hook)
             found = re.findall(r"TUNNEL (\d+) (\S+)", "".join(out))
             front, hostname = int(found[-1][0]), found[-1][1]  # the tunnel just opened
-            asyncio.run(load(front, hostname, 1.0, concurrency, "warm-up"))
-            rows.append(asyncio.run(load(front, hostname, duration, concurrency,
-                                         f"%tunnel {inspect or '(inspector)'}, idle")))
+            rows.append(measured(f"%tunnel {inspect or '(inspector)'}, idle"))
         kc.execute_interactive("%tunnel stop all", timeout=60, output_hook=hook)
         return rows
     finally:
@@ -203,8 +215,13 @@ def main() -> None:
     if on and off:
         rate_on = sum(r.ok for r in on) / sum(r.seconds for r in on)
         rate_off = sum(r.ok for r in off) / sum(r.seconds for r in off)
+        cpu_on = sum(r.cpu for r in on) / sum(r.ok for r in on) * 1e6
+        cpu_off = sum(r.cpu for r in off) / sum(r.ok for r in off) * 1e6
         print(f"\ninspector on: {rate_on:.0f} req/s, off: {rate_off:.0f} req/s "
-              f"({(1 - rate_on / rate_off) * 100:+.1f} % lower with it; target: under 10 %)")
+              f"({(1 - rate_on / rate_off) * 100:+.1f} % lower with it; target: under 10 %)\n"
+              f"kernel CPU per request (tunnel + embedded edge, less sensitive to other load "
+              f"on the machine): on {cpu_on:.0f} us, off {cpu_off:.0f} us "
+              f"({(cpu_on / cpu_off - 1) * 100:+.1f} %)")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ class TrafficMixin:
         guard = self._connector.guard
         if guard is None or guard.inspector is None:
             return []
-        return list(guard.inspector.captures)
+        return guard.inspector.captures()
 
     @property
     def refused(self) -> int:

@@ -92,8 +92,9 @@ class Capture:
 class Recorder:
     """Collects one exchange while it runs; `Inspector.finish` turns it into a Capture."""
 
-    __slots__ = ("body_in", "body_out", "error", "head", "replay_of", "resp_headers",
-                 "service", "size_in", "size_out", "started", "status", "streamed", "wall")
+    __slots__ = ("body_in", "body_out", "capture", "duration", "error", "head", "id",
+                 "replay_of", "resp_headers", "service", "size_in", "size_out", "started",
+                 "status", "streamed", "wall")
 
     def __init__(self, head: HttpRequestHead, service: str, replay_of: int | None) -> None:
         self.head, self.service, self.replay_of = head, service, replay_of
@@ -105,6 +106,9 @@ class Recorder:
         self.resp_headers: list[tuple[str, str]] = []
         self.error = ""
         self.streamed = head.websocket
+        self.id = 0
+        self.duration = 0.0
+        self.capture: Capture | None = None  # built when first read, not on the hot path
 
     async def tee_request(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for chunk in body:
@@ -126,31 +130,48 @@ class Recorder:
 
 
 class Inspector:
-    """A bounded ring of finished exchanges; mutated on the connector's loop only."""
+    """A bounded ring of finished exchanges; mutated on the connector's loop only. Finishing
+    an exchange only appends it: the masked, immutable `Capture` is built when it is read."""
 
     def __init__(self, keep: int = KEEP, on_change: Callable[[], None] | None = None) -> None:
-        self.captures: deque[Capture] = deque(maxlen=keep)
+        self.finished: deque[Recorder] = deque(maxlen=keep)
         self.on_change = on_change
         self._ids = itertools.count(1)
+
+    @property
+    def keep(self) -> int:
+        return self.finished.maxlen or 0
 
     def start(self, head: HttpRequestHead, service: str,
               replay_of: int | None = None) -> Recorder:
         return Recorder(head, service, replay_of)
 
-    def finish(self, rec: Recorder) -> Capture:
-        head = rec.head
-        cap = Capture(
-            id=next(self._ids), time=rec.wall, method=head.method, host=head.host,
-            target=head.target, request_headers=mask(head.headers),
-            request_body=bytes(rec.body_in), request_size=rec.size_in, status=rec.status,
-            response_headers=mask(rec.resp_headers), response_body=bytes(rec.body_out),
-            response_size=rec.size_out, duration=time.monotonic() - rec.started,
-            error=rec.error, streamed=rec.streamed, replay_of=rec.replay_of,
-            _raw_headers=list(head.headers), _service=rec.service)
-        self.captures.append(cap)
+    def finish(self, rec: Recorder) -> Recorder:
+        rec.id = next(self._ids)
+        rec.duration = time.monotonic() - rec.started
+        self.finished.append(rec)
         if self.on_change is not None:
             self.on_change()
-        return cap
+        return rec
+
+    def captures(self) -> list[Capture]:
+        """The kept exchanges, oldest first (any thread: a snapshot)."""
+        return [self.capture(r) for r in list(self.finished)]
 
     def get(self, capture_id: int) -> Capture | None:
-        return next((c for c in self.captures if c.id == capture_id), None)
+        rec = next((r for r in list(self.finished) if r.id == capture_id), None)
+        return None if rec is None else self.capture(rec)
+
+    @staticmethod
+    def capture(rec: Recorder) -> Capture:
+        if rec.capture is None:
+            head = rec.head
+            rec.capture = Capture(
+                id=rec.id, time=rec.wall, method=head.method, host=head.host,
+                target=head.target, request_headers=mask(head.headers),
+                request_body=bytes(rec.body_in), request_size=rec.size_in, status=rec.status,
+                response_headers=mask(rec.resp_headers), response_body=bytes(rec.body_out),
+                response_size=rec.size_out, duration=rec.duration, error=rec.error,
+                streamed=rec.streamed, replay_of=rec.replay_of,
+                _raw_headers=list(head.headers), _service=rec.service)
+        return rec.capture

@@ -59,7 +59,7 @@ class GuardedOrigin:
         old = self.inspector.get(capture_id)
         if old is None:
             raise ReplayError(f"no captured request #{capture_id} (only the last "
-                              f"{self.inspector.captures.maxlen} are kept)")
+                              f"{self.inspector.keep} are kept)")
         if not old.replayable:
             why = ("its body was larger than the part kept" if old.request_truncated
                    else "it was a stream (SSE or WebSocket)")
@@ -71,8 +71,8 @@ class GuardedOrigin:
         async for _ in recorded:  # read it all: the capture keeps the first KiBs
             pass
         await resp.aclose()
-        assert recorded.capture is not None
-        return recorded.capture
+        assert recorded.finished is not None
+        return self.inspector.capture(recorded.finished)
 
     async def _recorded(self, service: str, head: HttpRequestHead,
                         body: AsyncIterator[bytes] | None, replay_of: int | None,
@@ -106,7 +106,7 @@ class _RecordedBody:
         self._resp, self._rec, self._inspector = resp, rec, inspector
         self._it = resp.body.__aiter__()
         self._done = False
-        self.capture: Capture | None = None
+        self.finished: Recorder | None = None
 
     def __aiter__(self) -> _RecordedBody:
         return self
@@ -133,4 +133,4 @@ class _RecordedBody:
     def _finish(self) -> None:
         if not self._done:
             self._done = True
-            self.capture = self._inspector.finish(self._rec)
+            self.finished = self._inspector.finish(self._rec)
