@@ -54,3 +54,17 @@ def test_options_name_the_option(changes: dict[str, object], message: str) -> No
 def test_good_options_pass() -> None:
     opts = TunnelOptions(protocol="http2", auth="token", http_host_header="localhost:8888")
     assert opts.check() is opts
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["tunnel", "--url", "notaport"], "expected a port"),
+    (["tunnel", "--url", "8000", "--auth", "nocolon"], "USER:PASSWORD"),
+    (["tunnel", "--url", "ftp://x"], "unsupported scheme"),
+])
+def test_cli_refuses_bad_targets_and_options(argv: list[str], message: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from nbtunnel.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err

@@ -72,3 +72,21 @@ def test_one_widget_per_tunnel_and_bundle() -> None:
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == w.model_id
     t.stop()
     assert w.status == "stopped"
+
+
+def test_panel_says_when_the_kernel_went_silent_and_shows_reach() -> None:
+    """The alive element is re-sent by the loop thread; its CSS shows the stale banner only if
+    the next one does not come (a restarted kernel cannot update the old panel)."""
+    from nbtunnel.notebook.widget import BEAT, STALE_AFTER
+
+    assert STALE_AFTER >= 2 * BEAT  # two beats may be late before the banner shows
+    t = nbtunnel.open_tunnel("http_status:204", ha_connections=1, auth="token")
+    w = tunnel_widget(t)
+    t._runtime.call(asyncio.sleep(0))  # runs after the first beat, queued before it (FIFO)
+    alive = w.alive.value
+    assert f"animation:nbtunnel-stale 0s {STALE_AFTER}s forwards" in alive
+    assert "No word from the kernel" in alive and "visibility:hidden" in alive
+    assert "local only" in w.header.value and "--auth token" in w.header.value
+    assert "refused by --auth <b>0</b>" in w.counters.value
+    t.stop()
+    assert w.alive.value == ""  # a stopped tunnel's panel is final, not stale
