@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import REGION1, REGION2, Cloud, start_cloud, stop_cloud
+from cfcloud import REGION1, REGION2, Cloud, start_cloud, stop_cloud
 
 from nbtunnel.connector.cloudflare import CloudflareOptions, find_edge, open_quick
 from nbtunnel.connector.credentials import Credentials
@@ -57,7 +57,7 @@ async def test_quick_tunnel_uses_one_connection_with_cloudflares_names(
     hello = hellos[0]
     if protocol == "quic":
         assert (hello.transport, hello.server_name, hello.alpn) == (
-            "quic", "quic.cftunnel.com", ["argotunnel"])
+            "quic", "quic.cftunnel.com", ["argotunnel"]), [t.errors for t in cloud.taps]
         assert X25519MLKEM768 in hello.key_share_groups
         assert hello.first_datagram >= 1200
     else:

@@ -4,8 +4,8 @@ only the resolver addresses differ)."""
 from __future__ import annotations
 
 import pytest
+from cfcloud import SRV, cloudflare_zone
 from cfstubs import DnsStub, DotStub, TestPKI
-from conftest import SRV, cloudflare_zone
 
 from nbtunnel.connector.discovery import (
     DiscoveryError,

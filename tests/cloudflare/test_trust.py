@@ -8,6 +8,7 @@ import ssl
 from pathlib import Path
 
 import pytest
+from cfcloud import start_edge
 from cfstubs import TestPKI
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -75,8 +76,7 @@ def test_cacert_replaces_the_pool_as_in_cloudflared(tmp_path: Path) -> None:
 
 @pytest.fixture
 async def test_edge(tmp_path: Path, pki: TestPKI) -> Edge:
-    edge = Edge(EdgeConfig(state_dir=pki.dir, quic_port=0, http_port=0))
-    await edge.start()
+    edge = await start_edge(EdgeConfig(state_dir=pki.dir, quic_port=0, http_port=0))
     yield edge  # type: ignore[misc]
     await edge.close()
 

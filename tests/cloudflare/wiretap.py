@@ -34,13 +34,11 @@ def _varint(buf: Buffer) -> int:
     return buf.pull_uint_var()
 
 
-def client_hello_from_initial(datagram: bytes, original_dcid: bytes | None = None,
-                              ) -> tuple[dict[int, bytes], bytes] | None:
-    """(CRYPTO frame data by stream offset, dcid) of a client Initial, or None.
-
-    Initial keys always come from the client's first destination connection ID, even in
-    later Initials sent to the server's chosen ID: pass it as `original_dcid`.
-    """
+def client_hello_from_initial(datagram: bytes, original_dcid: bytes | None = None
+                              ) -> dict[int, bytes] | None:
+    """The CRYPTO frames (offset -> data) of a client Initial, or None. A client's Initial
+    keys come from the destination connection ID of its FIRST Initial (RFC 9001 5.2), even
+    after it switched to the server's connection ID: pass that one as original_dcid."""
     buf = Buffer(data=datagram)
     header = pull_quic_header(buf, host_cid_length=8)
     if header.packet_type != QuicPacketType.INITIAL:
@@ -68,7 +66,7 @@ def client_hello_from_initial(datagram: bytes, original_dcid: bytes | None = Non
                 _varint(frames), _varint(frames), _varint(frames)
         else:
             break
-    return chunks, header.destination_cid
+    return chunks
 
 
 def parse_hello(handshake: bytes, hello: Hello) -> bool:
@@ -104,12 +102,11 @@ class Tap(asyncio.DatagramProtocol):
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp: asyncio.Server | None = None
         self.flows: dict[tuple[str, int], _UdpFlow] = {}
-        # per client flow: CRYPTO data by offset (a retransmitted or reordered Initial under
-        # load must not corrupt the ClientHello) and the first Initial's destination CID
         self.crypto: dict[tuple[str, int], dict[int, bytes]] = {}
-        self.dcids: dict[tuple[str, int], bytes] = {}
         self.hellos: list[Hello] = []
         self.udp_packets = 0
+        self.errors: list[str] = []
+        self.dcid: dict[tuple[str, int], bytes] = {}
         self.tcp_connections = 0
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -133,17 +130,27 @@ class Tap(asyncio.DatagramProtocol):
         hello = self.hellos[list(self.flows).index(addr)]
         if hello.server_name is not None or data[0] & 0xF0 != 0xC0:
             return
-        with contextlib.suppress(Exception):  # not an Initial we can read: nothing to record
-            found = client_hello_from_initial(data, self.dcids.get(addr))
-            if found is not None:
-                self.dcids.setdefault(addr, found[1])
-                chunks = self.crypto[addr]
-                chunks.update(found[0])
-                contiguous, end = [], 0
-                while end in chunks:
-                    contiguous.append(chunks[end])
-                    end += len(chunks[end])
-                parse_hello(b"".join(contiguous), hello)
+        try:
+            if addr not in self.dcid:
+                self.dcid[addr] = pull_quic_header(Buffer(data=data), 8).destination_cid
+            found = client_hello_from_initial(data, self.dcid[addr])
+        except Exception as exc:  # not an Initial we can read: say why, record nothing
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+            return
+        if not found:
+            return
+        chunks = self.crypto[addr]  # retransmissions repeat offsets: reassemble by offset
+        chunks.update(found)
+        data, end = b"", 0
+        for offset in sorted(chunks):
+            if offset > end:
+                break
+            data += chunks[offset][end - offset:]
+            end = max(end, offset + len(chunks[offset]))
+        try:
+            parse_hello(data, hello)
+        except Exception as exc:
+            self.errors.append(f"{type(exc).__name__}: {exc}")
 
     async def _open_flow(self, addr: tuple[str, int], first: bytes) -> None:
         loop = asyncio.get_running_loop()
