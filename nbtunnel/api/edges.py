@@ -1,8 +1,10 @@
 """Which edge a tunnel connects to, and starting an edge in this process.
 
 `resolve_edge` reads, in order: the argument, `$NBTUNNEL_EDGE`, `$NBTUNNEL_HOME/config.json`;
-with none of them tunnels use an embedded local edge. `start_edge` is shared by `nbtunnel edge`,
-`nbtunnel tunnel` without `--edge` and the notebook runtime.
+each may say `cloudflare` (Cloudflare's edge), `local` (an edge embedded in this process),
+`auto` (Cloudflare if reachable within a few seconds, else local) or `HOST:PORT` (a
+self-hosted edge). With none of them it is `auto`. `start_edge` is shared by `nbtunnel edge`,
+`nbtunnel tunnel --edge local` and the notebook runtime.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from nbtunnel.api.targets import parse_host_port
 from nbtunnel.home import default_home
 
 if TYPE_CHECKING:  # pragma: no cover
+    from nbtunnel.connector.cloudflare import CloudflareOptions
     from nbtunnel.edge.server import Edge, EdgeConfig
 
 log = logging.getLogger("nbtunnel")
@@ -28,14 +31,37 @@ DEFAULT_EDGE_PORT = 7844
 DEFAULT_HTTP_PORT = 8080
 
 
+EDGE_KINDS = ("auto", "cloudflare", "local")
+
+
 @dataclass(frozen=True)
 class EdgeSettings:
-    """Where tunnels connect: an explicit edge, or None for the embedded local edge."""
+    """Where tunnels connect: a kind, and for kind "address" the edge's HOST:PORT."""
 
     edge: tuple[str, int] | None
     cacert: str | None
     quick_service: str | None
-    source: str  # "argument", "NBTUNNEL_EDGE", a config file path, or "embedded"
+    source: str  # "argument", "NBTUNNEL_EDGE", a config file path, or "default"
+    kind: str = "address"  # "auto", "cloudflare", "local" or "address"
+    region: str | None = None
+
+    @property
+    def is_cloudflare(self) -> bool:
+        return self.kind in ("auto", "cloudflare")
+
+    def cloudflare_options(self, user_agent: str | None = None) -> CloudflareOptions:
+        from nbtunnel.connector.cloudflare import CloudflareOptions
+        from nbtunnel.connector.quick import CLOUDFLARE_QUICK_SERVICE
+
+        return CloudflareOptions(region=self.region, cacert=self.cacert,
+                                 quick_service=self.quick_service or CLOUDFLARE_QUICK_SERVICE,
+                                 user_agent=user_agent)
+
+
+def edge_kind(text: str) -> str | None:
+    """The keyword (auto, cloudflare, local) text names, or None for an address."""
+    word = text.strip().lower()
+    return word if word in EDGE_KINDS else None
 
 
 def config_path() -> Path:
@@ -43,8 +69,8 @@ def config_path() -> Path:
 
 
 def resolve_edge(edge: str | None = None, cacert: str | None = None,
-                 quick_service: str | None = None) -> EdgeSettings:
-    """Argument, then `NBTUNNEL_EDGE`, then `$NBTUNNEL_HOME/config.json`, else embedded."""
+                 quick_service: str | None = None, region: str | None = None) -> EdgeSettings:
+    """Argument, then `NBTUNNEL_EDGE`, then `$NBTUNNEL_HOME/config.json`, else auto."""
     source = "argument"
     doc: dict[str, Any] = {}
     path = config_path()
@@ -60,8 +86,17 @@ def resolve_edge(edge: str | None = None, cacert: str | None = None,
         edge, source = os.environ["NBTUNNEL_EDGE"].split(",")[0], "NBTUNNEL_EDGE"
     if edge is None and doc.get("edge"):
         edge, source = str(doc["edge"]), str(path)
+    region = region or (str(doc["region"]) if doc.get("region") else None)
     if edge is None:
-        return EdgeSettings(None, None, None, "embedded")
+        edge, source = "auto", "default"
+    kind = edge_kind(edge)
+    if kind is not None:
+        if kind == "local":
+            return EdgeSettings(None, None, None, source, "local")
+        cacert = cacert or (str(doc["cacert"]) if doc.get("cacert") else None)
+        quick_service = quick_service or (str(doc["quick_service"])
+                                          if doc.get("quick_service") else None)
+        return EdgeSettings(None, cacert, quick_service, source, kind, region)
     try:
         host, port = parse_host_port(edge, DEFAULT_EDGE_PORT)
     except AddressError as exc:

@@ -1,7 +1,11 @@
 """Opening a tunnel: check the arguments, pick the edge, get a quick tunnel, start a connector.
 
-The work runs on the runtime's loop thread. One tunnel per target: opening the same target
-again returns the running tunnel.
+The edge comes from `resolve_edge` (argument, $NBTUNNEL_EDGE, config.json, else `auto`):
+Cloudflare's edge (discovery, the quick API, one connection, an `https://` URL), the embedded
+local edge, or a self-hosted edge. `auto` tries Cloudflare within a few seconds and otherwise
+starts the local edge, keeping the reason on the tunnel (`Tunnel.edge_note`). With `token=`
+the tunnel is a named one (no quick API; ingress pushed by the edge). The work runs on the
+runtime's loop thread. One tunnel per target: opening the same target again returns it.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,92 +27,130 @@ from nbtunnel.api.runtime import Runtime, get_runtime
 from nbtunnel.api.targets import normalize_target
 from nbtunnel.api.tunnel import Tunnel
 from nbtunnel.connector.access_control import AccessControl, parse_auth
+from nbtunnel.connector.cloudflare import (
+    AUTO_BUDGET,
+    LOCAL_NOTICE,
+    PUBLIC_NOTICE,
+    QUICK_HA_CONNECTIONS,
+    CloudflareUnavailable,
+    fallback_line,
+    find_edge,
+    open_quick,
+)
+from nbtunnel.connector.credentials import Credentials, CredentialsError
 from nbtunnel.connector.inspector import Inspector
+from nbtunnel.connector.quick import request_quick_tunnel
 from nbtunnel.connector.stream_origin import is_stream_service
+from nbtunnel.connector.supervisor import ConnectorConfig
 from nbtunnel.core.errors import NbtunnelError
 
 log = logging.getLogger("nbtunnel.tunnel")
 
 
-async def _astart(rt: Runtime, services: list[str], target: int | str, settings: EdgeSettings,
-                  opts: TunnelOptions, wait: bool) -> Tunnel:
-    from nbtunnel.connector.quick import request_quick_tunnel
-    from nbtunnel.connector.supervisor import Connector, ConnectorConfig
+@dataclass
+class _Plan:
+    """Where the connector goes (edge, trust, HA count, credentials) and what the Tunnel
+    shows; `_astart` adds what is served (ingress, access, inspector)."""
 
-    open_already = [registry[s] for s in services if s in registry]
-    if open_already:
-        if len(services) == 1:  # returned as it is, even while it reconnects
-            return open_already[0]
-        raise TunnelError(f"{open_already[0].service} is already published at "
-                          f"{open_already[0].url}; stop it first")
-    if len(services) > 1 and settings.edge is not None:
+    creds: Credentials
+    ha: int
+    where: dict[str, Any]  # ConnectorConfig's edge, cacert, pool, trust, embedded_edge
+    hostname: str
+    url: str
+    label: str
+    front: tuple[str, int]
+    public: bool
+    reach: str
+    note: str = ""
+    local_edge: Any = None  # the embedded edge (several targets add hostnames to its store)
+    extra_hostnames: list[str] = field(default_factory=list)
+    access: EdgeReach = field(default_factory=EdgeReach)  # how TCP-service clients get there
+
+
+async def _local(rt: Runtime, creds: Credentials | None, opts: TunnelOptions,
+                 note: str = "", targets: int = 1) -> _Plan:
+    edge = await rt.ensure_local_edge()
+    label = (f"the embedded local edge (udp {edge.quic_address[0]}:{edge.quic_address[1]}, "
+             f"front {edge.api_url})")
+    hostname = ""
+    if creds is None:
+        try:
+            quick = await request_quick_tunnel(edge.api_url)
+        except NbtunnelError as exc:
+            raise TunnelError(f"cannot open a quick tunnel on {label}: {exc}") from exc
+        creds, hostname = quick.credentials, quick.hostname
+    port = edge.public_address[1]
+    url = (f"http://{hostname}" + ("" if port == 80 else f":{port}")) if hostname else ""
+    where = {"edge": [edge.quic_address], "cacert": str(edge.ca_path), "embedded_edge": True}
+    extra = [await _add_hostname(edge, creds.tunnel_id) for _ in range(targets - 1)]
+    return _Plan(creds, opts.ha_connections, where, hostname, url, label, edge.public_address,
+                 False, LOCAL_NOTICE, note, edge, extra,
+                 EdgeReach(edge.https_address, str(edge.ca_path)))
+
+
+async def _cloudflare(settings: EdgeSettings, creds: Credentials | None,
+                      opts: TunnelOptions) -> _Plan:
+    options = replace(settings.cloudflare_options(opts.user_agent),
+                      ip_version=opts.edge_ip_version)
+    budget = AUTO_BUDGET if settings.kind == "auto" else None
+    hostname = url = ""
+    ha = opts.ha_connections
+    if creds is None:
+        edge, quick = await open_quick(options, budget=budget)
+        creds, hostname, url, ha = (quick.credentials, quick.hostname, quick.url,
+                                    QUICK_HA_CONNECTIONS)
+    else:
+        try:
+            edge = await find_edge(options, *(() if budget is None else (budget,)))
+        except NbtunnelError as exc:
+            raise CloudflareUnavailable(str(exc)) from exc
+    where = {"edge": [], "pool": edge.pool, "trust": edge.trust}
+    return _Plan(creds, ha, where, hostname, url, edge.describe(), (hostname, 443), True,
+                 PUBLIC_NOTICE)
+
+
+async def _address(settings: EdgeSettings, creds: Credentials | None,
+                   opts: TunnelOptions) -> _Plan:
+    assert settings.edge is not None and settings.quick_service is not None
+    label = f"edge {settings.edge[0]}:{settings.edge[1]} (from {settings.source})"
+    parts = urlsplit(settings.quick_service)
+    front = (parts.hostname or settings.edge[0], parts.port or 80)
+    hostname = url = ""
+    if creds is None:
+        try:
+            quick = await request_quick_tunnel(settings.quick_service,
+                                               user_agent=opts.user_agent,
+                                               extra_cafile=settings.cacert)
+        except NbtunnelError as exc:
+            api = (f"the quick-tunnel API {settings.quick_service}" + (
+                "" if opts.quick_service else " (derived from the edge address; set "
+                "--quick-service / quick_service= if the API is elsewhere)"))
+            raise TunnelError(f"cannot open a quick tunnel on {label}: {api} failed: "
+                              f"{exc}") from exc
+        creds, hostname = quick.credentials, quick.hostname
+        url = f"http://{hostname}" + ("" if front[1] == 80 else f":{front[1]}")
+    where = {"edge": [settings.edge], "cacert": settings.cacert}
+    return _Plan(creds, opts.ha_connections, where, hostname, url, label, front, False,
+                 f"this URL is served by {label}", access=EdgeReach(None, settings.cacert))
+
+
+async def _plan(rt: Runtime, settings: EdgeSettings, creds: Credentials | None,
+                opts: TunnelOptions, targets: int) -> _Plan:
+    if targets > 1 and (settings.kind in ("cloudflare", "address") or creds is not None):
         raise TunnelError("several targets on one connector need the embedded local edge (it "
                           "adds a hostname per target); on another edge open one per target")
-    plans = [await plan_origin(s, opts) for s in services]
-    notes = [note for _, found in plans for note in found]
-    if settings.edge is None:
-        edge = await rt.ensure_local_edge()
-        edges = [edge.quic_address]
-        cacert: str | None = str(edge.ca_path)
-        quick_service: str | None = edge.api_url
-        front = edge.public_address
-        reach = EdgeReach(edge.https_address, cacert)
-        label = (f"the embedded local edge (udp {edges[0][0]}:{edges[0][1]}, "
-                 f"front {edge.api_url})")
-    else:
-        edges, cacert, quick_service = [settings.edge], settings.cacert, settings.quick_service
-        assert quick_service is not None
-        parts = urlsplit(quick_service)
-        front = (parts.hostname or settings.edge[0], parts.port or 80)
-        reach = EdgeReach(None, settings.cacert)
-        label = f"edge {settings.edge[0]}:{settings.edge[1]} (from {settings.source})"
-    assert quick_service is not None
+    if settings.kind == "local" or targets > 1:
+        return await _local(rt, creds, opts, targets=targets)
+    if settings.kind == "address":
+        return await _address(settings, creds, opts)
     try:
-        quick = await request_quick_tunnel(quick_service)
-    except NbtunnelError as exc:
-        where = (f"the quick-tunnel API {quick_service}" + ("" if opts.quick_service else
-                 " (derived from the edge address; set --quick-service / quick_service= if "
-                 "the API is elsewhere)"))
-        raise TunnelError(f"cannot open a quick tunnel on {label}: {where} failed: {exc}") \
-            from exc
-    hostnames = [quick.hostname] + [await _add_hostname(edge, quick.credentials.tunnel_id)
-                                    for _ in services[1:]]
-
-    def url_of(hostname: str) -> str:
-        return f"http://{hostname}" + ("" if front[1] == 80 else f":{front[1]}")
-
-    ingress = quick_ingress(list(zip(hostnames, services, [h for h, _ in plans], strict=True)))
-    access = AccessControl(parse_auth(opts.auth)) if opts.auth else None
-    connector = Connector(ConnectorConfig(
-        edge=list(edges), credentials=quick.credentials, ingress=ingress, cacert=cacert,
-        ha_connections=opts.ha_connections, grace_period=opts.grace_period,
-        quic_backend=opts.quic_backend, protocol=opts.protocol,
-        config_flags={"protocol": opts.protocol}, access=access,
-        inspector=Inspector() if opts.inspect else None))
-    url = url_of(quick.hostname)
-    if access is not None and access.spec.kind == "token":
-        notes.append(f"--auth token: open {url}/?nbtunnel_token={access.spec.token} once in "
-                     "your browser (it sets a cookie), or send Authorization: Bearer "
-                     f"{access.spec.token} (shown once)")
-    routes = [(h, url_of(h), s) for h, s in zip(hostnames, services, strict=True)]
-    tunnel = Tunnel(rt, services[0], target, quick.hostname, url, label, front, connector, opts,
-                    notes, routes)
-    for extra in hostnames[1:]:
-        tunnel.add_cleanup(functools.partial(edge.store.remove_route, extra))
-    for note in notes:
-        if "nbtunnel_token=" not in note:  # the token goes to the caller once, never to logs
-            log.info("%s: %s", url, note)
-    helps = [instructions(h, s, reach) for h, s in zip(hostnames, services, strict=True)
-             if is_stream_service(s)]
-    if helps:
-        tunnel.access_help = "\n".join(helps)
-    connector.subscribe(tunnel._on_event)
-    for service in services:
-        registry[service] = tunnel
-    tunnel._task = rt.spawn(tunnel._run(), name=f"nbtunnel-tunnel-{quick.hostname}")
-    if wait:
-        await tunnel._wait_ready(1, opts.timeout)
-    return tunnel
+        return await _cloudflare(settings, creds, opts)
+    except CloudflareUnavailable as exc:
+        if settings.kind == "cloudflare":
+            raise TunnelError(f"cannot use Cloudflare's edge: {exc}") from exc
+        note = fallback_line(exc)
+        log.info("%s", note)
+        return await _local(rt, creds, opts, note)
 
 
 async def _add_hostname(edge: Any, tunnel_id: Any) -> str:
@@ -121,8 +164,78 @@ async def _add_hostname(edge: Any, tunnel_id: Any) -> str:
             return hostname
 
 
-def _prepare(target: int | str | list[int | str] | tuple[int | str, ...],
-             options: dict[str, Any]) -> tuple[list[str], TunnelOptions, EdgeSettings]:
+async def _astart(rt: Runtime, services: list[str], target: int | str, settings: EdgeSettings,
+                  opts: TunnelOptions, wait: bool) -> Tunnel:
+    from nbtunnel.connector.supervisor import Connector
+
+    open_already = [registry[s] for s in services if s in registry]
+    if open_already:
+        if len(services) == 1:  # returned as it is, even while it reconnects
+            return open_already[0]
+        raise TunnelError(f"{open_already[0].service} is already published at "
+                          f"{open_already[0].url}; stop it first")
+    origins = [await plan_origin(s, opts) for s in services]
+    notes = [note for _, found in origins for note in found]
+    plan = await _plan(rt, settings, _credentials(opts.token), opts, len(services))
+    hostnames = [plan.hostname, *plan.extra_hostnames]
+
+    def url_of(hostname: str) -> str:
+        port = plan.front[1]
+        return plan.url if hostname == plan.hostname else (
+            f"http://{hostname}" + ("" if port == 80 else f":{port}"))
+
+    ingress = quick_ingress(list(zip(hostnames, services, [h for h, _ in origins],
+                                     strict=True)))
+    access = AccessControl(parse_auth(opts.auth)) if opts.auth else None
+    # on Cloudflare, QUIC falls back to HTTP/2 when UDP is blocked (Colab, Binder, offices)
+    protocol = opts.protocol or ("auto" if plan.public else "quic")
+    opts = replace(opts, protocol=protocol)
+    config = ConnectorConfig(
+        credentials=plan.creds, ingress=ingress,
+        ha_connections=plan.ha, grace_period=opts.grace_period, quic_backend=opts.quic_backend,
+        protocol=protocol, config_flags={"protocol": protocol}, access=access,
+        inspector=Inspector() if opts.inspect else None, **plan.where)
+    connector = Connector(config)
+    url = plan.url
+    if access is not None and access.spec.kind == "token":
+        notes.append(f"--auth token: open {url or 'a tunnel URL'}/?nbtunnel_token="
+                     f"{access.spec.token} once in your browser (it sets a cookie), or send "
+                     f"Authorization: Bearer {access.spec.token} (shown once)")
+    name = plan.hostname or f"named tunnel {config.credentials.tunnel_id}"
+    routes = [(h, url_of(h), s) for h, s in zip(hostnames, services, strict=True)]
+    tunnel = Tunnel(rt, services[0], target, plan.hostname, url, plan.label, plan.front,
+                    connector, replace(opts, ha_connections=config.ha_connections), notes,
+                    routes)
+    tunnel.public, tunnel.reach, tunnel.edge_note = plan.public, plan.reach, plan.note
+    for extra in plan.extra_hostnames:
+        tunnel.add_cleanup(functools.partial(plan.local_edge.store.remove_route, extra))
+    for note in notes:
+        if "nbtunnel_token=" not in note:  # the token goes to the caller once, never to logs
+            log.info("%s: %s", url or name, note)
+    helps = [instructions(h, s, plan.access) for h, s in zip(hostnames, services, strict=True)
+             if is_stream_service(s)]
+    if helps:
+        tunnel.access_help = "\n".join(helps)
+    connector.subscribe(tunnel._on_event)
+    for service in services:
+        registry[service] = tunnel
+    tunnel._task = rt.spawn(tunnel._run(), name=f"nbtunnel-tunnel-{name}")
+    if wait:
+        await tunnel._wait_ready(1, opts.timeout)
+    return tunnel
+
+
+def _credentials(token: str | None) -> Credentials | None:
+    if token is None:
+        return None
+    try:
+        return Credentials.from_token(token)
+    except CredentialsError as exc:
+        raise TunnelError(str(exc)) from exc
+
+
+def _prepare(target: Targets, options: dict[str, Any]
+             ) -> tuple[list[str], TunnelOptions, EdgeSettings]:
     targets = list(target) if isinstance(target, list | tuple) else [target]
     if not targets:
         raise TargetError("no target given")
@@ -130,21 +243,24 @@ def _prepare(target: int | str | list[int | str] | tuple[int | str, ...],
     if len(set(services)) < len(services):
         raise TargetError(f"the same target twice in {targets!r}")
     opts = TunnelOptions(**options).check()
-    return services, opts, resolve_edge(opts.edge, opts.cacert, opts.quick_service)
+    return services, opts, resolve_edge(opts.edge, opts.cacert, opts.quick_service,
+                                        opts.region)
 
 
 Targets = int | str | list[int | str] | tuple[int | str, ...]
 
 
 def open_tunnel(target: Targets, *, wait: bool = True, **options: Any) -> Tunnel:
-    """Publish target through a quick tunnel; returns once a connection is registered.
+    """Publish target; returns once a connection is registered.
 
     Several targets (`open_tunnel([8888, 8050])`) share one connector and one set of HA
     connections, each with a hostname of its own (embedded local edge only).
 
-    options: any field of `nbtunnel.api.options.TunnelOptions`: edge, cacert, quick_service,
-    ha_connections, protocol, grace_period, quic_backend, http_host_header, jupyter, auth,
-    inspect, timeout."""
+    options: any field of `nbtunnel.api.options.TunnelOptions`: edge ("auto" by default:
+    Cloudflare if reachable, else a local edge; "cloudflare", "local", "HOST:PORT"), token (a
+    named tunnel), region, cacert, quick_service, ha_connections, protocol, grace_period,
+    quic_backend, http_host_header, jupyter, auth, inspect, timeout, edge_ip_version,
+    user_agent."""
     services, opts, settings = _prepare(target, options)
     rt = get_runtime()
     known = {id(registry[s]) for s in services if s in registry}

@@ -58,9 +58,12 @@ class Tunnel(TrafficMixin):
         self.error: str | None = None
         self.extra_urls: dict[str, str] = {}  # e.g. the JupyterHub proxy URL (notebook layer)
         self.access_help: str | None = None  # access commands, for a tcp:// or ssh:// target
+        self.public = False  # on Cloudflare's edge: anyone who has the URL reaches the service
+        self.reach = "this URL is local: it works on this machine only"
+        self.edge_note = ""  # why `auto` started a local edge instead of using Cloudflare's
         self._runtime = runtime
         self._connector = connector
-        self._state = TunnelState(options.ha_connections, options.protocol)
+        self._state = TunnelState(options.ha_connections, options.protocol or "quic")
         self._task: asyncio.Task[None] | None = None
         self._watchers: list[Throttle] = []
         self._cleanups: list[Callable[[], Any]] = []
@@ -108,6 +111,9 @@ class Tunnel(TrafficMixin):
                  f"  requests {s.requests}  errors {s.errors}  in {human_bytes(s.bytes_in)}  "
                  f"out {human_bytes(s.bytes_out)}  open streams {s.open_streams}"]
         lines[1:1] = [f"  also {url} -> {service}" for _, url, service in self.routes[1:]]
+        lines.append(f"  {self.reach}")
+        if self.edge_note:
+            lines.append(f"  {self.edge_note}")
         lines += [f"  {label}: {url}" for label, url in self.extra_urls.items()]
         if self.access_help:
             lines += ["  " + line for line in self.access_help.splitlines()]

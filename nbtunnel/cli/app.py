@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "tunnel":
         if not args.url and not args.hello_world:
             parser.error("tunnel: give --url URL (or --hello-world)")
-        if args.grace_period > 180:
+        if (args.grace_period or 0) > 180:
             parser.error("--grace-period must be at most 3m")
-        if args.ha_connections < 1:
+        if args.ha_connections is not None and args.ha_connections < 1:
             parser.error("--ha-connections must be at least 1")
         if args.url:
             try:
@@ -101,7 +101,7 @@ def dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
 
         return ingress_command(args)
     if cmd == "run":
-        if getattr(args, "grace_period", 0) > 180:
+        if (getattr(args, "grace_period", 0) or 0) > 180:
             parser.error("--grace-period must be at most 3m")
         from nbtunnel.cli.run_named import run_named
 

@@ -15,7 +15,13 @@ from typing import Any
 
 from nbtunnel import __version__
 from nbtunnel.api.edges import DEFAULT_EDGE_PORT, DEFAULT_HTTP_PORT
-from nbtunnel.api.options import add_tunnel_arguments, duration, host_port
+from nbtunnel.api.options import (
+    add_cloudflare_arguments,
+    add_tunnel_arguments,
+    duration,
+    edge_arg,
+    host_port,
+)
 
 S = argparse.SUPPRESS
 
@@ -34,9 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nbtunnel",
         description="A pure-Python Cloudflare Tunnel: publish a local service through an "
-        "outbound connection to an edge (a local one by default).",
-        epilog="Quick start: `nbtunnel tunnel --url hello_world` starts a local edge in-process "
-        "and prints a public URL for the built-in hello world page.",
+        "outbound connection to an edge (Cloudflare's, or a local one).",
+        epilog="Quick start: `nbtunnel tunnel --url 8000` prints a public "
+        "https://<words>.trycloudflare.com URL for http://localhost:8000 (Cloudflare's free "
+        "quick tunnels; no account). Without internet it starts a local edge instead.",
     )
     parser.add_argument("--version", action="version", version=f"nbtunnel {__version__}")
     parser.add_argument("--loglevel", default=os.environ.get("NBTUNNEL_LOGLEVEL", "info"),
@@ -86,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tunnel = sub.add_parser(
         "tunnel", help="run a connector (quick tunnel with --url)",
-        description="Publish a local service. Without --edge (or $NBTUNNEL_EDGE) a local edge "
-        "is started in this process.",
+        description="Publish a local service. By default (--edge auto) on Cloudflare's edge "
+        "(a public https://*.trycloudflare.com URL) when it answers within a few seconds, "
+        "else on a local edge started in this process.",
     )
     tunnel.add_argument("--url", help="local service: http://localhost:8000, a port number, "
                         "hello_world or http_status:NNN")
@@ -121,8 +129,10 @@ def _run_flags(p: argparse.ArgumentParser, default: Any) -> None:
                    help="serve /ready, /metrics, /healthcheck, /config, /diag/tunnel")
     if default is S:  # the tunnel parser already has these for quick tunnels
         p.add_argument("--url", default=S)
-        p.add_argument("--edge", action="append", type=host_port, default=S,
-                       metavar="HOST:PORT")
+        p.add_argument("--edge", action="append", type=edge_arg, default=S,
+                       metavar="cloudflare|local|auto|HOST:PORT")
+        p.add_argument("--protocol", choices=["quic", "http2", "auto"], default=S)
+        add_cloudflare_arguments(p, S)
         p.add_argument("--cacert", default=S)
         p.add_argument("--ha-connections", type=int, default=S)
         p.add_argument("--grace-period", type=duration, default=S)

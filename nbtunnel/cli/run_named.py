@@ -14,17 +14,18 @@ import json
 import logging
 import os
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from nbtunnel.api.edges import DEFAULT_EDGE_PORT
-from nbtunnel.api.targets import normalize_target, parse_host_port
-from nbtunnel.cli.serve import serve_connector
+from nbtunnel.api.targets import normalize_target
+from nbtunnel.cli.edge_choice import choose_edge, cloudflare_options, named_edge
+from nbtunnel.cli.serve import serve_with_metrics
 from nbtunnel.connector.access_control import AccessControl, parse_auth
 from nbtunnel.connector.config_file import TunnelConfigFile, find_config, load_config
 from nbtunnel.connector.ingress import Ingress, IngressError, parse_duration
-from nbtunnel.connector.metrics import MetricsServer
 from nbtunnel.connector.supervisor import Connector, ConnectorConfig
 from nbtunnel.core.credentials import Credentials, CredentialsError
 from nbtunnel.core.errors import NbtunnelError
@@ -72,6 +73,53 @@ def _flag(args: argparse.Namespace, cfg: TunnelConfigFile | None, name: str,
     return default if value is None else value
 
 
+async def _connector(args: argparse.Namespace, cfg: TunnelConfigFile | None,
+                     creds: Credentials, ingress: Ingress) -> Connector:
+    """Flags beat config.yml, which beats the defaults (cloudflared's precedence): edge,
+    protocol, ha-connections, grace-period."""
+    choice = choose_edge(getattr(args, "edge", None), _flag(args, cfg, "edge"),
+                         default=_default_edge())
+    options = cloudflare_options(args, _flag(args, cfg, "region") or creds.endpoint or None)
+    if _flag(args, cfg, "cacert") and not options.cacert:
+        options = replace(options, cacert=str(_flag(args, cfg, "cacert")))
+    if choice.kind == "local":
+        raise NbtunnelError("--edge local starts an edge for quick tunnels only; a named "
+                            "tunnel runs on its edge: cloudflare or HOST:PORT")
+    cloud, choice = await named_edge(choice, options)
+    protocol = str(_flag(args, cfg, "protocol", "auto" if cloud else "quic"))
+    if protocol not in ("quic", "http2", "auto"):
+        raise NbtunnelError(f"protocol {protocol!r}: expected quic, http2 or auto")
+    grace = _flag(args, cfg, "grace-period", 30.0)
+    if isinstance(grace, str):
+        grace = parse_duration(grace, "grace-period")
+    auth = _flag(args, cfg, "auth")  # --auth, or `auth:` in config.yml
+    access = AccessControl(parse_auth(str(auth))) if auth else None
+    if access is not None and access.spec.kind == "token":
+        print(f"--auth token: add ?nbtunnel_token={access.spec.token} to a tunnel URL "
+              f"once in a browser, or send Authorization: Bearer {access.spec.token}",
+              flush=True)
+    if cloud is not None:
+        edge, pool, trust, cacert = [], cloud.pool, cloud.trust, None
+    else:
+        edge, pool, trust = list(choice.addresses), None, None
+        cacert = _flag(args, cfg, "cacert") or str(default_home() / "edge" / "ca.pem")
+    return Connector(ConnectorConfig(
+        edge=edge, pool=pool, trust=trust, cacert=cacert, credentials=creds, ingress=ingress,
+        ha_connections=int(_flag(args, cfg, "ha-connections", 4)), grace_period=float(grace),
+        protocol=protocol, quic_backend=getattr(args, "quic_backend", None), access=access,
+        config_flags={k: str(v) for k, v in (cfg.flags if cfg else {}).items()
+                      if isinstance(v, str | int | float) and k not in ("token", "auth")}))
+
+
+def _default_edge() -> str:
+    """Without any edge setting: a self-hosted edge set up on this machine (its CA is in
+    $NBTUNNEL_HOME/edge) keeps today's 127.0.0.1:7844; otherwise Cloudflare's edge, where
+    tokens and credentials files from a Cloudflare account belong."""
+    if (default_home() / "edge" / "ca.pem").exists():
+        return f"127.0.0.1:{DEFAULT_EDGE_PORT}"
+    return "cloudflare"
+
+
 def run_named(args: argparse.Namespace) -> Any:
     async def runner(stop: asyncio.Event) -> int:
         try:
@@ -91,48 +139,12 @@ def run_named(args: argparse.Namespace) -> Any:
                             "from the cli, nbtunnel will return 503 for all incoming HTTP "
                             "requests")
                 ingress = Ingress.single("http_status:503")
-            edges = _flag(args, cfg, "edge") or os.environ.get("NBTUNNEL_EDGE", "127.0.0.1")
-            if isinstance(edges, str):
-                edges = edges.split(",")
-            edges = [e if isinstance(e, tuple) else parse_host_port(str(e), DEFAULT_EDGE_PORT)
-                     for e in edges]
-            cacert = _flag(args, cfg, "cacert") or str(default_home() / "edge" / "ca.pem")
-            ha = int(_flag(args, cfg, "ha-connections", 4))
-            grace = _flag(args, cfg, "grace-period", 30.0)
-            if isinstance(grace, str):
-                grace = parse_duration(grace, "grace-period")
-            auth = _flag(args, cfg, "auth")  # --auth, or `auth:` in config.yml
-            access = AccessControl(parse_auth(str(auth))) if auth else None
-            if access is not None and access.spec.kind == "token":
-                print(f"--auth token: add ?nbtunnel_token={access.spec.token} to a tunnel URL "
-                      f"once in a browser, or send Authorization: Bearer {access.spec.token}",
-                      flush=True)
-            connector = Connector(ConnectorConfig(
-                edge=list(edges), credentials=creds, ingress=ingress, cacert=cacert,
-                ha_connections=ha, grace_period=float(grace),
-                quic_backend=getattr(args, "quic_backend", None),
-                config_flags={k: str(v) for k, v in (cfg.flags if cfg else {}).items()
-                              if isinstance(v, str | int | float) and k not in ("token", "auth")},
-                access=access,
-            ))
+            connector = await _connector(args, cfg, creds, ingress)
         except (NbtunnelError, OSError, ValueError) as exc:
             log.error("%s", exc)
             return 1
         log.info("Starting tunnel tunnelID=%s", creds.tunnel_id)
-        metrics_addr = _flag(args, cfg, "metrics")
-        server = None
-        try:
-            if metrics_addr:
-                server = MetricsServer(connector)
-                host, port = parse_host_port(str(metrics_addr), 0)
-                await server.start(host, port)
-            return await serve_connector(connector, stop)
-        except OSError as exc:
-            log.error("cannot start the metrics server on %s: %s", metrics_addr, exc)
-            return 1
-        finally:
-            if server is not None:
-                await server.close()
+        return await serve_with_metrics(connector, stop, _flag(args, cfg, "metrics"))
 
     return runner
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from nbtunnel.connector.supervisor import Connector
 
 Runner = Callable[[asyncio.Event], Awaitable[int]]
+log = logging.getLogger("nbtunnel")
 
 
 def run_with_signals(runner: Runner) -> int:
@@ -53,6 +55,29 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         return None
     return uvloop.new_event_loop
+
+
+async def serve_with_metrics(connector: Connector, stop: asyncio.Event,
+                             metrics: str | None, quick_hostname: str = "") -> int:
+    """serve_connector, with cloudflared's metrics server on metrics (HOST:PORT) if given."""
+    if not metrics:
+        return await serve_connector(connector, stop)
+    from nbtunnel.api.errors import AddressError
+    from nbtunnel.api.targets import parse_host_port
+    from nbtunnel.connector.metrics import MetricsServer
+
+    server = MetricsServer(connector, quick_hostname=quick_hostname)
+    try:
+        host, port = parse_host_port(str(metrics), 0)
+        await server.start(host, port)
+    except (OSError, AddressError) as exc:
+        log.error("cannot start the metrics server on %s: %s", metrics, exc)
+        return 1
+    log.info("Starting metrics server on %s:%d/metrics", *server.sockname)
+    try:
+        return await serve_connector(connector, stop)
+    finally:
+        await server.close()
 
 
 async def serve_connector(connector: Connector, stop: asyncio.Event) -> int:

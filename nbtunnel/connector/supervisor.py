@@ -81,6 +81,8 @@ class ConnectorConfig:
     """CA material for the edge (default: cacert alone, else the system store)."""
     ha_start_delay: float = 1.0
     """Connection i (i > 0) starts i times this long after connection 0 registered."""
+    embedded_edge: bool = False
+    """The edge runs in this process: several connections to its one address are expected."""
 
     @property
     def edge_trust(self) -> Trust:
@@ -208,7 +210,7 @@ class Connector:
                 return max(available, 1)
             return wanted
         addresses = len(set(self.config.edge))
-        if wanted > addresses:
+        if wanted > addresses and not self.config.embedded_edge:
             log.info("You requested %d HA connections and gave %d edge address%s: cloudflared "
                      "would open at most %d; this self-hosted edge gets all %d (several per "
                      "address)", wanted, addresses, "" if addresses == 1 else "es", addresses,

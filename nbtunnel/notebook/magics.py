@@ -28,7 +28,11 @@ from nbtunnel.core.errors import NbtunnelError
 COMMANDS = ("list", "stop", "status")
 EXAMPLES = """Examples:
   %tunnel 8888                  open a tunnel to http://localhost:8888 (a Jupyter server there
-                                is recognised: Host and Origin are set as it requires)
+                                is recognised: Host and Origin are set as it requires); on
+                                Cloudflare's edge (public https URL) if it answers, else local
+  %tunnel 8888 --edge cloudflare  insist on Cloudflare (https://<words>.trycloudflare.com)
+  %tunnel 8888 --edge local     an edge in this kernel: the URL works on this machine only
+  %tunnel 8888 --token eyJh...  a named tunnel from your Cloudflare account
   t = %tunnel hello_world       the built-in hello world page; t is the Tunnel
   %tunnel ssh 22                this machine's SSH server as a TCP service (prints the
                                 nbtunnel/cloudflared access commands and an ssh stanza)
@@ -54,7 +58,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="%tunnel", add_help=False, epilog=EXAMPLES,
                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                description="Publish a local service through a Cloudflare-style quick tunnel.")
+                description="Publish a local service through a quick tunnel on Cloudflare's edge "
+                "(or a local or self-hosted one).")
     p.add_argument("words", nargs="*", metavar="TARGET | tcp PORT | list | stop WHAT | status",
                    help="a port (8888), HOST:PORT, a URL (http://localhost:8888), hello_world "
                    "or http_status:NNN to open a tunnel; `tcp PORT`, `ssh PORT` (or "
@@ -117,7 +122,7 @@ class TunnelMagics(Magics):
             for target in targets:
                 normalize_target(target)
             opts = options_from_args(args).check()
-            settings = resolve_edge(opts.edge, opts.cacert, opts.quick_service)
+            settings = resolve_edge(opts.edge, opts.cacert, opts.quick_service, opts.region)
         except (TargetError, OptionError, EdgeConfigError) as exc:
             raise UsageError(str(exc)) from None
         existing = find_tunnel(targets[0])
@@ -129,8 +134,12 @@ class TunnelMagics(Magics):
         if existing is tunnel:
             print(f"nbtunnel: the tunnel to {tunnel.service} is already open: {tunnel.url}")
         else:
+            if tunnel.edge_note:  # auto could not use Cloudflare: one line saying why
+                print(f"nbtunnel: {tunnel.edge_note}")
             print(f"nbtunnel: using {tunnel.edge_label}"
-                  + ("" if settings.edge else "; set --edge or NBTUNNEL_EDGE for another edge"))
+                  + ("" if settings.kind in ("address", "cloudflare")
+                     else "; set --edge or NBTUNNEL_EDGE for another edge"))
+            print(f"nbtunnel: {tunnel.url or 'named tunnel'}: {tunnel.reach}")
             for note in tunnel.notes:
                 print(f"nbtunnel: {note}")
             from nbtunnel.notebook.hosted import attach_hosted_url

@@ -160,7 +160,7 @@ class TunnelWidget(widgets.VBox):
                         f"target='_blank'>{html.escape(u)}</a></small>"
                         for label, u in t.extra_urls.items())
         reach = ("local only: opens on this machine" if t.local_only
-                 else "public: anyone with the URL can open it")
+                 else "&#127760; public: anyone with the URL can open it")
         auth = {"token": "; --auth token", "basic": "; --auth user:password"}.get(
             t.auth_kind or "", "")
         return (f"<div class='nbtunnel-header'><b>nbtunnel</b> "
@@ -173,7 +173,9 @@ class TunnelWidget(widgets.VBox):
                           f"{html.escape(u)}</a> &rarr; {html.escape(svc)}<br>"
                           for _, u, svc in t.routes[1:]) +
                 f"<small class='nbtunnel-reach'>{reach}{auth}; via "
-                f"{html.escape(t.edge_label)}</small>{extra}</div>")
+                f"{html.escape(t.edge_label)}</small>"
+                + (f"<br><small class='nbtunnel-note'>{html.escape(t.edge_note)}</small>"
+                   if t.edge_note else "") + f"{extra}</div>")
 
 
 def tunnel_widget(tunnel: Tunnel) -> TunnelWidget:

@@ -145,6 +145,31 @@ async def test_a_refused_address_rotates_to_the_other_region(
         await stop_cloud(cloud)
 
 
+async def test_udp_blocked_falls_back_to_http2(cloud: Cloud, origin: Origin,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """UDP to every edge address is dropped (as in many hosted notebooks): with protocol auto
+    the QUIC handshake times out and the connection falls back to HTTP/2 over TCP."""
+    for tap in cloud.taps:
+        tap.drop_udp = True
+    options = CloudflareOptions(cacert=str(cloud.pki.ca_path), quick_service=cloud.api_url,
+                                dns=cloud.dns_options)
+    edge, quick = await open_quick(options)
+    caplog.set_level("INFO", "nbtunnel.connector")
+    connector = Connector(ConnectorConfig(
+        edge=[], credentials=quick.credentials, ingress=Ingress.single(origin.url),
+        pool=edge.pool, trust=edge.trust, ha_connections=1, protocol="auto"))
+    task = await _serve(connector, 1)
+    try:
+        assert connector.connections[0].protocol == "http2"
+        status, body = await cloud.fetch(quick.hostname, "/echo")
+        assert status == 200 and json.loads(body)["path"] == "/echo"
+    finally:
+        await _stop(connector, task)
+    assert sum(t.udp_packets for t in cloud.taps) > 0  # QUIC was tried first
+    assert "switching to the fallback protocol http2" in caplog.text
+    assert [h.transport for h in cloud.hellos()] == ["tcp"]
+
+
 @pytest.mark.parametrize("protocol", ["quic", "http2"])
 async def test_bundled_roots_alone_are_refused_by_the_test_edge(cloud: Cloud, origin: Origin,
                                                                 protocol: str) -> None:

@@ -99,6 +99,7 @@ class Tap(asyncio.DatagramProtocol):
         self.address = address
         self.edge_udp, self.edge_tcp = edge_udp, edge_tcp
         self.refuse = refuse
+        self.drop_udp = False  # UDP blocked on the path (TCP still passes)
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp: asyncio.Server | None = None
         self.flows: dict[tuple[str, int], _UdpFlow] = {}
@@ -115,7 +116,7 @@ class Tap(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.udp_packets += 1
-        if self.refuse:
+        if self.refuse or self.drop_udp:
             return
         if addr not in self.flows:
             self.flows[addr] = _UdpFlow(self, addr)

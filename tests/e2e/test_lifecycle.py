@@ -53,8 +53,8 @@ async def _read_until(proc: asyncio.subprocess.Process, pattern: str, timeout: f
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 async def test_cli_quick_tunnel_to_hello_world_with_curl(tmp_path: Path) -> None:
-    """The README's main command: an embedded edge, a URL, and curl fetching it."""
-    proc = await _spawn("tunnel", "--url", "hello_world", "--http-port", "0",
+    """The README's offline command: an embedded edge, a URL, and curl fetching it."""
+    proc = await _spawn("tunnel", "--edge", "local", "--url", "hello_world", "--http-port", "0",
                         env={"NBTUNNEL_HOME": str(tmp_path)})
     try:
         url = await _read_until(proc, r"\|\s+(http://\S+)\s+\|")

@@ -105,7 +105,8 @@ def test_binder_environment_runs_every_notebook(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("JUPYTER", "NBTUNNEL", "PYTHON", "VIRTUAL_ENV"))}
     env.update(JUPYTER_DATA_DIR=str(tmp_path / "jupyter"), NBTUNNEL_HOME=str(tmp_path / "home"),
-               NBTUNNEL_HTTP_PORT="0", IPYTHONDIR=str(tmp_path / "ipython"))
+               NBTUNNEL_HTTP_PORT="0", IPYTHONDIR=str(tmp_path / "ipython"),
+               NBTUNNEL_EDGE="local")  # pinned: the default `auto` would try the network
     proc = subprocess.run([str(venv_python), "-c", DRIVER, str(work), *notebooks], env=env,
                           cwd=work, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-6000:]

@@ -18,11 +18,12 @@ def nbtunnel_threads() -> list[str]:
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Own state dir, a free front port, no configured edge; afterwards nothing may be left."""
+    """Own state dir, a free front port, the local edge pinned (never the network: the
+    default `auto` would try Cloudflare first); afterwards nothing may be left."""
     home = tmp_path / "home"
     monkeypatch.setenv("NBTUNNEL_HOME", str(home))
     monkeypatch.setenv("NBTUNNEL_HTTP_PORT", "0")
-    monkeypatch.delenv("NBTUNNEL_EDGE", raising=False)
+    monkeypatch.setenv("NBTUNNEL_EDGE", "local")
     monkeypatch.delenv("JUPYTERHUB_SERVICE_PREFIX", raising=False)
     yield home
     shutdown_runtime()

@@ -74,7 +74,12 @@ def test_bad_targets() -> None:
 
 
 def test_resolve_edge_sources(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert resolve_edge().source == "embedded"
+    assert (resolve_edge().kind, resolve_edge().source) == ("local", "NBTUNNEL_EDGE")
+    monkeypatch.delenv("NBTUNNEL_EDGE")
+    assert (resolve_edge().kind, resolve_edge().source) == ("auto", "default")
+    assert resolve_edge("Cloudflare").kind == "cloudflare"
+    assert resolve_edge("cloudflare", region="us").region == "us"
+    assert resolve_edge("local").kind == "local"
     with pytest.raises(EdgeConfigError, match="no CA"):
         resolve_edge("10.0.0.1:7844")
     ca = isolated / "ca.pem"

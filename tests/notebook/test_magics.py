@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from conftest import nbtunnel_threads
 from IPython.core.error import UsageError
-from IPython.testing.globalipapp import get_ipython
+from IPython.testing import globalipapp
 from IPython.utils.capture import capture_output
 from nbhelpers import fetch
 
@@ -17,7 +17,9 @@ from nbtunnel.api.runtime import current_runtime
 
 @pytest.fixture(scope="module")
 def shell() -> Any:
-    return get_ipython()
+    # the module attribute, not an imported name: the first call starts the shell and
+    # replaces it (another test module may have started it already)
+    return globalipapp.get_ipython()
 
 
 @pytest.fixture
@@ -54,6 +56,7 @@ def test_help_shows_argparse_usage(ip: Any) -> None:
     ("--bogus 8888", "unrecognized arguments"),
     ("--ha-connections x 8888", "invalid int value"),
     ("--protocol h3 8888", "invalid choice"),
+    ("--edge nowhere:port 8888", "expected HOST:PORT"),
     ("notaport", "expected a port"),
     ("-- -5", "out of range"),
     ("ftp://x", "unsupported scheme"),
