@@ -8,6 +8,7 @@ commands (thin wrappers over the edge's REST API).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -58,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("give one --https-key per --https-cert")
         if (args.https_cert or args.https_redirect) and args.https is None:
             parser.error("--https-cert/--https-key/--https-redirect need --https HOST:PORT")
+        from nbtunnel.cli.workers import WORKER_ENV, check_workers, run_workers
+
+        problem = check_workers(args)
+        if problem:
+            parser.error(problem)
+        if args.workers > 1 and WORKER_ENV not in os.environ:
+            return run_workers(args, sys.argv[1:] if argv is None else argv)
         from nbtunnel.cli.run_edge import run_edge
 
         return run_with_signals(run_edge(args))
@@ -87,6 +95,10 @@ def dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
         return c.run_command(c.cmd_login, args)
     if args.command == "edge" and getattr(args, "edge_command", None) == "token":
         return c.run_command(c.cmd_edge_token_create, args)
+    if args.command == "edge" and getattr(args, "edge_command", None) == "status":
+        from nbtunnel.cli.edge_status import cmd_edge_status
+
+        return c.run_command(cmd_edge_status, args)
     if args.command != "tunnel" or getattr(args, "tunnel_command", None) is None:
         return None
     cmd = args.tunnel_command

@@ -90,6 +90,26 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--https-redirect", action="store_true",
                       help="answer plain-HTTP requests for tunnel hostnames with a 308 to "
                       "--https")
+    scale = edge.add_argument_group(
+        "several edges", "one deployment of several edges (docs/deploy.md; needs "
+        "nbtunnel[scale]): a shared PostgreSQL store, live state on Redis, any edge serves any "
+        "tunnel; every edge needs the same CA (ca.pem, ca-key.pem in its state directory)")
+    scale.add_argument("--store", default=os.environ.get("NBTUNNEL_STORE"), metavar="URL",
+                       help="control-plane store: postgresql://USER[:PASS]@HOST[:PORT]/DB "
+                       "(default: SQLite in the state directory; $NBTUNNEL_STORE)")
+    scale.add_argument("--presence", default=os.environ.get("NBTUNNEL_PRESENCE"),
+                       metavar="URL", help="live state shared by the edges: "
+                       "redis://HOST[:PORT]/DB ($NBTUNNEL_PRESENCE)")
+    scale.add_argument("--edge-id", default=None, metavar="ID",
+                       help="this edge's id (default: LOCATION-random)")
+    scale.add_argument("--peer-listen", type=lambda t: host_port(t, 0), default=None,
+                       metavar="HOST:PORT", help="UDP address where other edges forward "
+                       "requests (default: the --listen host, any port)")
+    scale.add_argument("--peer-advertise", default=None, metavar="HOST",
+                       help="the address other edges dial for --peer-listen (default: its host)")
+    scale.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="edge processes sharing the UDP/TCP ports (SO_REUSEPORT); more than "
+                       "1 needs --store postgresql:// and --presence redis://")
 
     tunnel = sub.add_parser(
         "tunnel", help="run a connector (quick tunnel with --url)",
@@ -154,6 +174,13 @@ def add_control_commands(sub: Any, edge: argparse.ArgumentParser,
     create = token.add_parser("create", help="create an API token for ACCOUNT (created if new)")
     create.add_argument("account")
     create.add_argument("--name", dest="token_name", default="cli")
+    create.add_argument("--store", default=S, metavar="URL",
+                        help="the edges' PostgreSQL store (default: the state directory's "
+                        "SQLite file)")
+    status = esub.add_parser("status", help="edges alive, connections per edge, tunnels",
+                             description="What the edges of a deployment report through "
+                             "Redis (nbtunnel edge --presence redis://... status).")
+    status.add_argument("-o", "--output", choices=["json"])
 
     _run_flags(tunnel, None)
     tsub = tunnel.add_subparsers(dest="tunnel_command", metavar="SUBCOMMAND")

@@ -6,10 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 
 from nbtunnel.api.edges import start_edge
 from nbtunnel.cli.serve import Runner
+from nbtunnel.cli.workers import WORKER_ENV
 from nbtunnel.core.errors import NbtunnelError
 from nbtunnel.edge.server import Edge, EdgeConfig
 from nbtunnel.home import default_home
@@ -31,6 +33,10 @@ def run_edge(args: argparse.Namespace) -> Runner:
             https_port=args.https[1] if args.https else None,
             https_certs=list(zip(args.https_cert, args.https_key, strict=True)),
             https_redirect=args.https_redirect,
+            store=args.store, presence=args.presence, edge_id=args.edge_id,
+            peer_host=args.peer_listen[0] if args.peer_listen else args.listen[0],
+            peer_port=args.peer_listen[1] if args.peer_listen else 0,
+            peer_advertise=args.peer_advertise, reuse_port=WORKER_ENV in os.environ,
         )
         try:
             edge = await start_edge(config, fallback_http=False)
@@ -42,6 +48,10 @@ def run_edge(args: argparse.Namespace) -> Runner:
 
             assert edge.store is not None
             token_path, new_token = await ensure_admin_token(edge.store, config.state_dir)
+            if os.environ.get(WORKER_ENV, "0") != "0":  # worker 0 prints for all of them
+                await stop.wait()
+                await edge.drain()
+                return 0
             # the token's path, never its value: stdout usually ends up in a log
             what = "Created account 'default' with an" if new_token else "The"
             print(f"{what} admin API token is in {token_path} (mode 0600); log in with:\n"
@@ -65,6 +75,7 @@ def run_edge(args: argparse.Namespace) -> Runner:
                       f"SIGHUP reloads certificate files)", flush=True)
                 _reload_on_sighup(edge)
             await stop.wait()
+            await edge.drain()  # several edges: connectors move before we close
         finally:
             await edge.close()
         return 0

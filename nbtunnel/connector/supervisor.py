@@ -120,6 +120,7 @@ class Connector:
         self.local_config_pushes = 0
         self.connections: dict[int, EdgeConnection] = {}
         self._observers: list[Callable[[TunnelEvent], None]] = []
+        self._edge_shift: dict[int, int] = {}  # static --edge list: rotation per index
         self._stopping = asyncio.Event()
         self._first_registered = asyncio.Event()
         self._changed = asyncio.Event()
@@ -225,9 +226,17 @@ class Connector:
                 raise NoEdgeAddress("there are no free edge addresses left to resolve to")
             return DialTarget(addr.ip, addr.port, trust.cafile, cadata=trust.cadata,
                               trust=trust.description)
-        host, port = self.config.edge[index % len(self.config.edge)]
+        edges = self.config.edge
+        host, port = edges[(index + self._edge_shift.get(index, 0)) % len(edges)]
         return DialTarget(host, port, trust.cafile, cadata=trust.cadata,
                           trust=trust.description)
+
+    def _next_edge(self, index: int) -> None:
+        """Several `--edge` addresses of a self-hosted deployment: a connection that ended
+        (its edge died, drained or refused) tries the next address, so HA connections move to
+        a live edge instead of waiting for the dead one."""
+        if self.config.pool is None and len(set(self.config.edge)) > 1:
+            self._edge_shift[index] = self._edge_shift.get(index, 0) + 1
 
     def _rotate(self, index: int, why: str) -> None:
         """cloudflared's IpAddrFallback: a dial error, an idle timeout or EDUPCONN moves this
@@ -289,6 +298,7 @@ class Connector:
                     announce.cancel()
             if self._stopping.is_set():
                 break
+            self._next_edge(index)
             if not await self._pause(index, backoff, reason, conn.edge):
                 break
         self._emit(ConnectionEvent(index, "closed"))

@@ -48,6 +48,8 @@ class EdgeApi:
         self.store = store
         self.domain = domain
         self.ca_pem = ca_pem
+        self.edge_id = ""  # set by the Edge (several edges: which one answered)
+        self.location = ""
         self.control = control
         self.quick_limiter = quick_limiter or RateLimiter(0, 1)
         self.clock = clock or Clock()
@@ -69,6 +71,7 @@ class EdgeApi:
         if path == "/" and req.method in ("GET", "HEAD"):
             return _json(200, {
                 "service": "nbtunnel edge",
+                "edge": {"id": self.edge_id, "location": self.location},
                 "version": __version__,
                 "domain": self.domain,
                 "endpoints": {"POST /tunnel": "create a quick tunnel",

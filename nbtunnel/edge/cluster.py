@@ -8,6 +8,8 @@ tunnels it does not hold (`peering.PeerClient`, the public front's `remote`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -91,6 +93,9 @@ class Cluster:
         await self.presence.start()
         if not self.presence.shared:
             return
+        if cfg.peer_host in ("0.0.0.0", "::", "") and not cfg.peer_advertise:
+            raise StoreError("--peer-listen on every address needs --peer-advertise HOST (the "
+                             "address other edges dial)")
         secret = cfg.peer_secret or await self.presence.peer_secret()
         assert secret is not None
         token = peer_token(secret)
@@ -108,10 +113,28 @@ class Cluster:
     def connection_changed(self, state: str, live: LiveConnection) -> None:
         self.presence.connection_changed(state, live)
 
-    def set_draining(self) -> None:
-        """Shutting down: other edges stop forwarding here; connectors are told to move."""
+    async def drain(self, timeout: float) -> int:
+        """SIGTERM of one edge among several: the others stop forwarding here at once, every
+        connector connection stops taking new requests and is closed as soon as its in-flight
+        requests are done, so its connector reconnects to another edge (the next `--edge`
+        address) while its other HA connections keep serving. Returns the connections left
+        open after `timeout`."""
         self.draining = True
-        self.presence.set_draining(True)
+        await self.presence.drain()
+        conns = self.registry.connections()
+        for live in conns:
+            if not live.draining:
+                live.draining = True  # the last request to finish closes it (exchange.py)
+                self.presence.connection_changed("draining", live)
+            if live.in_flight == 0:
+                live.transport.close(0, "edge draining: reconnect to another edge")
+        if conns:
+            log.info("draining: %d connector connection(s) asked to move", len(conns))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    for conn in conns:  # they close in parallel; wait for the slowest
+                        await conn.transport.wait_closed()
+        return sum(1 for c in conns if not c.transport.terminated)
 
     async def close(self) -> None:
         if self.client is not None:

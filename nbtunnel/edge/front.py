@@ -130,8 +130,9 @@ class PublicFront:
         # set by the HTTPS front with --https-redirect: Location for a plain-HTTP request
         self.https_redirect: Callable[[Request], str | None] | None = None
 
-    async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._on_client, host, port, limit=2**16)
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        self._server = await asyncio.start_server(self._on_client, host, port, limit=2**16,
+                                                  reuse_port=reuse_port or None)
 
     @property
     def sockname(self) -> tuple[str, int]:

@@ -217,7 +217,10 @@ class PeerClient:
                 # or very busy; its presence heartbeat (every 2 s) tells which
                 heard = await self.presence.heard_from(info.id)
                 if heard is None or heard > HEARTBEAT_SILENCE:
-                    self.presence.forget_edge(info.id)  # skip it rather than wait for QUIC
+                    # dead: skip it, and fail what waits on it now (idempotent requests are
+                    # retried elsewhere) rather than when QUIC's idle timer fires
+                    self.presence.forget_edge(info.id)
+                    have.close(0, f"edge {info.id} is silent")
                     continue
             conn = have or await self.link(info)
             if conn is not None:

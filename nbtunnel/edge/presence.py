@@ -78,8 +78,11 @@ class Presence:
     def connection_changed(self, state: str, live: LiveConnection) -> None:
         """ControlHandler hook: registered / draining / closed."""
 
-    def set_draining(self, draining: bool) -> None:
-        """This edge is shutting down: others stop forwarding to it."""
+    async def announce(self) -> None:
+        """Publish this edge's addresses now (once its listeners are up)."""
+
+    async def drain(self) -> None:
+        """This edge is shutting down: tell the others at once to stop forwarding to it."""
 
     async def edges_for(self, tunnel_id: uuid.UUID) -> list[EdgeInfo]:
         """Other live edges holding a usable connection of the tunnel (cached briefly)."""

@@ -125,10 +125,18 @@ class RedisPresence(Presence):
         self._conn_ops.append((state, live))
         self._wake.set()
 
-    def set_draining(self, draining: bool) -> None:
-        self._draining = draining
-        self._dirty.update(self._held)
-        self._wake.set()
+    async def announce(self) -> None:
+        try:
+            await self._heartbeat_once()
+        except Exception as exc:
+            self._note_failure(exc)
+
+    async def drain(self) -> None:
+        self._draining = True
+        try:
+            await self._write(set(self._held), [])
+        except Exception as exc:  # the entries expire with their TTL anyway
+            self._note_failure(exc)
 
     def _usable(self, tid: uuid.UUID) -> bool:
         return not self._draining and any(
@@ -373,3 +381,22 @@ class RedisPresence(Presence):
             await pipe.execute()
         except Exception:
             log.exception("presence command failed: %.200s", raw)
+
+
+async def read_status(url: str) -> tuple[list[EdgeInfo], list[dict[str, Any]]]:
+    """What `nbtunnel edge status` shows: the live edges and every connection they hold
+    (read-only: the caller does not join the deployment)."""
+    import redis.asyncio as aredis
+
+    r: Any = aredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
+    try:
+        ids = await r.zrangebyscore(P + "edges", _ms(time.time()), "+inf")
+        docs = await r.mget([P + "edge:" + i for i in ids]) if ids else []
+        edges = sorted((EdgeInfo.from_json(json.loads(d)) for d in docs if d),
+                       key=lambda e: e.id)
+        conns: list[dict[str, Any]] = []
+        for edge in edges:
+            conns.extend(json.loads(v) for v in await r.hvals(P + "conns:" + edge.id))
+        return edges, conns
+    finally:
+        await r.aclose()

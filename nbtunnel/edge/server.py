@@ -32,6 +32,8 @@ from nbtunnel.transport.tls import LocalCA
 
 log = logging.getLogger("nbtunnel.edge")
 
+DRAIN_TIMEOUT = 30.0  # SIGTERM: how long in-flight requests may take before the edge closes
+
 
 @dataclass
 class EdgeConfig:
@@ -66,6 +68,8 @@ class EdgeConfig:
     https_port: int | None = None
     https_certs: list[tuple[Path, Path]] = field(default_factory=list)
     https_redirect: bool = False
+    reuse_port: bool = False
+    """SO_REUSEPORT on the connector and public ports (`nbtunnel edge --workers N`)."""
 
 
 class Edge:
@@ -122,7 +126,7 @@ class Edge:
             self.front = PublicFront(
                 self.store, self.registry, location=cfg.location, api=api, api_hosts=api_hosts
             )
-            await self.front.start(cfg.http_host, cfg.http_port)
+            await self.front.start(cfg.http_host, cfg.http_port, reuse_port=cfg.reuse_port)
             if cfg.quick_tunnel_idle_expiry > 0:
                 self.quick_expiry = QuickTunnelExpiry(
                     self.store, self.registry, idle=cfg.quick_tunnel_idle_expiry,
@@ -130,9 +134,11 @@ class Edge:
                 self._expiry_task = asyncio.get_running_loop().create_task(
                     self.quick_expiry.run(), name="quick tunnel expiry")
             self.front.remote = self.cluster.client
+            api.edge_id, api.location = self.cluster.edge_id, cfg.location
             self.cluster.front_address = self.front.sockname
             if cfg.https_port is not None:
                 await self._start_https(self.front, api_hosts)
+            await self.cluster.presence.announce()
         except BaseException:
             await self.close()
             raise
@@ -149,13 +155,15 @@ class Edge:
         cfg = self.config
         assert self.ca is not None
         certfile, keyfile = str(self.ca.cert_path), str(self.ca.key_path)
-        settings = QuicSettings(idle_timeout=10.0, backend=cfg.quic_backend)
+        settings = QuicSettings(idle_timeout=10.0, backend=cfg.quic_backend,
+                                reuse_port=cfg.reuse_port)
         attempts = 20 if cfg.quic_port == 0 else 1
         for attempt in range(attempts):
             listener = H2Listener(control.serve)
             h2: H2Listener | None = listener
             try:
-                await listener.start(cfg.quic_host, cfg.quic_port, certfile, keyfile)
+                await listener.start(cfg.quic_host, cfg.quic_port, certfile, keyfile,
+                                     reuse_port=cfg.reuse_port)
             except OSError as exc:  # QUIC still serves; only `--protocol http2` is affected
                 log.warning("no HTTP/2 connector listener on tcp port %d: %s",
                             cfg.quic_port, exc)
@@ -198,6 +206,15 @@ class Edge:
         """SIGHUP: re-read the HTTPS certificate files (open connections are kept)."""
         if self.https is not None:
             self.https.certs.reload()
+
+    async def drain(self, timeout: float = DRAIN_TIMEOUT) -> None:
+        """Graceful stop of one edge among several (SIGTERM): its connectors move to the other
+        edges before `close()` (see Cluster.drain). A single edge has nowhere to send them."""
+        if self.cluster.presence.shared:
+            left = await self.cluster.drain(timeout)
+            if left:
+                log.warning("draining: %d connection(s) still busy after %.0fs; closing them",
+                            left, timeout)
 
     async def close(self) -> None:
         if self._expiry_task is not None:

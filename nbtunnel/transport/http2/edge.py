@@ -104,12 +104,14 @@ class H2Listener:
         self._conns: set[EdgeH2Connection] = set()
         self.sockname: tuple[str, int] = ("", 0)
 
-    async def start(self, host: str, port: int, certfile: str, keyfile: str) -> None:
+    async def start(self, host: str, port: int, certfile: str, keyfile: str, *,
+                    reuse_port: bool = False) -> None:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(certfile, keyfile)  # no ALPN: cloudflared offers none
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._new_connection, host, port, ssl=ctx)
+        self._server = await loop.create_server(self._new_connection, host, port, ssl=ctx,
+                                                reuse_port=reuse_port or None)
         name = self._server.sockets[0].getsockname()
         self.sockname = (str(name[0]), int(name[1]))
 

@@ -47,6 +47,8 @@ class QuicSettings:
     max_incoming_streams: int = 1024
     """Concurrent bidi streams the peer may open (cloudflared allows ~unlimited)."""
     backend: str | None = None
+    reuse_port: bool = False
+    """Server: bind with SO_REUSEPORT, so several processes share the port (edge --workers)."""
     zero_length_cid: bool = False
     """Client: use a zero-length source connection ID, as quic-go (cloudflared) does."""
     pq_key_share_only: bool = False
@@ -188,7 +190,8 @@ class Backend(abc.ABC):
         return transport
 
     async def serve(
-        self, host: str, port: int, configuration: Any, owner_factory: OwnerFactory
+        self, host: str, port: int, configuration: Any, owner_factory: OwnerFactory,
+        reuse_port: bool = False,
     ) -> tuple[asyncio.DatagramTransport, Any]:
         """Start the library's server on our UDP endpoint: (endpoint, the library's server)."""
         return await open_endpoint(
@@ -196,7 +199,7 @@ class Backend(abc.ABC):
                 configuration=configuration,
                 create_protocol=lambda quic, **_: self.protocol_class(quic, owner_factory),
             ),
-            local_addr=(host, port),
+            local_addr=(host, port), reuse_port=reuse_port,
         )
 
     @abc.abstractmethod

@@ -197,7 +197,8 @@ async def serve(
     configuration = backend.server_configuration(settings, str(certfile), str(keyfile))
     server = QuicServer(backend, settings, on_connection)
     endpoint, server._server = await backend.serve(host, port, configuration,
-                                                   server._new_connection)
+                                                   server._new_connection,
+                                                   reuse_port=settings.reuse_port)
     sockname = endpoint.get_extra_info("sockname")
     server.sockname = (str(sockname[0]), int(sockname[1]))
     return server

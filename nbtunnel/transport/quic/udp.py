@@ -213,12 +213,13 @@ async def open_endpoint(
     *,
     sock: socket.socket | None = None,
     local_addr: tuple[str, int] | None = None,
+    reuse_port: bool = False,
 ) -> tuple[UdpEndpoint, _P]:
     """Like ``loop.create_datagram_endpoint`` with ``sock=`` or ``local_addr=``, but batched."""
     loop = asyncio.get_running_loop()
     if sock is None:
         assert local_addr is not None
-        sock = await _bind(loop, *local_addr)
+        sock = await _bind(loop, *local_addr, reuse_port=reuse_port)
     protocol = protocol_factory()
     try:
         transport = UdpEndpoint(loop, sock, protocol)
@@ -228,7 +229,8 @@ async def open_endpoint(
     return transport, protocol
 
 
-async def _bind(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
+async def _bind(loop: asyncio.AbstractEventLoop, host: str, port: int, *,
+                reuse_port: bool = False) -> socket.socket:
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP)
     if not infos:
         raise OSError(f"getaddrinfo({host!r}) returned an empty list")
@@ -237,6 +239,8 @@ async def _bind(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket
         sock = socket.socket(family, type_, proto)
         try:
             sock.setblocking(False)
+            if reuse_port:  # several processes on one port: the kernel hashes peers to one
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(addr)
         except OSError as exc:
             sock.close()
