@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "requests (default: the --listen host, any port)")
     scale.add_argument("--peer-advertise", default=None, metavar="HOST",
                        help="the address other edges dial for --peer-listen (default: its host)")
+    edge.add_argument("--metrics", type=lambda t: host_port(t, 0), default=None,
+                      metavar="HOST:PORT", help="serve Prometheus /metrics there (with "
+                      "--workers N, worker i uses PORT+i)")
     scale.add_argument("--workers", type=int, default=1, metavar="N",
                        help="edge processes sharing the UDP/TCP ports (SO_REUSEPORT); more than "
                        "1 needs --store postgresql:// and --presence redis://")

@@ -19,6 +19,14 @@ from nbtunnel.home import default_home
 log = logging.getLogger("nbtunnel")
 
 
+def _metrics_address(addr: tuple[str, int] | None) -> tuple[str, int] | None:
+    """`--metrics HOST:PORT`; worker i of `--workers N` listens on PORT + i."""
+    if addr is None:
+        return None
+    index = int(os.environ.get(WORKER_ENV, "0"))
+    return addr[0], addr[1] + index if addr[1] else 0
+
+
 def run_edge(args: argparse.Namespace) -> Runner:
     async def runner(stop: asyncio.Event) -> int:
         config = EdgeConfig(
@@ -37,6 +45,7 @@ def run_edge(args: argparse.Namespace) -> Runner:
             peer_host=args.peer_listen[0] if args.peer_listen else args.listen[0],
             peer_port=args.peer_listen[1] if args.peer_listen else 0,
             peer_advertise=args.peer_advertise, reuse_port=WORKER_ENV in os.environ,
+            metrics=_metrics_address(args.metrics),
         )
         try:
             edge = await start_edge(config, fallback_http=False)

@@ -129,6 +129,7 @@ class PublicFront:
         self.remote: RemoteRouter | None = None  # set when other edges can serve a tunnel
         # set by the HTTPS front with --https-redirect: Location for a plain-HTTP request
         self.https_redirect: Callable[[Request], str | None] | None = None
+        self.statuses: dict[int, int] = {}  # answered requests by status (edge/metrics.py)
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
         self._server = await asyncio.start_server(self._on_client, host, port, limit=2**16,
@@ -298,9 +299,13 @@ class PublicFront:
             ray=f"{secrets.token_hex(8)}-{self.location}",
         )
 
+    def count(self, status: int) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+
     async def _simple(
         self, writer: asyncio.StreamWriter, status: int, detail: str, headers: Headers
     ) -> None:
+        self.count(status)
         ray = f"{secrets.token_hex(8)}-{self.location}"
         ctype, body = error_page(status, detail, ray=ray, as_html=wants_html(headers))
         writer.write(

@@ -89,7 +89,10 @@ class RequestHandler:
         """Complete the request; returns whether the connection stays open."""
         keep = self.req.keep_alive
         if self.exchange is not None:
-            return await self.exchange.finish() and keep
+            try:
+                return await self.exchange.finish() and keep
+            finally:
+                self.front.count(self.exchange.status or 502)
         if self.api_body is not None and self.front.api is not None:
             status, headers, body = await self.front.api(self.req, bytes(self.api_body))
             self._write_local(status, headers, body, keep)
@@ -104,6 +107,7 @@ class RequestHandler:
         return keep
 
     def _write_local(self, status: int, headers: Headers, body: bytes, keep: bool) -> None:
+        self.front.count(status)
         head = [b"HTTP/1.1 %d %s\r\n" % (status, reason(status).encode())]
         for name, value in headers:
             head.append(name + b": " + value + b"\r\n")
@@ -124,4 +128,7 @@ class RequestHandler:
         if self.exchange is None:
             await self.finish()
             return
-        await self.exchange.run_upgraded(reader, rest)
+        try:
+            await self.exchange.run_upgraded(reader, rest)
+        finally:
+            self.front.count(self.exchange.status or 502)

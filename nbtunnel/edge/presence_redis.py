@@ -67,6 +67,7 @@ class RedisPresence(Presence):
         self._dead: dict[str, float] = {}
         self._draining = False
         self._failing = False
+        self._announced = False
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -82,11 +83,10 @@ class RedisPresence(Presence):
             await self.r.ping()
             self._pubsub = self.r.pubsub(ignore_subscribe_messages=True)
             await self._pubsub.subscribe(P + "presence", P + "cmd:" + self.edge_id)
-            await self._heartbeat_once()
         except (OSError, aredis.RedisError) as exc:
             await self.aclose()
             raise StoreError(f"cannot use Redis at {redact(self.url)}: {exc}") from exc
-        for work in (self._heartbeat(), self._listen(), self._writer()):
+        for work in (self._listen(), self._writer()):
             self._spawn(work)
         log.info("presence: Redis %s as edge %s (%s)", redact(self.url), self.edge_id,
                  self.location)
@@ -126,10 +126,14 @@ class RedisPresence(Presence):
         self._wake.set()
 
     async def announce(self) -> None:
+        """The edge is listening: appear in the directory (complete) and keep refreshing."""
         try:
             await self._heartbeat_once()
         except Exception as exc:
             self._note_failure(exc)
+        if not self._announced:
+            self._announced = True
+            self._spawn(self._heartbeat())
 
     async def drain(self) -> None:
         self._draining = True

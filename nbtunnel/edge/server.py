@@ -19,6 +19,7 @@ from nbtunnel.edge.cluster import Cluster, ClusterConfig, default_edge_id
 from nbtunnel.edge.control import REGISTRATION_TIMEOUT, ControlHandler
 from nbtunnel.edge.front import PublicFront
 from nbtunnel.edge.https_front import HttpsFront
+from nbtunnel.edge.metrics import MetricsServer
 from nbtunnel.edge.quick_expiry import QUICK_TUNNEL_IDLE_EXPIRY, QuickTunnelExpiry
 from nbtunnel.edge.ratelimit import RateLimiter
 from nbtunnel.edge.registry import LiveConnection, Registry
@@ -70,6 +71,8 @@ class EdgeConfig:
     https_redirect: bool = False
     reuse_port: bool = False
     """SO_REUSEPORT on the connector and public ports (`nbtunnel edge --workers N`)."""
+    metrics: tuple[str, int] | None = None
+    """`--metrics HOST:PORT`: Prometheus `/metrics` (edge/metrics.py); None: off."""
 
 
 class Edge:
@@ -85,6 +88,7 @@ class Edge:
         self._quic: QuicServer | None = None
         self._h2: H2Listener | None = None
         self.control_api: ControlApi | None = None
+        self.metrics: MetricsServer | None = None
         self.quick_expiry: QuickTunnelExpiry | None = None
         self._expiry_task: asyncio.Task[None] | None = None
         cfg = self.config
@@ -138,6 +142,9 @@ class Edge:
             self.cluster.front_address = self.front.sockname
             if cfg.https_port is not None:
                 await self._start_https(self.front, api_hosts)
+            if cfg.metrics is not None:
+                self.metrics = MetricsServer(self)
+                await self.metrics.start(*cfg.metrics)
             await self.cluster.presence.announce()
         except BaseException:
             await self.close()
@@ -217,6 +224,9 @@ class Edge:
                             left, timeout)
 
     async def close(self) -> None:
+        if self.metrics is not None:
+            await self.metrics.close()
+            self.metrics = None
         if self._expiry_task is not None:
             task, self._expiry_task = self._expiry_task, None
             task.cancel()

@@ -27,7 +27,7 @@ def share_ca(first: Path, other: Path) -> None:
 def edge_config(state: Path, pg_url: str, redis_url: str, name: str) -> EdgeConfig:
     return EdgeConfig(state_dir=state, quic_port=0, http_port=0, store=pg_url,
                       presence=redis_url, location=name.upper() * 3, edge_id=name,
-                      quick_tunnels_per_minute=0)
+                      quick_tunnels_per_minute=0, metrics=("127.0.0.1", 0))
 
 
 @contextlib.asynccontextmanager

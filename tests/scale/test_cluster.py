@@ -109,6 +109,18 @@ async def test_fronts_of_b_and_c_serve_a_tunnel_held_by_a(
             await ws.send_bytes(b"\x00\x01" * 5000)
             assert (await ws.receive(timeout=10)).data == b"\x00\x01" * 5000
 
+        assert b.metrics is not None and a.metrics is not None
+        async with session.get("http://{}:{}/metrics".format(*b.metrics.sockname)) as resp:
+            text = await resp.text()
+        assert 'nbtunnel_edge_requests_total{status="200"}' in text
+        assert 'nbtunnel_edge_info{edge_id="b",location="BBB"} 1' in text
+        forwarded = next(line for line in text.splitlines()
+                         if line.startswith("nbtunnel_edge_forwarded_requests_total "))
+        assert int(forwarded.split()[1]) >= 2
+        assert 'nbtunnel_edge_store_latency_seconds_count{backend="postgresql"}' in text
+        async with session.get("http://{}:{}/metrics".format(*a.metrics.sockname)) as resp:
+            assert 'nbtunnel_edge_connections{protocol="quic"} 2' in await resp.text()
+
         # any edge's API lists the connections, wherever they are
         got = await api.ok("GET", f"/tunnels/{tid}")
         assert got["status"] == "healthy"
