@@ -184,11 +184,12 @@ class OriginClient:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
+                ctx = self._ssl_context(not no_tls_verify) if target.tls else None
                 if target.unix_path is not None:
                     _, conn = await loop.create_unix_connection(
-                        lambda: Http1Connection(key), target.unix_path)
+                        lambda: Http1Connection(key), target.unix_path, ssl=ctx,
+                        server_hostname=(server_name or target.host) if ctx else None)
                 else:
-                    ctx = self._ssl_context(not no_tls_verify) if target.tls else None
                     _, conn = await loop.create_connection(
                         lambda: Http1Connection(key), target.host, target.port, ssl=ctx,
                         server_hostname=(server_name or target.host) if ctx else None)
@@ -264,7 +265,8 @@ class OriginClient:
         try:
             async with asyncio.timeout(self._connect_timeout):
                 if target.unix_path is not None:
-                    return await asyncio.open_unix_connection(target.unix_path)
+                    return await asyncio.open_unix_connection(
+                        target.unix_path, ssl=ctx, server_hostname=target.host if ctx else None)
                 return await asyncio.open_connection(
                     target.host, target.port, ssl=ctx,
                     server_hostname=target.host if ctx else None)

@@ -167,6 +167,8 @@ class _Empty:
 def _parse_service(service: str) -> _Target:
     if service.startswith("unix:"):
         return _Target("http://localhost", "localhost", 80, False, service[len("unix:"):])
+    if service.startswith("unix+tls:"):  # HTTPS over the socket (SNI localhost by default)
+        return _Target("https://localhost", "localhost", 443, True, service[len("unix+tls:"):])
     url = URL(service)
     scheme = {"ws": "http", "wss": "https"}.get(url.scheme, url.scheme)
     if scheme not in ("http", "https") or not url.host:

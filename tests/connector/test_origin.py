@@ -342,6 +342,28 @@ async def test_unix_socket_origin(client: OriginClient, tmp_path: Path) -> None:
         await runner.cleanup()
 
 
+async def test_unix_tls_socket_origin(client: OriginClient, tmp_path: Path) -> None:
+    """`unix+tls:/path`: HTTPS over a Unix socket (verified unless noTLSVerify, as https://)."""
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text=f"tls={request.secure} {request.path_qs}")
+
+    app = web.Application()
+    app.router.add_get("/p", hello)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    path = str(tmp_path / "origin-tls.sock")
+    await web.UnixSite(runner, path, ssl_context=self_signed(tmp_path)).start()
+    try:
+        with pytest.raises(OriginError, match="certificate"):
+            await client.request(f"unix+tls:{path}", head("GET", "/p"), None)
+        resp = await client.request(f"unix+tls:{path}", head("GET", "/p?q=1"), None,
+                                    no_tls_verify=True)
+        assert await read_all(resp) == b"tls=True /p?q=1"
+    finally:
+        await runner.cleanup()
+
+
 def self_signed(tmp_path: Path) -> ssl.SSLContext:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
