@@ -74,3 +74,33 @@ async def test_origin_closing_first_ends_the_reader(start: StartTunnel) -> None:
         writer.close()
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_bastion_dials_the_jump_destination(start: StartTunnel, echo: EchoServer,
+                                                  protocol: str) -> None:
+    t = await start("bastion", protocol)
+    reader, writer = await connect(f"http://{t.hostname}", edge_address=_front(t),
+                                   destination=f"tcp://{echo.address}/ignored-path")
+    writer.write(b"via bastion")
+    writer.write_eof()
+    assert await asyncio.wait_for(reader.read(), 10) == b"via bastion" + echo.tail
+    writer.close()
+    with pytest.raises(AccessError) as info:
+        await connect(f"http://{t.hostname}", edge_address=_front(t))
+    assert "502" in str(info.value)
+    if protocol == "quic":
+        assert "--destination flag is likely not set" in str(info.value)
+
+
+def test_private_routing_over_http2_maps_like_cloudflared() -> None:
+    """Cf-Cloudflared-Proxy-Src marks a private TCP stream (destination in :authority); its
+    empty ConnectResponse ack goes back as a 200."""
+    from nbtunnel.core.h2headers import connect_request, response_headers
+    from nbtunnel.core.streams import ConnectionType, ConnectResponse
+
+    req = connect_request([(":method", "CONNECT"), (":authority", "10.0.0.5:5432"),
+                           ("cf-cloudflared-proxy-src", "198.51.100.7")], ended=False)
+    assert (req.type, req.dest) == (ConnectionType.TCP, "10.0.0.5:5432")
+    head = dict(response_headers(ConnectResponse(error="", metadata=[])))
+    assert head[":status"] == "200"
