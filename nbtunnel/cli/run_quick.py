@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from nbtunnel.access.instructions import EdgeReach, instructions
 from nbtunnel.api.edges import DEFAULT_HTTP_PORT, start_edge
 from nbtunnel.api.options import options_from_args
 from nbtunnel.api.probe import plan_origin, quick_ingress
@@ -32,6 +33,7 @@ from nbtunnel.connector.cloudflare import (
 )
 from nbtunnel.connector.ingress import Ingress
 from nbtunnel.connector.quick import request_quick_tunnel
+from nbtunnel.connector.stream_origin import is_stream_service
 from nbtunnel.connector.supervisor import Connector, ConnectorConfig
 from nbtunnel.core.errors import NbtunnelError
 from nbtunnel.edge.server import Edge, EdgeConfig
@@ -57,6 +59,11 @@ class _Serve:
     service: str
     ingress: Ingress
     access: AccessControl | None
+
+    def show_access(self, hostname: str, reach: EdgeReach) -> None:
+        """A tcp:// or ssh:// service: the access commands the other machine needs."""
+        if is_stream_service(self.service):
+            print(instructions(hostname, self.service, reach), flush=True)
 
     def show_token(self, url: str) -> None:
         if self.access is not None and self.access.spec.kind == "token":  # stdout, not logs
@@ -110,6 +117,7 @@ async def _on_cloudflare(args: argparse.Namespace, service: _Serve, choice: Edge
     print(quick_box(quick.url), flush=True)
     print(f"nbtunnel: {PUBLIC_NOTICE}", flush=True)
     service.show_token(quick.url)
+    service.show_access(quick.hostname, EdgeReach())
     if args.ha_connections not in (None, QUICK_HA_CONNECTIONS):
         log.info("Quick tunnels make a single connection to the edge (--ha-connections %d "
                  "ignored, as cloudflared)", args.ha_connections)
@@ -125,7 +133,7 @@ async def _on_cloudflare(args: argparse.Namespace, service: _Serve, choice: Edge
 
 
 async def _on_local(args: argparse.Namespace, service: _Serve, stop: asyncio.Event) -> int:
-    edge = await start_edge(EdgeConfig(quic_port=0, http_port=args.http_port,
+    edge = await start_edge(EdgeConfig(quic_port=0, http_port=args.http_port, https_port=0,
                                        quic_backend=args.quic_backend,
                                        quick_tunnels_per_minute=0),  # private: this process
                             fallback_http=True)
@@ -171,6 +179,8 @@ async def _serve_quick(args: argparse.Namespace, service: _Serve, stop: asyncio.
               f"clients send the Host header:\n  curl -H 'Host: {quick.hostname}' "
               f"http://127.0.0.1:{port}/", flush=True)
     service.show_token(url)
+    service.show_access(quick.hostname, EdgeReach(edge.https_address, cacert) if edge else
+                        EdgeReach(None, cacert))
     protocol = args.protocol or "quic"
     connector = Connector(ConnectorConfig(
         edge=list(edges), credentials=quick.credentials, ingress=service.ingress,
