@@ -92,7 +92,13 @@ class TunnelMagics(Magics):
         this cell (so `%tunnel 8888` alone prints no stray line), else its panel."""
         if tunnel._views.get("suppress_widget"):
             return
-        display(tunnel._repr_mimebundle_(), raw=True)
+        bundle = tunnel._repr_mimebundle_()
+        if "application/vnd.jupyter.widget-view+json" in bundle:
+            from nbtunnel.notebook.snapshot import show_panel
+
+            show_panel(tunnel, bundle)  # a static copy first, for a kernel-less reopen
+        else:
+            display(bundle, raw=True)
 
     @line_magic
     def tunnel(self, line: str) -> Tunnel | None:

@@ -14,6 +14,7 @@ shows a "no word from the kernel" banner unless it is re-sent in time (no JavaSc
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
@@ -75,6 +76,7 @@ class TunnelWidget(widgets.VBox):
             box.add_class("nbtunnel-inspector-box")
             parts.append(box)
         self._beat_handle: Any = None
+        self.on_refresh: Callable[[], None] | None = None
         self._beats = 0
         super().__init__([*parts, self.stop_button], **kwargs)
         self.add_class("nbtunnel-widget")
@@ -145,6 +147,8 @@ class TunnelWidget(widgets.VBox):
             + "</table>")
         if self.inspector is not None:
             self.inspector.refresh()
+        if self.on_refresh is not None:  # the static copy (snapshot.py), when one is shown
+            self.on_refresh()
         if status == "stopped":
             self.stop_button.disabled = True
             self.stop_button.description = "Stopped"

@@ -106,25 +106,27 @@ def test_widget_in_jupyterlab(lab: str) -> None:
                 cell.click()
                 page.keyboard.press("Shift+Enter")
                 try:
-                    page.locator(".nbtunnel-url").wait_for(timeout=20_000)
+                    page.locator(".nbtunnel-widget .nbtunnel-url").wait_for(timeout=20_000)
                     break
                 except playwright_sync.TimeoutError:
                     continue
-            url = page.locator(".nbtunnel-url").inner_text()
+            url = page.locator(".nbtunnel-widget .nbtunnel-url").inner_text()
             assert url.startswith("http://") and ".localhost" in url
-            registered = page.locator(".nbtunnel-connections .nbtunnel-state",
+            registered = page.locator(".nbtunnel-widget .nbtunnel-connections .nbtunnel-state",
                                       has_text="registered")
             page.wait_for_function(
-                "() => [...document.querySelectorAll('.nbtunnel-connections .nbtunnel-state')]"
+                "() => [...document.querySelectorAll("
+                "'.nbtunnel-widget .nbtunnel-connections .nbtunnel-state')]"
                 ".filter(e => e.textContent === 'registered').length === 4", timeout=30_000)
             assert registered.count() == 4
             page.screenshot(path=str(ARTIFACTS / "lab-tunnel-connected.png"), full_page=True)
 
             page.locator("button.nbtunnel-stop").click()
-            page.locator(".nbtunnel-header .nbtunnel-state", has_text="stopped").wait_for(
-                timeout=30_000)
+            page.locator(".nbtunnel-widget .nbtunnel-header .nbtunnel-state",
+                         has_text="stopped").wait_for(timeout=30_000)
             page.wait_for_function(
-                "() => [...document.querySelectorAll('.nbtunnel-connections .nbtunnel-state')]"
+                "() => [...document.querySelectorAll("
+                "'.nbtunnel-widget .nbtunnel-connections .nbtunnel-state')]"
                 ".every(e => e.textContent === 'closed')", timeout=15_000)
             page.screenshot(path=str(ARTIFACTS / "lab-tunnel-stopped.png"), full_page=True)
         except Exception:
@@ -206,6 +208,53 @@ def test_inspector_in_jupyterlab(tmp_path: Path) -> None:
                 path=str(ARTIFACTS / "lab-inspector-replay.png"))
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "lab-inspector-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+
+def test_saved_panel_shows_a_static_copy_without_its_kernel(tmp_path: Path) -> None:
+    """Live: the widget shows and its static copy is hidden. After the kernel is gone and the
+    notebook reopened, the widget's model no longer exists: the copy shows (the last state,
+    saved through update_display) instead of 'Loading widget...'."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with run_lab(tmp_path, ["%load_ext nbtunnel\nt = %tunnel hello_world"]) as url, \
+            playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        base, token = url.split("/lab/")[0], url.split("token=")[1]
+        try:
+            page.goto(url)
+            page.wait_for_function("() => document.body.innerText.includes('| Idle')",
+                                   timeout=60_000)
+            cell = page.locator(".jp-Cell .cm-content").first
+            for _ in range(3):  # the first Shift+Enter after load sometimes only focuses
+                cell.click()
+                page.keyboard.press("Shift+Enter")
+                try:
+                    page.locator(".nbtunnel-widget .nbtunnel-url").wait_for(timeout=20_000)
+                    break
+                except playwright_sync.TimeoutError:
+                    continue
+            assert page.locator(".nbtunnel-snapshot").count() == 1
+            assert page.locator(".nbtunnel-snapshot").is_hidden()  # the live panel shows
+            page.wait_for_function(
+                "() => document.querySelector('.nbtunnel-snapshot').innerText"
+                ".includes('connected')", timeout=30_000)  # kept current while live
+            page.keyboard.press("Control+s")
+            page.wait_for_function("() => !document.title.startsWith('*') && "
+                                   "!document.querySelector('.jp-mod-dirty')", timeout=15_000)
+            for k in page.request.get(f"{base}/api/kernels?token={token}").json():
+                page.request.delete(f"{base}/api/kernels/{k['id']}?token={token}")
+            page.reload()
+            page.locator(".nbtunnel-snapshot").wait_for(state="visible", timeout=60_000)
+            text = page.locator(".nbtunnel-snapshot").inner_text()
+            assert "static copy" in text and ".localhost" in text and "connected" in text
+            assert page.locator("text=Loading widget...").count() == 0 or \
+                page.locator("text=Loading widget...").first.is_hidden()
+            page.screenshot(path=str(ARTIFACTS / "lab-panel-static-copy.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "lab-snapshot-failure.png"), full_page=True)
             raise
         finally:
             browser.close()
