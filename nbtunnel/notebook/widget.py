@@ -153,6 +153,9 @@ class TunnelWidget(widgets.VBox):
             self.stop_button.disabled = True
             self.stop_button.description = "Stopped"
             self.alive.value = ""
+            if self._beat_handle is not None:  # refresh runs on the loop thread, as _beat
+                self._beat_handle.cancel()
+                self._beat_handle = None
             self._unwatch()
 
     def _header_html(self, status: str) -> str:
