@@ -229,7 +229,7 @@ class Tunnel(TrafficMixin):
         for the end of it, so that stop_all(), which stops the loop right after, leaves no
         socket open (and a Stop is really over when it returns)."""
         waits = [c.conn.wait_closed() for c in list(self._connector.connections.values())
-                 if c.conn is not None and hasattr(c.conn, "wait_closed")]  # QUIC only
+                 if c.conn is not None]
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(deadline):
                 await asyncio.gather(*waits)
