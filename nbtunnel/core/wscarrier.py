@@ -3,7 +3,10 @@
 `cloudflared access tcp|ssh` opens a WebSocket to the hostname and sends the raw TCP bytes as
 binary messages; the connector (the WebSocket server for `tcp://`, `ssh://`, ... rules) reads
 masked client frames and answers with unmasked server frames. Message boundaries carry no
-meaning: every data frame's payload is just the next bytes of the flow.
+meaning: every data frame's payload is just the next bytes of the flow. We send at most
+`MAX_MESSAGE` (16 KiB) per message, as cloudflared's own ends do: its connector reads each client
+message whole and copies it into a 16 KiB buffer, silently dropping the rest of a longer one
+(`websocket.Conn.Read` with `cfio.Copy`'s buffer), so a bigger message would lose data.
 
 Half-close is a Close frame: the side whose input ended sends Close and then stops sending data;
 the other side may keep sending data until its own input ends, then answers with Close. The
@@ -24,6 +27,7 @@ from nbtunnel.core.errors import ProtocolError
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 NORMAL_CLOSURE = 1000
+MAX_MESSAGE = 16 * 1024  # the largest message cloudflared's connector reads without loss
 
 
 def accept_key(key: str) -> str:
@@ -96,10 +100,11 @@ class WsCarrier:
         return out
 
     def send(self, data: bytes) -> bytes:
-        """One binary frame carrying `data` (never after our Close)."""
+        """`data` as binary messages of at most MAX_MESSAGE bytes (never after our Close)."""
         if self.close_sent:
             raise ProtocolError("the carrier's send side is closed")
-        return bytes(self._proto.send_data(data, fin=True))
+        return b"".join(bytes(self._proto.send_data(data[i:i + MAX_MESSAGE], fin=True))
+                        for i in range(0, len(data), MAX_MESSAGE))
 
     def ping(self) -> bytes:
         return b"" if self.close_sent else bytes(self._proto.ping())

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+import os
 
-from nbtunnel.core.wscarrier import CarrierClosed, CarrierError, WsCarrier, accept_key
+import pytest
+from wsproto.frame_protocol import FrameProtocol, Opcode
+
+from nbtunnel.core.wscarrier import (
+    MAX_MESSAGE,
+    CarrierClosed,
+    CarrierError,
+    WsCarrier,
+    accept_key,
+)
 
 
 def test_accept_key_rfc6455_example() -> None:
@@ -21,6 +30,20 @@ def test_client_frames_reach_the_server_byte_exact_in_any_split() -> None:
     assert data == b"hello " + bytes(range(256)) * 300
     assert got[-1] == CarrierClosed(1000, "")
     assert server.receive(b"anything after close") == []
+
+
+@pytest.mark.parametrize("client", [True, False])
+def test_a_big_write_goes_as_whole_messages_of_at_most_16_kib(client: bool) -> None:
+    """cloudflared's connector keeps only the first 16 KiB of each client message."""
+    data = os.urandom(3 * MAX_MESSAGE + 5)
+    peer = FrameProtocol(client=not client, extensions=[])
+    peer.receive_bytes(WsCarrier(client=client).send(data))
+    frames = list(peer.received_frames())
+    assert [(f.opcode, f.message_finished, len(f.payload)) for f in frames] == [
+        (Opcode.BINARY, True, MAX_MESSAGE)] * 3 + [(Opcode.BINARY, True, 5)]
+    assert b"".join(f.payload for f in frames) == data
+    assert MAX_MESSAGE == 16384
+    assert WsCarrier(client=client).send(b"") == b""
 
 
 def test_server_rejects_unmasked_frames() -> None:
