@@ -66,10 +66,11 @@ async def wait_routed(edge: Edge, hostname: str, timeout: float = 10) -> None:
 
 
 async def run_connector(edge_addresses: list[tuple[str, int]], creds: Credentials, service: str,
-                        cacert: Path, ha: int = 2) -> tuple[Connector, asyncio.Task[None]]:
+                        cacert: Path, ha: int = 2, protocol: str = "quic",
+                        ) -> tuple[Connector, asyncio.Task[None]]:
     connector = Connector(ConnectorConfig(
         edge=edge_addresses, credentials=creds, ingress=Ingress.single(service),
-        cacert=str(cacert), ha_connections=ha, grace_period=5))
+        cacert=str(cacert), ha_connections=ha, grace_period=5, protocol=protocol))
     task = asyncio.get_running_loop().create_task(connector.run())
     await asyncio.wait_for(connector.wait_ready(ha), 20)
     return connector, task

@@ -177,3 +177,30 @@ async def test_quick_tunnel_hostnames_unique_across_edges(
     names = list(three.values())
     got = await asyncio.gather(*(one(names[i % 3]) for i in range(150)))
     assert len(set(got)) == len(got)
+
+
+async def test_forwarding_to_a_connector_on_http2(
+        three: dict[str, Edge], origin: Origin, session: aiohttp.ClientSession) -> None:
+    """The holding edge hands a forwarded request to whatever transport the connector uses
+    (cloudflared's --protocol http2 here): the relay goes through the transport seam."""
+    a, b = three["a"], three["b"]
+    api = await _admin(a, session)
+    t = await api.ok("POST", "/tunnels", {"name": "h2"})
+    await api.ok("POST", "/routes", {"hostname": "h2.example.com", "tunnel_id": t["id"]})
+    running = await run_connector([a.quic_address], Credentials.from_token(t["token"]),
+                                  origin.url, a.ca_path, protocol="http2")
+    try:
+        tid = uuid.UUID(t["id"])
+        assert {c.protocol for c in a.registry.connections(tid)} == {"http2"}
+        await wait_routed(b, "h2.example.com")
+        await wait_held(b, tid, "a")
+        headers = {"Host": "h2.example.com"}
+        async with session.post(_url(b, "/upload"), data=b"x" * (3 * MB),
+                                headers=headers) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["bytes"] == 3 * MB
+        async with session.ws_connect(_url(b, "/ws"), headers=headers) as ws:
+            await ws.send_str("over http2")
+            assert (await ws.receive(timeout=10)).data == "over http2"
+    finally:
+        await stop_connector(*running)
