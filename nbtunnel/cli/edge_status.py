@@ -15,7 +15,7 @@ def cmd_edge_status(args: argparse.Namespace) -> int:
     if not args.presence:
         raise NbtunnelError("edge status reads the deployment's Redis: give --presence "
                             "redis://HOST:PORT/DB (or set $NBTUNNEL_PRESENCE)")
-    from nbtunnel.edge.presence_redis import read_status
+    from nbtunnel.edge.presence_status import read_status
 
     try:
         edges, conns = asyncio.run(read_status(args.presence))

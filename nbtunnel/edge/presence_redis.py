@@ -23,8 +23,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from nbtunnel.edge.config_push import PUSH_TIMEOUT
 from nbtunnel.edge.presence import EdgeInfo, Presence
+from nbtunnel.edge.presence_commands import Commands
 from nbtunnel.edge.registry import LiveConnection, Registry
 from nbtunnel.edge.stores.base import StoreError
 from nbtunnel.edge.stores.postgres import redact
@@ -35,7 +35,6 @@ P = "nbt:"
 HEARTBEAT = 2.0
 TTL = 6.0
 CACHE_TTL = 1.0
-REPLY_TIMEOUT = PUSH_TIMEOUT + 2.0
 HOST_RESERVATION = 600
 
 
@@ -43,7 +42,7 @@ def _ms(seconds: float) -> int:
     return int(seconds * 1000)
 
 
-class RedisPresence(Presence):
+class RedisPresence(Commands, Presence):
     """`Presence` shared through one Redis (see module docstring)."""
 
     shared = True
@@ -315,43 +314,6 @@ class RedisPresence(Presence):
         await self.r.set(P + "peer-secret", secrets.token_hex(32), nx=True)
         return bytes.fromhex(await self.r.get(P + "peer-secret"))
 
-    # commands between edges -------------------------------------------------------------
-
-    async def _ask(self, tunnel_id: uuid.UUID, command: dict[str, Any]) -> list[tuple[str, Any]]:
-        """Send `command` to every other edge holding the tunnel; (edge id, answer or None)."""
-        targets = [e for e in await self._holders(tunnel_id, fresh=True) if e != self.edge_id]
-
-        async def one(edge_id: str) -> tuple[str, Any]:
-            reply = f"{P}reply:{uuid.uuid4()}"
-            sent = await self.r.publish(P + "cmd:" + edge_id, json.dumps({**command,
-                                                                          "reply": reply}))
-            if not sent:
-                return edge_id, None
-            got = await self.r.blpop([reply], timeout=REPLY_TIMEOUT)
-            return edge_id, None if got is None else json.loads(got[1])
-
-        return list(await asyncio.gather(*(one(e) for e in targets)))
-
-    async def push_remote(self, tunnel_id: uuid.UUID, version: int,
-                          config: bytes) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        answers = await self._ask(tunnel_id, {"op": "push", "tunnel": str(tunnel_id),
-                                              "version": version, "config": config.decode()})
-        for edge_id, answer in answers:
-            if answer is None:
-                out.append({"connector_id": None, "conn_index": -1, "applied_version": -1,
-                            "edge_id": edge_id,
-                            "error": f"edge {edge_id} did not answer the push in time"})
-            else:
-                out.extend({**r, "edge_id": edge_id} for r in answer)
-        return out
-
-    async def close_remote(self, tunnel_id: uuid.UUID, connector_id: str | None,
-                           why: str) -> int:
-        answers = await self._ask(tunnel_id, {"op": "close", "tunnel": str(tunnel_id),
-                                              "connector": connector_id, "why": why})
-        return sum(int(a or 0) for _, a in answers)
-
     async def _listen(self) -> None:
         while True:
             try:
@@ -367,40 +329,3 @@ class RedisPresence(Presence):
                     self._cache.pop(uuid.UUID(msg["data"]), None)
             else:
                 self._spawn(self._run_command(msg["data"]))
-
-    async def _run_command(self, raw: str) -> None:
-        try:
-            cmd = json.loads(raw)
-            tid = uuid.UUID(cmd["tunnel"])
-            if cmd["op"] == "push":
-                answer: Any = await self._push_local(tid, int(cmd["version"]),
-                                                     str(cmd["config"]).encode())
-            elif cmd["op"] == "close":
-                answer = self._close_local(tid, cmd.get("connector"), str(cmd.get("why", "")))
-            else:
-                return
-            pipe = self.r.pipeline(transaction=False)
-            pipe.rpush(cmd["reply"], json.dumps(answer))
-            pipe.expire(cmd["reply"], 30)
-            await pipe.execute()
-        except Exception:
-            log.exception("presence command failed: %.200s", raw)
-
-
-async def read_status(url: str) -> tuple[list[EdgeInfo], list[dict[str, Any]]]:
-    """What `nbtunnel edge status` shows: the live edges and every connection they hold
-    (read-only: the caller does not join the deployment)."""
-    import redis.asyncio as aredis
-
-    r: Any = aredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
-    try:
-        ids = await r.zrangebyscore(P + "edges", _ms(time.time()), "+inf")
-        docs = await r.mget([P + "edge:" + i for i in ids]) if ids else []
-        edges = sorted((EdgeInfo.from_json(json.loads(d)) for d in docs if d),
-                       key=lambda e: e.id)
-        conns: list[dict[str, Any]] = []
-        for edge in edges:
-            conns.extend(json.loads(v) for v in await r.hvals(P + "conns:" + edge.id))
-        return edges, conns
-    finally:
-        await r.aclose()

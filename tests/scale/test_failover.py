@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from nbtunnel.edge.bootstrap import ensure_admin_token
-from nbtunnel.edge.presence_redis import read_status
+from nbtunnel.edge.presence_status import read_status
 from nbtunnel.edge.server import Edge
 from tests.control.conftest import Api
 from tests.e2e.conftest import Origin
