@@ -28,6 +28,9 @@ from nbtunnel.transport.tls import LocalCA
 log = logging.getLogger("nbtunnel.edge.cluster")
 
 
+DRAIN_PROPAGATION = 0.25
+
+
 def open_presence(spec: str | None, *, edge_id: str, location: str, registry: Registry,
                   advertise: Callable[[], EdgeInfo]) -> Presence:
     """`--presence`: None for a single edge, `redis://...` for several."""
@@ -121,6 +124,9 @@ class Cluster:
         open after `timeout`."""
         self.draining = True
         await self.presence.drain()
+        # a moment for the other edges to hear it before the connections stop taking requests
+        # (a request forwarded here meanwhile finds none and is retried elsewhere if it can be)
+        await asyncio.sleep(DRAIN_PROPAGATION)
         conns = self.registry.connections()
         for live in conns:
             if not live.draining:

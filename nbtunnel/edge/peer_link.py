@@ -13,11 +13,12 @@ import asyncio
 
 from nbtunnel.core.streams import ConnectRequest, ConnectResponse, encode_connect_request
 from nbtunnel.transport.base import ConfigurationPush, ControlStream, DataStream
-from nbtunnel.transport.errors import TransportError
+from nbtunnel.transport.errors import TransportClosedError, TransportError
 from nbtunnel.transport.quic import QuicTunnelConnection
 from nbtunnel.transport.quic.data_stream import QuicDataStream
 
 END_STREAM = 0x01  # header flags: no request body follows the head
+NOT_HERE = "nbtunnel-peer: "  # response error prefix: this edge holds no usable connection
 
 
 class PeerStream:
@@ -36,7 +37,13 @@ class PeerStream:
             self._stream.write_eof()
 
     async def receive_response(self) -> ConnectResponse:
-        return await self._stream.receive_response()
+        response = await self._stream.receive_response()
+        if response.error.startswith(NOT_HERE):
+            # the edge lost its connections of the tunnel a moment ago (it is draining, or
+            # the connector moved): like a dead connection, so the exchange retries an
+            # idempotent request on another edge instead of answering 502
+            raise TransportClosedError(response.error[len(NOT_HERE):])
+        return response
 
     async def receive_request(self) -> ConnectRequest | ConfigurationPush | None:
         raise TransportError("a peer link carries no requests toward this edge")

@@ -28,7 +28,7 @@ from nbtunnel.core.streams import (
     ConnectRequest,
     ConnectResponse,
 )
-from nbtunnel.edge.peer_link import END_STREAM, PeerTransport
+from nbtunnel.edge.peer_link import END_STREAM, NOT_HERE, PeerTransport
 from nbtunnel.edge.presence import EdgeInfo, Presence
 from nbtunnel.edge.registry import STALE_AFTER, LiveConnection, Registry
 from nbtunnel.transport.base import ByteStream, DataStream
@@ -189,8 +189,8 @@ class PeerServer:
             with contextlib.suppress(TransportError):
                 stream = live.transport.open_stream()
         if live is None or stream is None:
-            await self._refuse(peer, f"edge {self.edge_id} holds no usable connection of "
-                                     f"tunnel {tunnel_id} any more")
+            await self._refuse(peer, f"{NOT_HERE}edge {self.edge_id} holds no usable "
+                                     f"connection of tunnel {tunnel_id} any more")
             return
         self.relayed += 1
         live.in_flight += 1
