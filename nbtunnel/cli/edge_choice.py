@@ -52,8 +52,11 @@ def choose_edge(values: list[EdgeValue] | None, config_value: Any = None,
     if not raw:
         raw, source = _config_json_edge(), str(config_path())
     if not raw:
-        return EdgeChoice(default, (), "default")
-    parsed = [v if isinstance(v, tuple) else edge_arg(str(v)) for v in raw]
+        raw, source = [default], "default"  # a keyword, or HOST:PORT (a named tunnel's)
+    try:
+        parsed = [v if isinstance(v, tuple) else edge_arg(str(v)) for v in raw]
+    except argparse.ArgumentTypeError as exc:
+        raise NbtunnelError(f"edge from {source}: {exc}") from exc
     kinds = [v for v in parsed if isinstance(v, str)]
     if kinds:
         if len(parsed) > 1:
