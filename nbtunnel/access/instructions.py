@@ -34,6 +34,9 @@ def local_port(service: str) -> int:
 def instructions(hostname: str, service: str, reach: EdgeReach) -> str:
     """Multi-line text: access commands for nbtunnel and cloudflared, and an ssh stanza."""
     port = local_port(service)
+    loopback = reach.https is not None and reach.https[0] in ("127.0.0.1", "::1", "localhost")
+    if loopback and port == urlsplit(service).port:  # same machine: the origin holds that port
+        port = port + 10000 if port <= 55535 else port - 10000
     scheme = urlsplit(service).scheme.lower() or "tcp"
     ours, theirs, ours_ssh, theirs_ssh = "", "", "", ""
     if reach.https is not None:
@@ -59,7 +62,7 @@ def instructions(hostname: str, service: str, reach: EdgeReach) -> str:
             f"    ProxyCommand nbtunnel access ssh --hostname %h{ours_ssh}",
             f"  # or: ProxyCommand cloudflared access ssh --hostname %h{theirs_ssh}",
         ]
-    if reach.https is not None and reach.https[0] in ("127.0.0.1", "::1", "localhost"):
+    if loopback:
         lines.append("(this edge listens on loopback only: run these on this machine, or use "
                      "an edge the other machine can reach)")
     elif reach.https is None:

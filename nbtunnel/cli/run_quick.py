@@ -62,8 +62,13 @@ class _Serve:
 
     def show_access(self, hostname: str, reach: EdgeReach) -> None:
         """A tcp:// or ssh:// service: the access commands the other machine needs."""
-        if is_stream_service(self.service):
+        if self.stream:
             print(instructions(hostname, self.service, reach), flush=True)
+
+    @property
+    def stream(self) -> bool:
+        """A TCP service: no page to curl."""
+        return is_stream_service(self.service)
 
     def show_token(self, url: str) -> None:
         if self.access is not None and self.access.spec.kind == "token":  # stdout, not logs
@@ -175,6 +180,7 @@ async def _serve_quick(args: argparse.Namespace, service: _Serve, stop: asyncio.
     print(banner(url), flush=True)
     if quick.hostname.endswith(".localhost"):
         print(f"nbtunnel: {LOCAL_NOTICE}", flush=True)
+    if quick.hostname.endswith(".localhost") and not service.stream:
         print(f"curl and browsers resolve *.localhost to this machine; with other "
               f"clients send the Host header:\n  curl -H 'Host: {quick.hostname}' "
               f"http://127.0.0.1:{port}/", flush=True)
