@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Run a local edge that cloudflared and nbtunnel "
                           "connectors can connect to.")
     edge.add_argument("--listen", type=host_port, default=("127.0.0.1", DEFAULT_EDGE_PORT),
-                      metavar="HOST:PORT", help="UDP address for connectors (127.0.0.1:7844)")
+                      metavar="HOST:PORT",
+                      help="address for connectors: QUIC on UDP, HTTP/2 on TCP (127.0.0.1:7844)")
     edge.add_argument("--http", type=lambda t: host_port(t, DEFAULT_HTTP_PORT),
                       default=("127.0.0.1", DEFAULT_HTTP_PORT), metavar="HOST:PORT",
                       help="public HTTP front and API (127.0.0.1:8080)")
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--state-dir", type=Path, default=None,
                       help="where the CA, certificates and tunnel store live "
                       "(~/.nbtunnel/edge, or $NBTUNNEL_HOME/edge)")
-    edge.add_argument("--location", default="LOC", help="location name sent to connectors")
+    edge.add_argument("--location", default="LOC", help="location name sent to connectors (LOC)")
     edge.add_argument("--quic-backend", choices=["qh3", "aioquic"], default=None,
                       help="QUIC library (default: qh3)")
     edge.add_argument("--quick-tunnel-rate", type=non_negative, default=10.0, metavar="N",
@@ -144,23 +145,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_flags(p: argparse.ArgumentParser, default: Any) -> None:
     """Flags accepted both at tunnel level and after `run` (cloudflared allows both)."""
-    p.add_argument("--config", default=default, help="config.yml (cloudflared format)")
+    p.add_argument("--config", default=default,
+                   help="config.yml (cloudflared format; default: $NBTUNNEL_HOME/config.yml, "
+                   "~/.cloudflared/config.yml, ...)")
     p.add_argument("--credentials-file", "--cred-file", dest="credentials_file",
                    default=default, help="tunnel credentials file (<TunnelID>.json)")
     p.add_argument("--token", default=default, help="tunnel token (or $TUNNEL_TOKEN)")
     p.add_argument("--metrics", default=default, metavar="HOST:PORT",
                    help="serve /ready, /metrics, /healthcheck, /config, /diag/tunnel")
     if default is S:  # the tunnel parser already has these for quick tunnels
-        p.add_argument("--url", default=S)
+        p.add_argument("--url", default=S,
+                       help="serve this one service instead of config.yml's ingress rules")
         p.add_argument("--edge", action="append", type=edge_arg, default=S,
-                       metavar="cloudflare|local|auto|HOST:PORT")
-        p.add_argument("--protocol", choices=["quic", "http2", "auto"], default=S)
+                       metavar="cloudflare|local|auto|HOST:PORT",
+                       help="the edge (default: `edge:` in config.yml, $NBTUNNEL_EDGE, "
+                       "config.json, else 127.0.0.1:7844 when `nbtunnel edge` was set up on "
+                       "this machine, else cloudflare)")
+        p.add_argument("--protocol", choices=["quic", "http2", "auto"], default=S,
+                       help="transport protocol (quic; auto on Cloudflare's edge)")
         add_cloudflare_arguments(p, S)
-        p.add_argument("--cacert", default=S)
-        p.add_argument("--ha-connections", type=int, default=S)
-        p.add_argument("--grace-period", type=duration, default=S)
-        p.add_argument("--quic-backend", choices=["qh3", "aioquic"], default=S)
-        p.add_argument("--auth", default=S, metavar="USER:PASSWORD|token")
+        p.add_argument("--cacert", default=S,
+                       help="PEM CA for the edge certificate (default for a self-hosted edge: "
+                       "$NBTUNNEL_HOME/edge/ca.pem)")
+        p.add_argument("--ha-connections", type=int, default=S,
+                       help="connections to keep open to the edge (4)")
+        p.add_argument("--grace-period", type=duration, default=S,
+                       help="time to finish in-flight requests on shutdown (30s)")
+        p.add_argument("--quic-backend", choices=["qh3", "aioquic"], default=S,
+                       help="QUIC library (default: qh3)")
+        p.add_argument("--auth", default=S, metavar="USER:PASSWORD|token",
+                       help="protect the public URL: HTTP Basic, or `token` for a random token")
 
 
 def add_control_commands(sub: Any, edge: argparse.ArgumentParser,
@@ -175,56 +189,65 @@ def add_control_commands(sub: Any, edge: argparse.ArgumentParser,
     token = esub.add_parser("token", help="manage API tokens").add_subparsers(
         dest="token_command", metavar="ACTION", required=True)
     create = token.add_parser("create", help="create an API token for ACCOUNT (created if new)")
-    create.add_argument("account")
-    create.add_argument("--name", dest="token_name", default="cli")
+    create.add_argument("account", help="account name")
+    create.add_argument("--name", dest="token_name", default="cli",
+                        help="a label for the token (cli)")
     create.add_argument("--store", default=S, metavar="URL",
                         help="the edges' PostgreSQL store (default: the state directory's "
                         "SQLite file)")
     status = esub.add_parser("status", help="edges alive, connections per edge, tunnels",
                              description="What the edges of a deployment report through "
                              "Redis (nbtunnel edge --presence redis://... status).")
-    status.add_argument("-o", "--output", choices=["json"])
+    status.add_argument("-o", "--output", choices=["json"], help="JSON instead of a table")
 
     _run_flags(tunnel, None)
     tsub = tunnel.add_subparsers(dest="tunnel_command", metavar="SUBCOMMAND")
     p = tsub.add_parser("create", help="create a named tunnel and write its credentials file")
-    p.add_argument("name")
+    p.add_argument("name", help="tunnel name, unique in the account")
     p.add_argument("--secret", help="base64 secret of at least 32 bytes (default: random)")
-    p.add_argument("--credentials-file", "--cred-file", dest="credentials_file", default=S)
+    p.add_argument("--credentials-file", "--cred-file", dest="credentials_file", default=S,
+                   help="where to write the credentials (default: "
+                   "$NBTUNNEL_HOME/<TunnelID>.json, mode 0400)")
     p = tsub.add_parser("list", help="list named tunnels")
-    p.add_argument("--name")
-    p.add_argument("-d", "--show-deleted", action="store_true")
-    p.add_argument("-o", "--output", choices=["json"])
+    p.add_argument("--name", help="only tunnels with this name")
+    p.add_argument("-d", "--show-deleted", action="store_true", help="include deleted tunnels")
+    p.add_argument("-o", "--output", choices=["json"], help="JSON instead of a table")
     p = tsub.add_parser("info", help="a tunnel and its live connections")
-    p.add_argument("tunnel")
-    p.add_argument("-o", "--output", choices=["json"])
+    p.add_argument("tunnel", help="name or id")
+    p.add_argument("-o", "--output", choices=["json"], help="JSON instead of text")
     p = tsub.add_parser("delete", help="delete tunnels (refused while connected unless -f)")
-    p.add_argument("tunnels", nargs="+", metavar="TUNNEL")
-    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("tunnels", nargs="+", metavar="TUNNEL", help="name or id")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="delete even while connected (closes the connections)")
     p = tsub.add_parser("cleanup", help="disconnect a tunnel's connectors")
-    p.add_argument("tunnels", nargs="+", metavar="TUNNEL")
-    p.add_argument("--connector-id")
+    p.add_argument("tunnels", nargs="+", metavar="TUNNEL", help="name or id")
+    p.add_argument("--connector-id", help="only this connector (default: all)")
     p = tsub.add_parser("token", help="print the tunnel token for `run --token`")
-    p.add_argument("tunnel")
+    p.add_argument("tunnel", help="name or id")
     p.add_argument("--cred-file", help="write a credentials file instead of printing")
     route = tsub.add_parser("route", help="route hostnames to tunnels").add_subparsers(
         dest="route_command", metavar="KIND", required=True)
     p = route.add_parser("dns", help="route HOSTNAME to TUNNEL")
-    p.add_argument("tunnel")
-    p.add_argument("hostname")
-    p.add_argument("--overwrite-dns", action="store_true")
+    p.add_argument("tunnel", help="name or id")
+    p.add_argument("hostname", help="e.g. app.localhost (resolves to this machine)")
+    p.add_argument("--overwrite-dns", action="store_true",
+                   help="take the hostname over if another tunnel has it")
     route.add_parser("list", help="list routes")
     p = route.add_parser("delete", help="remove a route")
-    p.add_argument("hostname")
-    p = tsub.add_parser("run", help="run a named tunnel")
-    p.add_argument("tunnel", nargs="?")
+    p.add_argument("hostname", help="the routed hostname")
+    p = tsub.add_parser("run", help="run a named tunnel",
+                        description="Run a named tunnel: credentials from --token, "
+                        "--credentials-file or TUNNEL's <TunnelID>.json; ingress from "
+                        "--url or config.yml (--config; default: config.yml in $NBTUNNEL_HOME, "
+                        "then where cloudflared looks: ~/.cloudflared, /etc/cloudflared, ...).")
+    p.add_argument("tunnel", nargs="?", help="name or id (default: `tunnel:` in config.yml)")
     _run_flags(p, S)
     ingress = tsub.add_parser("ingress", help="check config.yml ingress rules").add_subparsers(
         dest="ingress_command", metavar="ACTION", required=True)
     p = ingress.add_parser("validate", help="validate the ingress rules")
     p.add_argument("--json", help="validate this configuration JSON instead")
     p = ingress.add_parser("rule", help="which rule matches URL")
-    p.add_argument("url")
+    p.add_argument("url", help="e.g. https://app.example.com/path")
 
 
 

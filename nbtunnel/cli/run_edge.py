@@ -62,13 +62,13 @@ def run_edge(args: argparse.Namespace) -> Runner:
                 await edge.drain()
                 return 0
             # the token's path, never its value: stdout usually ends up in a log
-            what = "Created account 'default' with an" if new_token else "The"
+            what = "Created account 'default'; its" if new_token else "The"
             print(f"{what} admin API token is in {token_path} (mode 0600); log in with:\n"
                   f"  nbtunnel login --api {edge.api_url} --token \"$(cat {token_path})\"",
                   flush=True)
             host, port = edge.quic_address
             print(f"nbtunnel edge is running\n"
-                  f"  connectors:   udp {host}:{port}  (CA: {edge.ca_path})\n"
+                  f"  connectors:   udp+tcp {host}:{port}  (CA: {edge.ca_path})\n"
                   f"  public front: http://{edge.public_address[0]}:{edge.public_address[1]}\n"
                   f"  quick tunnels: cloudflared tunnel --edge {host}:{port} --cacert "
                   f"{edge.ca_path} --quick-service {edge.api_url} --url http://localhost:8000\n"
