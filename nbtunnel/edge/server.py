@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -130,7 +131,11 @@ class Edge:
             self.front = PublicFront(
                 self.store, self.registry, location=cfg.location, api=api, api_hosts=api_hosts
             )
-            await self.front.start(cfg.http_host, cfg.http_port, reuse_port=cfg.reuse_port)
+            try:
+                await self.front.start(cfg.http_host, cfg.http_port, reuse_port=cfg.reuse_port)
+            except OSError as exc:
+                raise _naming(exc, "public front (--http) on tcp", cfg.http_host,
+                              cfg.http_port) from exc
             if cfg.quick_tunnel_idle_expiry > 0:
                 self.quick_expiry = QuickTunnelExpiry(
                     self.store, self.registry, idle=cfg.quick_tunnel_idle_expiry,
@@ -180,11 +185,12 @@ class Edge:
                 self._quic = await serve(cfg.quic_host, port, certfile=certfile,
                                          keyfile=keyfile, on_connection=control.serve,
                                          settings=settings)
-            except OSError:
+            except OSError as exc:
                 if h2 is not None:
                     await h2.close()
                 if attempt + 1 == attempts:
-                    raise
+                    raise _naming(exc, "connector listener (--listen) on udp", cfg.quic_host,
+                                  port) from exc
                 continue
             self._h2 = h2
             return
@@ -202,6 +208,11 @@ class Edge:
         self.https = HttpsFront(front, certs)
         try:
             await self.https.start(cfg.https_host, cfg.https_port or 0)
+        except OSError as exc:
+            certs.close()
+            self.https = None
+            raise _naming(exc, "HTTPS front (--https) on tcp", cfg.https_host,
+                          cfg.https_port or 0) from exc
         except BaseException:
             certs.close()
             self.https = None
@@ -300,3 +311,10 @@ class Edge:
     def ca_path(self) -> Path:
         assert self.ca is not None
         return self.ca.ca_path
+
+
+def _naming(exc: OSError, what: str, host: str, port: int) -> OSError:
+    """The same error (errno kept: callers fall back on EADDRINUSE) naming what failed to bind,
+    so `cannot start the edge` says which address is taken."""
+    why = os.strerror(exc.errno) if exc.errno else str(exc)
+    return OSError(exc.errno, f"{why}: {what} {host}:{port}")
