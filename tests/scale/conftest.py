@@ -3,10 +3,12 @@ directories); each test gets a fresh database and an empty Redis."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
+from nbtunnel.edge.server import Edge
 from tests.e2e.conftest import origin  # noqa: F401 - fixture reused here
 from tests.scale.services import PostgresServer, RedisServer, ServiceUnavailable
 
@@ -46,3 +48,12 @@ def pg_url(postgres_server: PostgresServer) -> str:
 def redis_url(redis_server: RedisServer) -> str:
     redis_server.flush()
     return redis_server.url
+
+
+@pytest.fixture
+async def edge_c(tmp_path: Path, pg_url: str, redis_url: str) -> AsyncIterator[Edge]:
+    """An in-process edge "c" of the deployment (the visitors' entry in failover tests)."""
+    from tests.scale.cluster import edge_config
+
+    async with Edge(edge_config(tmp_path / "edge-c", pg_url, redis_url, "c")) as c:
+        yield c

@@ -10,18 +10,17 @@ import json
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from nbtunnel.edge.bootstrap import ensure_admin_token
 from nbtunnel.edge.presence_status import read_status
 from nbtunnel.edge.server import Edge
 from tests.control.conftest import Api
 from tests.e2e.conftest import Origin
-from tests.scale.cluster import edge_config, share_ca, wait_held
+from tests.scale.cluster import share_ca, wait_held
 from tests.scale.procs import start_connector_proc, start_edge_proc, stop, wait_api
 from tests.scale.services import free_port
 
@@ -76,12 +75,6 @@ async def _wait_connections(redis_url: str, tid: str, want: dict[str, int],
     async with asyncio.timeout(timeout):
         while await _connections_on(redis_url, tid) != want:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
-
-
-@pytest.fixture
-async def edge_c(tmp_path: Path, pg_url: str, redis_url: str) -> AsyncIterator[Edge]:
-    async with Edge(edge_config(tmp_path / "edge-c", pg_url, redis_url, "c")) as c:
-        yield c
 
 
 async def _setup(edge_c: Edge, tmp_path: Path, pg_url: str, redis_url: str,
