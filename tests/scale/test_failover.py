@@ -160,6 +160,13 @@ async def test_two_workers_share_one_port_and_never_repeat_a_hostname(
         assert sorted(e.id for e in edges) == ["w-w0", "w-w1"]
         assert len({e.pid for e in edges}) == 2 and {e.front for e in edges} == {
             ("127.0.0.1", http)}
+        status = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "nbtunnel", "edge", "--presence", redis_url, "status",
+            stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
+        table = (await status.communicate())[0].decode()
+        assert status.returncode == 0, table
+        rows = [line.split() for line in table.splitlines()[1:3]]
+        assert [r[0] for r in rows] == ["w-w0", "w-w1"] and all(r[2] == "serving" for r in rows)
         answered: set[str] = set()
         for _ in range(40):  # a new connection each time: the kernel spreads them
             async with aiohttp.ClientSession() as s, s.get(base + "/") as resp:
