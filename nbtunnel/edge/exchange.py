@@ -95,6 +95,7 @@ class Exchange:
         self._response: asyncio.Task[None] | None = None
         self._head_decided: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.status = 0
+        self._counted = False  # this exchange is in self.live.in_flight
 
     def _metadata_headers(self) -> list[tuple[str, str]]:
         return metadata_headers(self.req)
@@ -116,6 +117,7 @@ class Exchange:
         except TransportError as exc:
             raise ExchangeError(f"the connector connection is gone: {exc}") from exc
         self.live.in_flight += 1
+        self._counted = True
         try:
             await stream.send_request(
                 self._request, end_stream=not self.has_body and not self.req.upgrade)
@@ -167,8 +169,12 @@ class Exchange:
             await asyncio.wait([self._response])  # our own cancellation still propagates
             if not self._response.cancelled():
                 self._response.exception()  # retrieved: its failure was already answered
+        self._done()  # a task cancelled before it ever ran never reaches its `finally`
 
     def _done(self) -> None:
+        if not self._counted:
+            return
+        self._counted = False
         live = self.live
         live.in_flight -= 1
         live.served += 1

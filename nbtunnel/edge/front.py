@@ -192,6 +192,8 @@ class PublicFront:
                     data = await asyncio.wait_for(reader.read(65536), timeout)
                 else:
                     data = await reader.read(65536)
+            except ConnectionError:
+                data = b""  # a reset client is a client gone: abort its exchange below
             except TimeoutError:
                 if not idle:
                     await self._simple(writer, 408, "The request head took too long.", [])

@@ -40,3 +40,7 @@ class StreamResetError(TransportError):
 class RpcError(TransportError):
     """A transport-level RPC (a configuration push) failed: the peer answered with an
     exception or ended its stream without answering."""
+
+
+class StreamAbortedError(TransportError):
+    """A write on a stream this side already reset: nothing more is ever sent on it."""

@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from nbtunnel.transport.errors import HandshakeError, StreamResetError, TransportClosedError
+from nbtunnel.transport.errors import (
+    HandshakeError,
+    StreamResetError,
+    TransportClosedError,
+    TransportError,
+)
 from nbtunnel.transport.quic import ALPN, QuicStream, QuicTunnelConnection, available_backends
 from nbtunnel.transport.tls import LocalCA
 
@@ -233,3 +238,57 @@ async def test_zero_length_client_cid_like_quic_go(ca: LocalCA, pair: tuple[str,
                 await stream.write(b"cid")
                 stream.write_eof()
                 assert await stream.read() == b"cid"
+
+
+async def _echo_roundtrip(conn: QuicTunnelConnection, size: int) -> None:
+    stream = conn.open_stream()
+    payload = os.urandom(size)
+
+    async def send() -> None:
+        await stream.write(payload)
+        stream.write_eof()
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(send())
+        got = bytearray()
+        while data := await stream.read():
+            got += data
+    assert bytes(got) == payload
+
+
+@pytest.mark.parametrize("how", ["reset", "stop_sending"])
+async def test_reset_with_unsent_data_keeps_the_connection(
+    ca: LocalCA, pair: tuple[str, str], how: str
+) -> None:
+    """A stream reset while the library still holds unsent data (an aborted upload, or the
+    peer's STOP_SENDING) must never send bytes past the final size: the peer would close the
+    whole connection with FINAL_SIZE_ERROR and every other stream on it would die."""
+    client_backend, server_backend = pair
+    server_conns: list[QuicTunnelConnection] = []
+    first_read = asyncio.Event()
+
+    async def handler(conn: QuicTunnelConnection) -> None:
+        server_conns.append(conn)
+        first = await conn.accept_stream()
+        await first.read(1)
+        if how == "stop_sending":
+            first.stop_reading(9)
+        first_read.set()
+        await echo_handler(conn)
+
+    async with edge(ca, server_backend, handler) as server:
+        async with dial(ca, server, client_backend) as conn:
+            stream = conn.open_stream()
+            writer = asyncio.get_running_loop().create_task(stream.write(os.urandom(1 << 20)))
+            await first_read.wait()
+            if how == "reset":
+                stream.reset(7)
+            else:
+                await stream.wait_peer_stopped()
+            with pytest.raises(TransportError):
+                await writer
+                await stream.write(b"more")  # a write after the reset is refused, typed
+            await _echo_roundtrip(conn, 2 << 20)  # the stale bytes, if any, are on the wire
+            await _echo_roundtrip(conn, 1000)
+            assert not conn.closed, conn.close_reason
+            assert not server_conns[0].closed, server_conns[0].close_reason

@@ -6,6 +6,11 @@ Private state used (pinned to qh3>=1.9.4,<2): ``QuicConnection._streams``,
 ``tls._supported_groups``, the TLS private keys (which group was chosen) and the protocol's
 ``_process_events``/``_timer``/``_transmit_task``. Nothing outside this adapter touches qh3's
 private state.
+
+qh3's sender keeps transmitting (and retransmitting) bytes it buffered before a reset,
+past the RESET_STREAM's final size: the peer then closes the whole connection with
+FINAL_SIZE_ERROR. ``after_send_reset`` puts a guard in front of such a sender (aioquic drops
+the buffer on reset itself).
 """
 
 from __future__ import annotations
@@ -50,6 +55,36 @@ class _Protocol(ProtocolHooks, QuicConnectionProtocol):
             if handle is not None:
                 handle.cancel()
         self._timer = self._transmit_task = None
+
+
+class _ResetSender:
+    """Stands in for a reset stream's Rust ``QuicStreamSender``: the library sees an empty
+    buffer and gets no frame, so only the RESET_STREAM (and its retransmissions) go out."""
+
+    __slots__ = ("_inner",)
+    buffer_is_empty = True
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def prepare_stream_frame(self, flight_space: int, max_offset: int) -> None:
+        return None
+
+    def get_frame(self, max_size: int, max_offset: int | None = None) -> None:
+        return None
+
+    def on_data_delivery(self, delivery: int, start: int, stop: int) -> None:
+        return None  # a lost frame of a reset stream is never resent
+
+    def write(self, data: bytes, end_stream: bool = False) -> None:
+        raise AssertionError("cannot call write() after reset()")
+
+    @property
+    def _pending(self) -> list[tuple[int, int]]:
+        return []  # nothing will be sent: back-pressure must not wait for it
 
 
 class _ClientConnection(QuicConnection):
@@ -118,6 +153,11 @@ class Qh3Backend(Backend):
         stream = quic._streams.get(stream_id)
         if stream is not None and not stream.receiver.is_finished:
             quic._streams_dirty_limits.add(stream)
+
+    def after_send_reset(self, quic: Any, stream_id: int) -> None:
+        stream = quic._streams.get(stream_id)
+        if stream is not None and not isinstance(stream.sender, _ResetSender):
+            stream.sender = _ResetSender(stream.sender)
 
     def cipher(self, quic: Any) -> str | None:
         suite = quic.get_cipher()

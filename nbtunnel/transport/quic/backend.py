@@ -222,6 +222,11 @@ class Backend(abc.ABC):
         """Make sure the library (re)considers this stream's MAX_STREAM_DATA."""
         return None
 
+    def after_send_reset(self, quic: Any, stream_id: int) -> None:
+        """The send side of ``stream_id`` was reset (by us, or by the library on the peer's
+        STOP_SENDING): make sure no stream byte follows the RESET_STREAM's final size."""
+        return None
+
     def cipher(self, quic: Any) -> str | None:
         return None
 

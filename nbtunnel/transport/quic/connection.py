@@ -182,6 +182,7 @@ class QuicTunnelConnection(ProtocolOwner):
                 self._quic.reset_stream(stream_id, code)
             except (ValueError, AssertionError, KeyError):
                 return  # already reset or finished: nothing to abort
+            self._backend.after_send_reset(self._quic, stream_id)
             self._schedule_transmit()
 
     def _stop(self, stream_id: int, code: int) -> None:
@@ -231,6 +232,8 @@ class QuicTunnelConnection(ProtocolOwner):
             stream._on_reset(error_code)
 
     def _on_stop_sending(self, stream_id: int, error_code: int) -> None:
+        # the library reset our send side: even for a stream we forgot, no byte may follow
+        self._backend.after_send_reset(self._quic, stream_id)
         stream = self._streams.get(stream_id)
         if stream is not None:
             stream._on_stop_sending(error_code)

@@ -1,5 +1,9 @@
 """One QUIC bidirectional stream as an asyncio reader/writer with real back-pressure.
 
+One rule for aborts: once a stream is reset (by us, or by the peer's STOP_SENDING) no byte is
+ever handed to the library again; ``write()`` raises a typed error instead (see also the
+backend's ``after_send_reset``, which keeps the library from sending what it had buffered).
+
 Both directions are bounded: ``write()`` waits while the library holds more than the high-water
 mark for this stream (neither library pushes back on its own), and received bytes only earn the
 peer new credit (MAX_STREAM_DATA) once ``read()`` has handed them to the application.
@@ -11,7 +15,7 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
 
-from nbtunnel.transport.errors import StreamResetError, TransportError
+from nbtunnel.transport.errors import StreamAbortedError, StreamResetError, TransportError
 
 if TYPE_CHECKING:
     from nbtunnel.transport.quic.connection import QuicTunnelConnection
@@ -36,6 +40,7 @@ class QuicStream:
         self._write_waiter: asyncio.Future[None] | None = None
         self._write_error: TransportError | None = None
         self._fin_sent = False
+        self._aborted = False  # reset() was called here
         self._recv_closed = False  # the peer's FIN or RESET_STREAM arrived
         self._stopped_waiter: asyncio.Future[None] | None = None
 
@@ -135,6 +140,8 @@ class QuicStream:
         if not self._fin_sent and self._write_error is None:
             self._conn._reset(self.stream_id, code)
         self._fin_sent = True
+        self._aborted = True
+        self._wake_writer()  # a write blocked on back-pressure fails now, never sends again
         self.stop_reading(code)
 
     def stop_reading(self, code: int = 0) -> None:
@@ -154,6 +161,8 @@ class QuicStream:
             raise self._write_error
         if self._conn._error is not None:
             raise self._conn._closed_exc()
+        if self._aborted:
+            raise StreamAbortedError(f"stream {self.stream_id}: write after reset")
         if self._fin_sent:
             raise TransportError(f"stream {self.stream_id}: write after write_eof/reset")
 
