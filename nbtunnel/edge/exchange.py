@@ -3,8 +3,9 @@
 The edge sends a `ConnectRequest` head (method, host, headers and the headers the edge adds),
 then the request body, then ends its side; the transport decides how the head travels (see
 transport/base.py). It receives the connector's `ConnectResponse` and relays the body to the
-client as it arrives. A `ConnectResponse.error`, a
-reset stream or a dead connection before the response head become a 502 page with the cause.
+client as it arrives. A `ConnectResponse.error`, a reset stream, a dead connection or a head
+that fails `check_response_head` become a 502 page with the cause; no head within the
+response deadline becomes a 524.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from typing import TYPE_CHECKING
 from nbtunnel.core.errors import NbtunnelError, ProtocolError
 from nbtunnel.core.httpmeta import build_connect_request, parse_http_response, request_has_body
 from nbtunnel.core.streams import ConnectRequest, ConnectResponse
-from nbtunnel.edge.pages import error_page, reason
+from nbtunnel.edge.forwarding import forwarded_headers
+from nbtunnel.edge.limits import FrontLimits
+from nbtunnel.edge.pages import wants_html
+from nbtunnel.edge.response_check import BadResponseError, CheckedHead, check_response_head
+from nbtunnel.edge.response_writer import ResponseWriter
 from nbtunnel.transport.base import DataStream
 from nbtunnel.transport.errors import TransportClosedError, TransportError
 
@@ -28,18 +33,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nbtunnel.edge.exchange")
 
-# Hop-by-hop headers are the client's business with this front, never forwarded.
-_REQUEST_DROP = {
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
-    "cf-connecting-ip", "cf-ray", "cf-visitor", "x-forwarded-proto", "expect",
-}
-_RESPONSE_DROP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "trailer"}
-_NO_BODY_STATUS = {204, 304}
 _REPLAYABLE = {"GET", "HEAD", "OPTIONS"}
 
 
-class ExchangeError(NbtunnelError):
-    """The request could not be handed to the connector (stream or connection failure)."""
+def metadata_size(request: ConnectRequest) -> int:
+    """Bytes the request's metadata takes in Cap'n Proto (an upper bound: two words per
+    entry, each text NUL-terminated and word-padded), checked against the connector's limit
+    without encoding the head twice."""
+    return 64 + len(request.dest) + sum(
+        16 + (len(k) + 8) // 8 * 8 + (len(v) + 8) // 8 * 8 for k, v in request.metadata)
+
+
+def metadata_headers(req: Request) -> list[tuple[str, str]]:
+    """The request headers sent to the connector (see forwarding.py), for either front."""
+    return forwarded_headers(req.headers, client_ip=req.client_ip, ray=req.ray,
+                             scheme=req.scheme)
 
 
 def switched_page(host: str) -> str:
@@ -51,26 +59,16 @@ def switched_page(host: str) -> str:
             f"`cloudflared access tcp --hostname {name} --url 127.0.0.1:PORT`.")
 
 
-def metadata_headers(req: Request) -> list[tuple[str, str]]:
-    """The request headers sent to the connector: the client's minus hop-by-hop ones, plus
-    what the edge adds (Cf-Connecting-Ip, X-Forwarded-For/-Proto, Cf-Visitor, Cf-Ray)."""
-    out: list[tuple[str, str]] = []
-    xff = ""
-    for raw_name, raw_value in req.headers:
-        name = raw_name.decode("latin-1")
-        lname = name.lower()
-        if lname in _REQUEST_DROP:
-            continue
-        if lname == "x-forwarded-for":
-            xff = raw_value.decode("latin-1") + ", "
-            continue
-        out.append((name, raw_value.decode("latin-1")))
-    out.append(("Cf-Connecting-Ip", req.client_ip))
-    out.append(("X-Forwarded-For", xff + req.client_ip))
-    out.append(("X-Forwarded-Proto", req.scheme))
-    out.append(("Cf-Visitor", f'{{"scheme":"{req.scheme}"}}'))
-    out.append(("Cf-Ray", req.ray))
-    return out
+class ExchangeError(NbtunnelError):
+    """The request could not be handed to the connector (stream or connection failure)."""
+
+
+class HeadTooLargeError(ExchangeError):
+    """The request head would exceed what a connector accepts as metadata (431)."""
+
+
+class ResponseTimeoutError(ExchangeError):
+    """The connector did not answer within the response deadline (524)."""
 
 
 class Exchange:
@@ -80,35 +78,48 @@ class Exchange:
         self,
         live: LiveConnection,
         req: Request,
-        writer: asyncio.StreamWriter,
+        out: ResponseWriter,
         repick: Callable[[LiveConnection], LiveConnection | None] = lambda _: None,
+        *,
+        limits: FrontLimits | None = None,
     ) -> None:
         self.live = live
         self.repick = repick
+        self.limits = limits or FrontLimits()
         self._request: ConnectRequest | None = None
         self.req = req
-        self.writer = writer
+        self.out = out
         self.stream: DataStream | None = None  # once start() opened it
         self.has_body = False
-        self.keep = req.keep_alive
         self._body_broken = False
         self._response: asyncio.Task[None] | None = None
         self._head_decided: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.status = 0
         self._counted = False  # this exchange is in self.live.in_flight
-
-    def _metadata_headers(self) -> list[tuple[str, str]]:
-        return metadata_headers(self.req)
+        self._sent_at: float | None = None  # when the whole request was handed over
+        self._deadline: asyncio.Timeout | None = None
 
     async def start(self) -> None:
         req = self.req
-        headers = self._metadata_headers()
+        headers = metadata_headers(req)
         self.has_body = not req.upgrade and request_has_body(headers)
         self._request = build_connect_request(
             req.method, req.host, req.target, headers, scheme=req.scheme, websocket=req.upgrade
         )
+        size = metadata_size(self._request)
+        if size > self.limits.max_metadata_bytes:
+            raise HeadTooLargeError(
+                f"The request head is too large (about {size} bytes as tunnel metadata).")
         await self._send_head()
+        if not self.has_body:
+            self._request_sent()
         self._response = asyncio.get_running_loop().create_task(self._respond())
+
+    def _request_sent(self) -> None:
+        """The response deadline runs from here (an upload may take longer than it)."""
+        self._sent_at = asyncio.get_running_loop().time()
+        if self._deadline is not None:
+            self._deadline.reschedule(self._sent_at + self.limits.response_timeout)
 
     async def _send_head(self) -> None:
         assert self._request is not None
@@ -155,9 +166,11 @@ class Exchange:
         if self.has_body and not self._body_broken and self.stream is not None:
             with contextlib.suppress(TransportError):
                 self.stream.write_eof()
+        if self._sent_at is None:
+            self._request_sent()
         assert self._response is not None
         await self._response
-        return self.keep
+        return self.out.keep_alive
 
     async def abort(self, why: str) -> None:
         log.debug("abort %s: %s", self.req.ray, why)
@@ -188,63 +201,42 @@ class Exchange:
     async def _respond(self) -> None:
         try:
             try:
-                resp = await self._read_head_or_retry()
+                async with asyncio.timeout(None) as self._deadline:
+                    if self._sent_at is not None:
+                        self._deadline.reschedule(self._sent_at + self.limits.response_timeout)
+                    resp = await self._read_head_or_retry()
+                self._deadline = None
                 if resp.error:
                     raise ExchangeError(resp.error)
                 status, headers = parse_http_response(resp)
-            except (ExchangeError, ProtocolError, TransportError) as exc:
-                self._error_page(502, str(exc))
-                self._head_decided.set_result(False)
-                return
-            self.status = status
-            if status == 101 and not self.req.upgrade:
-                # a stream origin (tcp://, ssh://) acks any request with 101: never forward a
-                # switch of protocols to a client that did not ask for one
+                head = check_response_head(status, headers, upgrade_requested=self.req.upgrade)
+            except TimeoutError:
                 assert self.stream is not None
-                self.stream.reset(0)
-                self.keep = False
-                self._error_page(502, switched_page(self.req.host))
-                self._head_decided.set_result(False)
+                self.stream.reset(0)  # the connector cancels the origin request
+                self._error_page(524, f"The origin did not answer within "
+                                      f"{self.limits.response_timeout:g} seconds.")
+                await self.out.end()
                 return
-            upgraded = self.req.upgrade and status == 101
-            self._head_decided.set_result(upgraded)
-            await self._relay(status, headers, upgraded)
+            except (ExchangeError, ProtocolError, TransportError, BadResponseError) as exc:
+                detail = str(exc)
+                if isinstance(exc, BadResponseError) and self.stream is not None:
+                    self.stream.reset(0)
+                    if exc.switched:  # a stream origin (tcp://, ssh://) acks anything with 101
+                        detail = switched_page(self.req.host)
+                self._error_page(502, detail)
+                await self.out.end()
+                return
+            self.status = head.status
+            self._head_decided.set_result(head.upgraded)
+            await self._relay(head)
         finally:
             if not self._head_decided.done():
                 self._head_decided.set_result(False)
             self._done()
 
-    async def _relay(self, status: int, headers: list[tuple[str, str]], upgraded: bool) -> None:
-        length: int | None = None
-        head = [b"HTTP/1.1 %d %s\r\n" % (status, reason(status).encode())]
-        for name, value in headers:
-            lname = name.lower()
-            if lname in _RESPONSE_DROP and not (upgraded and lname == "connection"):
-                continue
-            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-                continue  # never let a connector inject header lines
-            if lname == "content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    continue
-            head.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
-        no_body = not upgraded and (
-            self.req.method == "HEAD" or status in _NO_BODY_STATUS or 100 <= status < 200
-        )
-        chunked = False
-        if not no_body and length is None and not upgraded:
-            if self.req.version == "1.1":
-                chunked = True
-                head.append(b"Transfer-Encoding: chunked\r\n")
-            else:
-                self.keep = False
-        head.append(b"Cf-Ray: %s\r\n" % self.req.ray.encode())
-        if not self.keep and not upgraded:
-            head.append(b"Connection: close\r\n")
-        head.append(b"\r\n")
-        self.writer.write(b"".join(head))
-        sent = 0
+    async def _relay(self, head: CheckedHead) -> None:
+        out = self.out
+        out.start(head.status, head.headers, length=head.length, upgraded=head.upgraded)
         stream = self.stream
         assert stream is not None
         try:
@@ -252,56 +244,38 @@ class Exchange:
                 data = await stream.read(65536)
                 if not data:
                     break
-                if no_body:
-                    continue
-                sent += len(data)
-                if chunked:
-                    self.writer.write(b"%x\r\n%s\r\n" % (len(data), data))
-                else:
-                    self.writer.write(data)
-                await self.writer.drain()
+                if not await out.body(data):
+                    # more than Content-Length: the rest never reaches this (kept-alive) client
+                    log.info("response %s ran past its Content-Length; cut", self.req.ray)
+                    stream.reset(0)
+                    break
         except (TransportError, ProtocolError) as exc:
-            log.info("response %s broke after %d bytes: %s", self.req.ray, sent, exc)
-            self.keep = False
-            self.writer.transport.abort()  # a truncated body must not look complete
+            log.info("response %s broke: %s", self.req.ray, exc)
+            out.abort()  # a truncated body must not look complete
             return
         except ConnectionError as exc:
             # The client went away. Stop the connector too (STOP_SENDING): cloudflared has
             # no write timeout, so otherwise its request and origin connection hang, and the
             # unread stream holds its receive window here, until the connection ends.
-            log.debug("client of %s left after %d bytes: %s", self.req.ray, sent, exc)
-            self.keep = False
+            log.debug("client of %s left: %s", self.req.ray, exc)
+            out.keep_alive = False
             stream.reset(0)
             return
-        if chunked:
-            self.writer.write(b"0\r\n\r\n")
-        if length is not None and not no_body and sent != length:
-            self.keep = False
-        await self.writer.drain()
+        await out.end()
 
     def _error_page(self, status: int, detail: str) -> None:
-        from nbtunnel.edge.pages import wants_html
-
         log.info("%s %s%s -> %d: %s", self.req.method, self.req.host, self.req.target,
                  status, detail)
-        ctype, body = error_page(status, detail, ray=self.req.ray,
-                                 as_html=wants_html(self.req.headers))
-        self.writer.write(
-            b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nCf-Ray: %s\r\n"
-            b"Server: nbtunnel\r\n%s\r\n%s"
-            % (status, reason(status).encode(), ctype, len(body), self.req.ray.encode(),
-               b"" if self.keep else b"Connection: close\r\n",
-               b"" if self.req.method == "HEAD" else body)
-        )
+        self.out.page(status, detail, as_html=wants_html(self.req.headers))
 
     async def run_upgraded(self, reader: asyncio.StreamReader, rest: bytes) -> None:
         """WebSocket: after a 101, pipe raw bytes both ways until either side ends."""
         upgraded = await self._head_decided
         if not upgraded:
-            self.keep = False
+            self.out.keep_alive = False
             assert self._response is not None
             await self._response
-            await self.writer.drain()
+            await self.out.end()
             return
         stream = self.stream
         assert stream is not None

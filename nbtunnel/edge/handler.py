@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from nbtunnel.edge.exchange import Exchange, ExchangeError
-from nbtunnel.edge.pages import error_page, reason, wants_html
+from nbtunnel.core.http1 import encode_head
+from nbtunnel.edge.exchange import Exchange, ExchangeError, HeadTooLargeError
+from nbtunnel.edge.pages import wants_html
 from nbtunnel.edge.registry import LiveConnection
+from nbtunnel.edge.response_writer import ResponseWriter
 
 if TYPE_CHECKING:
-    from nbtunnel.edge.front import Headers, PublicFront, Request
+    from nbtunnel.edge.front import PublicFront, Request
 
 MAX_API_BODY = 1024 * 1024
 
@@ -29,6 +31,8 @@ class RequestHandler:
         self.front = front
         self.req = req
         self.writer = writer
+        self.out = ResponseWriter(writer, ray=req.ray, method=req.method, version=req.version,
+                                  keep_alive=req.keep_alive)
         self.exchange: Exchange | None = None
         self.local: tuple[int, str] | None = None  # an edge page to send once the body is read
         self.api_body: bytearray | None = None
@@ -64,16 +68,20 @@ class RequestHandler:
                 other = remote.pick_cached(tunnel_id, failed)
             return other
 
-        self.exchange = Exchange(live, req, self.writer, repick)
+        self.exchange = Exchange(live, req, self.out, repick, limits=self.front.limits)
         try:
             await self.exchange.start()
+        except HeadTooLargeError as exc:
+            self.exchange = None
+            self.local = (431, str(exc))
+            return
         except ExchangeError as exc:
             self.exchange = None
             self.local = (502, str(exc))
             return
         if any(n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in req.headers):
             # curl waits a second for this before sending a large body
-            self.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.writer.write(encode_head(100, []))
 
     async def body(self, chunk: bytes) -> None:
         if self.exchange is not None:
@@ -87,38 +95,72 @@ class RequestHandler:
 
     async def finish(self) -> bool:
         """Complete the request; returns whether the connection stays open."""
-        keep = self.req.keep_alive
         if self.exchange is not None:
             try:
-                return await self.exchange.finish() and keep
+                return await self.exchange.finish()
             finally:
-                self.front.count(self.exchange.status or 502)
+                self.front.count(self.out.status or 502)
         if self.api_body is not None and self.front.api is not None:
             status, headers, body = await self.front.api(self.req, bytes(self.api_body))
-            self._write_local(status, headers, body, keep)
+            self.out.whole(status, [(n.decode("latin-1"), v.decode("latin-1"))
+                                    for n, v in headers], body)
         else:
             status, detail = self.local or (500, "internal error")
-            ctype, body = error_page(
-                status, detail, ray=self.req.ray, as_html=wants_html(self.req.headers)
-            )
-            extra = [(b"Location", self.redirect.encode("latin-1"))] if self.redirect else []
-            self._write_local(status, [(b"Content-Type", ctype), *extra], body, keep)
-        await self.writer.drain()
-        return keep
+            extra = [("Location", self.redirect)] if self.redirect else []
+            self.out.page(status, detail, as_html=wants_html(self.req.headers), extra=extra)
+        self.front.count(self.out.status)
+        return await self.out.end()
 
-    def _write_local(self, status: int, headers: Headers, body: bytes, keep: bool) -> None:
-        self.front.count(status)
-        head = [b"HTTP/1.1 %d %s\r\n" % (status, reason(status).encode())]
-        for name, value in headers:
-            head.append(name + b": " + value + b"\r\n")
-        head.append(b"Content-Length: %d\r\nCf-Ray: %s\r\nServer: nbtunnel\r\n" % (
-            len(body), self.req.ray.encode()))
-        if not keep:
-            head.append(b"Connection: close\r\n")
-        head.append(b"\r\n")
-        if self.req.method != "HEAD":
-            head.append(body)
-        self.writer.write(b"".join(head))
+    async def finish_watching_client(
+        self, reader: asyncio.StreamReader
+    ) -> tuple[bool, bytes | None]:
+        """Wait for the response while watching the client socket: if the client hangs up
+        (e.g. during a silent long-poll) the exchange is aborted at once, which resets the data
+        stream so the connector releases the origin. Returns (keep-alive, bytes the client
+        sent meanwhile), or (False, None) when the client went away."""
+        if self.exchange is None or reader.at_eof():
+            return await self.finish(), b""
+        task = asyncio.current_task()
+        assert task is not None
+        gone = False
+
+        def on_read(done: asyncio.Future[bytes]) -> None:
+            nonlocal gone
+            if not done.cancelled() and (done.exception() is not None or not done.result()):
+                gone = True
+                task.cancel()
+
+        watcher = asyncio.ensure_future(reader.read(65536))
+        watcher.add_done_callback(on_read)
+        try:
+            keep = await self.finish()
+        except asyncio.CancelledError:
+            if gone and task.uncancel() == 0:
+                await self.client_gone()
+                return False, None
+            raise
+        finally:
+            watcher.remove_done_callback(on_read)
+            if not watcher.done():
+                watcher.cancel()
+                await asyncio.wait([watcher])  # our own cancellation still propagates
+        if watcher.cancelled():
+            return keep, b""  # we stopped watching: the client sent nothing meanwhile
+        if watcher.exception() is not None:
+            return False, b""
+        data = watcher.result()
+        return (keep, data) if data else (False, b"")
+
+    async def refuse(self, status: int, detail: str) -> None:
+        """The request cannot go on (a stalled or malformed body): answer if nothing was
+        sent yet, then the connection closes."""
+        if self.exchange is not None:
+            await self.exchange.abort(detail)
+        if not self.out.started:
+            self.out.keep_alive = False
+            self.out.page(status, detail, as_html=wants_html(self.req.headers))
+            self.front.count(status)
+            await self.out.end()
 
     async def client_gone(self) -> None:
         if self.exchange is not None:
@@ -126,9 +168,10 @@ class RequestHandler:
 
     async def run_upgraded(self, reader: asyncio.StreamReader, rest: bytes) -> None:
         if self.exchange is None:
+            self.out.keep_alive = False
             await self.finish()
             return
         try:
             await self.exchange.run_upgraded(reader, rest)
         finally:
-            self.front.count(self.exchange.status or 502)
+            self.front.count(self.out.status or 502)

@@ -4,32 +4,14 @@ from __future__ import annotations
 
 import html
 
-REASONS = {
-    400: "Bad Request",
-    404: "Not Found",
-    408: "Request Timeout",
-    413: "Content Too Large",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    530: "Tunnel Unavailable",
-}
+from nbtunnel.core.http1 import reason
 
 TITLES = {
     404: "Unknown hostname",
     502: "Bad gateway",
+    524: "The origin did not answer in time",
     530: "The tunnel is not connected",
 }
-
-
-def reason(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return REASONS.get(status, "Unknown")
 
 
 def wants_html(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -20,6 +20,7 @@ from nbtunnel.edge.cluster import Cluster, ClusterConfig, default_edge_id
 from nbtunnel.edge.control import REGISTRATION_TIMEOUT, ControlHandler
 from nbtunnel.edge.front import PublicFront
 from nbtunnel.edge.https_front import HttpsFront
+from nbtunnel.edge.limits import FrontLimits
 from nbtunnel.edge.metrics import MetricsServer
 from nbtunnel.edge.quick_expiry import QUICK_TUNNEL_IDLE_EXPIRY, QuickTunnelExpiry
 from nbtunnel.edge.ratelimit import RateLimiter
@@ -70,6 +71,10 @@ class EdgeConfig:
     https_port: int | None = None
     https_certs: list[tuple[Path, Path]] = field(default_factory=list)
     https_redirect: bool = False
+    tls_handshake_timeout: float = 10.0
+    """TLS handshake deadline on the HTTP/2 connector port (TCP)."""
+    front: FrontLimits = field(default_factory=FrontLimits)
+    """Deadlines and size limits of the public front (see docs/refusals.md)."""
     reuse_port: bool = False
     """SO_REUSEPORT on the connector and public ports (`nbtunnel edge --workers N`)."""
     metrics: tuple[str, int] | None = None
@@ -129,7 +134,8 @@ class Edge:
             await self.cluster.start(self.control_api, self.ca)
             await self._listen_for_connectors(control)
             self.front = PublicFront(
-                self.store, self.registry, location=cfg.location, api=api, api_hosts=api_hosts
+                self.store, self.registry, location=cfg.location, api=api, api_hosts=api_hosts,
+                limits=cfg.front,
             )
             try:
                 await self.front.start(cfg.http_host, cfg.http_port, reuse_port=cfg.reuse_port)
@@ -175,7 +181,8 @@ class Edge:
             h2: H2Listener | None = listener
             try:
                 await listener.start(cfg.quic_host, cfg.quic_port, certfile, keyfile,
-                                     reuse_port=cfg.reuse_port)
+                                     reuse_port=cfg.reuse_port,
+                                     tls_timeout=cfg.tls_handshake_timeout)
             except OSError as exc:  # QUIC still serves; only `--protocol http2` is affected
                 log.warning("no HTTP/2 connector listener on tcp port %d: %s",
                             cfg.quic_port, exc)

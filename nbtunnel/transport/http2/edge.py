@@ -105,13 +105,16 @@ class H2Listener:
         self.sockname: tuple[str, int] = ("", 0)
 
     async def start(self, host: str, port: int, certfile: str, keyfile: str, *,
-                    reuse_port: bool = False) -> None:
+                    reuse_port: bool = False, tls_timeout: float = 10.0) -> None:
+        """Listen; a peer that has not finished its TLS handshake after ``tls_timeout``
+        seconds is dropped (an unauthenticated socket must not be held for free)."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(certfile, keyfile)  # no ALPN: cloudflared offers none
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._new_connection, host, port, ssl=ctx,
-                                                reuse_port=reuse_port or None)
+                                                reuse_port=reuse_port or None,
+                                                ssl_handshake_timeout=tls_timeout)
         name = self._server.sockets[0].getsockname()
         self.sockname = (str(name[0]), int(name[1]))
 

@@ -1,0 +1,74 @@
+"""HTTP/1.1 field rules shared by the edge, the connector and the notebook relay.
+
+One hop-by-hop table (RFC 9110 7.6.1 plus the legacy names proxies still see), the header
+names a `Connection` header nominates, field-name/value validity (RFC 9110 5.1, 5.5) and the
+status-line/head encoding the edge writes. Pure functions over ``str`` header lists (names and
+values decoded as Latin-1 where they came from bytes).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from http import HTTPStatus
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+    "upgrade",
+})
+"""Fields that describe one connection, never forwarded to the next hop (plus whatever a
+``Connection`` header nominates: see :func:`connection_nominated`)."""
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\x00\r\n]")
+
+Headers = list[tuple[str, str]]
+
+
+def is_token(name: str) -> bool:
+    """A valid field name (RFC 9110 tchar+)."""
+    return _TOKEN.fullmatch(name) is not None
+
+
+def valid_value(value: str) -> bool:
+    """No NUL, CR or LF: a value that cannot inject lines or truncate a C parser."""
+    return _BAD_VALUE.search(value) is None
+
+
+def connection_nominated(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """Lower-case names a ``Connection`` header lists (hop-by-hop by nomination)."""
+    names: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            names.update(t.strip().lower() for t in value.split(",") if t.strip())
+    return frozenset(names)
+
+
+def end_to_end(headers: Iterable[tuple[str, str]], *, keep: frozenset[str] = frozenset()
+               ) -> Headers:
+    """``headers`` without hop-by-hop fields (fixed and nominated), except those in ``keep``."""
+    headers = list(headers)
+    drop = (HOP_BY_HOP | connection_nominated(headers)) - keep
+    return [(n, v) for n, v in headers if n.lower() not in drop]
+
+
+def reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return {530: "Tunnel Unavailable", 524: "A Timeout Occurred"}.get(status, "Unknown")
+
+
+def encode_head(status: int, headers: Iterable[tuple[str, str]]) -> bytes:
+    """Status line and fields of an HTTP/1.1 response; the caller validated the fields."""
+    lines = [f"HTTP/1.1 {status} {reason(status)}\r\n"]
+    lines += [f"{name}: {value}\r\n" for name, value in headers]
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1", "replace")
+
+
+def encode_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"

@@ -1,0 +1,196 @@
+"""Sans-I/O reader of the requests a visitor sends to the public front.
+
+Bytes in, events out: `RequestHead` (everything the front needs about one message, captured
+inside the parser callbacks, so requests that share a TCP segment each keep their own method,
+version and keep-alive), body chunks, the end of each message, and a `Refusal` (status and
+reason) for anything the front must not forward. httptools (llhttp) parses; this module adds
+the rules llhttp leaves to the server: head size and field count, exactly one Host, the
+absolute-form target, and chunked trailers that are dropped (RFC 9112 7.1.2: never merged
+into the head).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httptools
+
+MAX_HEAD_BYTES = 64 * 1024
+MAX_FIELDS = 256
+
+
+@dataclass
+class RequestHead:
+    """One parsed request head (names and values are the visitor's raw bytes)."""
+
+    method: str
+    target: str
+    """Origin-form target (an absolute-form one is rewritten to its path and query)."""
+    host: str
+    """Authority: the absolute-form target's, else the Host header's."""
+    headers: list[tuple[bytes, bytes]]
+    version: str
+    keep_alive: bool
+    upgrade: bool
+    """The visitor asked for a WebSocket upgrade."""
+
+
+@dataclass
+class Refusal:
+    """A request the front answers itself and then closes the connection."""
+
+    status: int
+    detail: str
+
+
+@dataclass
+class Body:
+    data: bytes
+
+
+@dataclass
+class End:
+    pass
+
+
+Event = RequestHead | Body | End | Refusal
+
+
+class RequestReader:
+    """Feed bytes with :meth:`feed`; it returns the events they complete.
+
+    After a `Refusal` (or an upgrade) nothing more is returned: the front answers and closes.
+    """
+
+    def __init__(self, *, max_head_bytes: int = MAX_HEAD_BYTES, max_fields: int = MAX_FIELDS
+                 ) -> None:
+        self.max_head_bytes = max_head_bytes
+        self.max_fields = max_fields
+        self._parser = httptools.HttpRequestParser(self)
+        self._events: list[Event] = []
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._in_head = False
+        self._in_message = False
+        self._done = False
+        self.upgraded_rest: bytes | None = None
+        """Bytes after a WebSocket upgrade request's head (the start of the WebSocket)."""
+
+    @property
+    def in_head(self) -> bool:
+        """A request head has started and is not complete yet."""
+        return self._in_head
+
+    @property
+    def in_message(self) -> bool:
+        """A request has started and its end was not read yet."""
+        return self._in_message
+
+    def feed(self, data: bytes) -> list[Event]:
+        if self._done:
+            return []
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade(data[exc.args[0]:])
+        except httptools.HttpParserError as exc:
+            if self._head_bytes > self.max_head_bytes:
+                self._refuse(431, "The request head is too large.")
+            else:
+                self._refuse(400, f"Malformed request: {exc}")
+        events, self._events = self._events, []
+        return events
+
+    # httptools callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._in_head = self._in_message = True
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._count(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a chunked trailer: dropped, never merged into the head
+        self._headers.append((name, value))
+        self._count(len(name) + len(value) + 4)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        if self._done:
+            return
+        if self._head_bytes > self.max_head_bytes:
+            self._refuse(431, "The request head is too large.")
+            return
+        if len(self._headers) > self.max_fields:
+            self._refuse(431, f"The request has more than {self.max_fields} header fields.")
+            return
+        parser = self._parser
+        method = parser.get_method().decode("latin-1")
+        if method == "CONNECT":
+            self._refuse(405, "CONNECT is not supported by this edge.")
+            return
+        hosts = [v for n, v in self._headers if n.lower() == b"host"]
+        if len(hosts) > 1:
+            self._refuse(400, "The request has more than one Host header.")
+            return
+        target = self._url.decode("latin-1")
+        host = hosts[0].decode("latin-1").strip() if hosts else ""
+        if not target.startswith("/") and target != "*":
+            parts = urlsplit(target)  # absolute-form (RFC 9112 3.2.2): its authority routes
+            if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+                self._refuse(400, "The request target is not origin-form or absolute-form.")
+                return
+            host = parts.netloc.rsplit("@", 1)[-1]
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            self._headers = [(n, v) for n, v in self._headers if n.lower() != b"host"]
+            self._headers.insert(0, (b"Host", host.encode("latin-1")))
+        if not host:
+            self._refuse(400, "The request has no Host header.")
+            return
+        upgrade = bool(parser.should_upgrade()) and any(
+            n.lower() == b"upgrade" and v.strip().lower() == b"websocket"
+            for n, v in self._headers)
+        self._events.append(RequestHead(
+            method=method, target=target, host=host, headers=self._headers,
+            version=parser.get_http_version(), keep_alive=bool(parser.should_keep_alive()),
+            upgrade=upgrade))
+
+    def on_body(self, body: bytes) -> None:
+        if not self._done:
+            self._events.append(Body(body))
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        if not self._done:
+            self._events.append(End())
+
+    # internals --------------------------------------------------------------------------
+
+    def _count(self, n: int) -> None:
+        self._head_bytes += n
+        if self._head_bytes > self.max_head_bytes and not self._done:
+            self._refuse(431, "The request head is too large.")
+
+    def _refuse(self, status: int, detail: str) -> None:
+        if not self._done:
+            self._events.append(Refusal(status, detail))
+            self._done = True
+
+    def _upgrade(self, rest: bytes) -> None:
+        """llhttp stops at an upgrade request's head. A WebSocket continues as raw bytes;
+        any other upgrade (h2c, ...) was answered as a plain request: close after it."""
+        if self._done:
+            return
+        head = next((e for e in reversed(self._events) if isinstance(e, RequestHead)), None)
+        if head is not None and head.upgrade:
+            self.upgraded_rest = rest
+        elif head is not None:
+            head.keep_alive = False
+        self._done = True

@@ -1,0 +1,67 @@
+"""Check every response head a connector sends before any of it reaches a visitor.
+
+A connector is authenticated but not trusted (a quick tunnel needs no login): its status,
+framing and header fields are validated here, and a head that fails becomes a 502 page with
+the reason. What passes carries no hop-by-hop fields and at most one Content-Length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nbtunnel.core.errors import NbtunnelError
+from nbtunnel.core.http1 import HOP_BY_HOP, connection_nominated, is_token, valid_value
+
+
+class BadResponseError(NbtunnelError):
+    """The connector's response head is not something we can relay to a visitor."""
+
+    def __init__(self, message: str, *, switched: bool = False) -> None:
+        super().__init__(message)
+        self.switched = switched
+        """A 101 nobody asked for (the origin is a TCP service)."""
+
+
+@dataclass
+class CheckedHead:
+    status: int
+    headers: list[tuple[str, str]]
+    length: int | None
+    """The body length the head states (Content-Length), if any."""
+    upgraded: bool
+    """A 101 answering the visitor's WebSocket upgrade: raw bytes follow."""
+
+
+def check_response_head(status: int, headers: list[tuple[str, str]], *,
+                        upgrade_requested: bool) -> CheckedHead:
+    """Validate and clean a relayed head; raises BadResponseError with the reason."""
+    if not 100 <= status <= 599:
+        raise BadResponseError(f"the origin's response has an invalid status {status}")
+    upgraded = status == 101
+    if upgraded and not upgrade_requested:
+        raise BadResponseError("the origin switched protocols (101) but no upgrade was asked for",
+                               switched=True)
+    if 100 <= status < 200 and not upgraded:
+        raise BadResponseError(f"the origin sent an interim response ({status}) as its answer")
+    lengths: set[str] = set()
+    for name, value in headers:
+        if not is_token(name):
+            raise BadResponseError(f"the origin's response has an invalid header name {name!r}")
+        if not valid_value(value):
+            raise BadResponseError(f"the origin's response header {name} has a NUL, CR or LF")
+        if name.lower() == "content-length":
+            lengths.update(v.strip() for v in value.split(","))
+    length: int | None = None
+    if lengths:
+        if len(lengths) > 1:
+            raise BadResponseError("the origin's response has conflicting Content-Length values")
+        text = lengths.pop()
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:
+            raise BadResponseError(f"the origin's response has an invalid Content-Length {text!r}")
+        length = int(text)
+    drop = HOP_BY_HOP | connection_nominated(headers) | {"content-length"}
+    keep = frozenset({"connection", "upgrade"}) if upgraded else frozenset()
+    clean = [(n, v) for n, v in headers if n.lower() not in drop - keep]
+    if length is not None and not upgraded:
+        clean.append(("Content-Length", str(length)))
+    return CheckedHead(status, clean, None if upgraded else length, upgraded)

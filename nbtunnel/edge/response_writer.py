@@ -1,0 +1,121 @@
+"""The one HTTP/1.1 response writer of the public front.
+
+Every response a visitor gets goes through :class:`ResponseWriter`: edge pages (404, 502,
+524, ...), API answers and responses relayed from connectors. It decides the framing once
+(Content-Length, chunked, or close-delimited for HTTP/1.0), sends no body to HEAD, 1xx, 204
+and 304, adds `Cf-Ray`, and never lets a body run past its Content-Length on a connection
+that is kept alive: extra bytes are cut and the connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from nbtunnel.core.http1 import LAST_CHUNK, encode_chunk, encode_head
+from nbtunnel.edge.pages import error_page
+
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+class ResponseWriter:
+    """One response on one visitor connection."""
+
+    def __init__(self, writer: asyncio.StreamWriter, *, ray: str, method: str = "GET",
+                 version: str = "1.1", keep_alive: bool = True) -> None:
+        self.writer = writer
+        self.ray = ray
+        self.method = method
+        self.version = version
+        self.keep_alive = keep_alive
+        self.started = False
+        self.status = 0
+        self._no_body = False
+        self._chunked = False
+        self._length: int | None = None
+        self._sent = 0
+        self._ended = False
+        self.overflow = False
+        """The body ran past its Content-Length (the extra bytes were not sent)."""
+
+    # whole responses --------------------------------------------------------------------
+
+    def page(self, status: int, detail: str, *, as_html: bool = False, close: bool = False,
+             extra: list[tuple[str, str]] | None = None) -> None:
+        """An edge-generated status page (text for tools, HTML for browsers)."""
+        ctype, body = error_page(status, detail, ray=self.ray, as_html=as_html)
+        if close:
+            self.keep_alive = False
+        self.whole(status, [("Content-Type", ctype.decode()), *(extra or [])], body,
+                   server=True)
+
+    def whole(self, status: int, headers: list[tuple[str, str]], body: bytes, *,
+              server: bool = True) -> None:
+        """A response whose body is known: Content-Length framing."""
+        headers = [*headers, ("Content-Length", str(len(body)))]
+        if server:
+            headers.append(("Server", "nbtunnel"))
+        self.start(status, headers, length=len(body))
+        self._write_body(body)
+
+    # streamed responses -----------------------------------------------------------------
+
+    def start(self, status: int, headers: list[tuple[str, str]], *, length: int | None,
+              upgraded: bool = False) -> None:
+        """Write the head. ``headers`` are validated and carry no framing fields except the
+        one Content-Length that ``length`` states."""
+        assert not self.started
+        self.started = True
+        self.status = status
+        self._length = length
+        self._no_body = not upgraded and (
+            self.method == "HEAD" or status in _NO_BODY_STATUS or 100 <= status < 200)
+        out = list(headers)
+        if not self._no_body and length is None and not upgraded:
+            if self.version == "1.1":
+                self._chunked = True
+                out.append(("Transfer-Encoding", "chunked"))
+            else:
+                self.keep_alive = False  # HTTP/1.0: the body ends when the connection does
+        out.append(("Cf-Ray", self.ray))
+        if not self.keep_alive and not upgraded:
+            out.append(("Connection", "close"))
+        self.writer.write(encode_head(status, out))
+
+    async def body(self, data: bytes) -> bool:
+        """Send body bytes with back-pressure; False once the body must stop (it reached a
+        stated Content-Length: whatever comes after is not sent)."""
+        if not self._write_body(data):
+            return False
+        await self.writer.drain()
+        return True
+
+    def _write_body(self, data: bytes) -> bool:
+        if self._no_body or not data:
+            return True
+        if self._length is not None and self._sent + len(data) > self._length:
+            data = data[: self._length - self._sent]
+            self.overflow = True
+            self.keep_alive = False
+        self._sent += len(data)
+        if data:
+            self.writer.write(encode_chunk(data) if self._chunked else data)
+        return not self.overflow
+
+    async def end(self) -> bool:
+        """Finish the body; returns whether the connection may carry another request."""
+        if self._ended:
+            return self.keep_alive
+        self._ended = True
+        if self._chunked:
+            self.writer.write(LAST_CHUNK)
+        if self._length is not None and not self._no_body and self._sent != self._length:
+            self.keep_alive = False  # short body: the visitor sees the truncation, then EOF
+        with contextlib.suppress(ConnectionError):
+            await self.writer.drain()
+        return self.keep_alive
+
+    def abort(self) -> None:
+        """A relayed body broke: reset the connection so a truncated body never looks whole."""
+        self.keep_alive = False
+        self.writer.transport.abort()
