@@ -19,6 +19,7 @@ from yarl import URL
 
 from nbtunnel.connector.http1 import Http1Connection, IdlePool, ResponseError
 from nbtunnel.core.errors import NbtunnelError
+from nbtunnel.core.http1 import HOP_BY_HOP
 from nbtunnel.core.httpmeta import HttpRequestHead
 
 ORIGIN_UNREACHABLE = (
@@ -26,11 +27,10 @@ ORIGIN_UNREACHABLE = (
     " to traffic from cloudflared"
 )
 # Request headers never forwarded as-is: hop-by-hop ones, those we compute, those we replace.
-_DROP = frozenset({
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-    "upgrade", "host", "content-length", "cf-warp-tag-id", "cf-trace-id",
+_DROP = HOP_BY_HOP | {
+    "host", "content-length", "cf-warp-tag-id", "cf-trace-id",
     "cf-cloudflared-proxy-connection-upgrade",
-})
+}
 _WS_DROP = _DROP | {"sec-websocket-version"}
 _READ_CHUNK = 65536
 

@@ -32,6 +32,7 @@ from nbtunnel.connector.stream_origin import (
     is_stream_service,
 )
 from nbtunnel.core.errors import ProtocolError
+from nbtunnel.core.http1 import end_to_end
 from nbtunnel.core.httpmeta import (
     HttpRequestHead,
     build_connect_response,
@@ -51,7 +52,6 @@ HEAD_TIMEOUT = 10.0
 # requests get a 404 here and never reach the user's origin, whatever the ingress says.
 MANAGEMENT_HOSTNAME = "management.argotunnel.com"
 _MANAGEMENT = Ingress.single("http_status:404")
-_RESPONSE_DROP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "trailer"}
 
 
 class StreamProxy:
@@ -157,7 +157,7 @@ class StreamProxy:
                                              server_name=opts.origin_server_name,
                                              disable_chunked=opts.disable_chunked_encoding)
         try:
-            headers = [(k, v) for k, v in resp.headers if k.lower() not in _RESPONSE_DROP]
+            headers = end_to_end(resp.headers)
             await stream.send_response(build_connect_response(resp.status, headers))
             async for chunk in resp.body:
                 counts[1] += len(chunk)
@@ -189,7 +189,7 @@ class StreamProxy:
 
     async def _relay_plain(self, stream: DataStream, resp: OriginResponse) -> int:
         try:
-            headers = [(k, v) for k, v in resp.headers if k.lower() not in _RESPONSE_DROP]
+            headers = end_to_end(resp.headers)
             await stream.send_response(build_connect_response(resp.status, headers))
             async for chunk in resp.body:
                 await stream.write(chunk)

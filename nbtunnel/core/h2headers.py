@@ -16,6 +16,7 @@ import json
 from urllib.parse import urlsplit
 
 from nbtunnel.core.errors import DecodeError
+from nbtunnel.core.http1 import HOP_BY_HOP
 from nbtunnel.core.httpmeta import (
     HTTP_HEADER,
     HTTP_HOST,
@@ -78,8 +79,7 @@ def serializable(name: str) -> bool:
 
 
 # Connection-specific headers are illegal in HTTP/2 (RFC 9113 §8.2.2); Host becomes :authority.
-_H2_DROP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
-            "host", "te"}
+_H2_DROP = (HOP_BY_HOP - {"trailer"}) | {"host"}
 
 
 def request_headers(req: ConnectRequest) -> tuple[Headers, bool]:

@@ -19,11 +19,12 @@ import aiohttp
 from aiohttp import web
 
 from nbtunnel.api.tunnel import Tunnel
+from nbtunnel.core import http1 as core_http1
 
 log = logging.getLogger("nbtunnel.notebook")
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-              "trailer", "transfer-encoding", "upgrade", "host", "content-length"}
+HOP_BY_HOP = core_http1.HOP_BY_HOP | {"proxy-authenticate", "proxy-authorization", "host",
+                                      "content-length"}
 
 
 def hub_prefix() -> str | None:
