@@ -41,6 +41,7 @@ def _echo_payload(request: web.Request, body: bytes) -> dict[str, object]:
         "method": request.method,
         "path": request.path,
         "query": request.query_string,
+        "raw_path": request.raw_path,
         "headers": [[k, v] for k, v in request.headers.items()],
         "body": body.decode("latin-1"),
     }

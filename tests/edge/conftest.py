@@ -68,3 +68,13 @@ async def register(conn: MemoryConnection, tunnel: TunnelRecord, index: int = 0,
 def registered(response: object) -> bool:
     return not isinstance(response, RegistrationError)
 
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The long fuzz runs only when asked for: `pytest -m fuzz tests/edge`."""
+    if "fuzz" in (config.getoption("markexpr", "") or ""):
+        return
+    skip = pytest.mark.skip(reason="long fuzz run: pytest -m fuzz tests/edge")
+    for item in items:
+        if item.get_closest_marker("fuzz") is not None:
+            item.add_marker(skip)

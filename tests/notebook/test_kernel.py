@@ -83,7 +83,11 @@ def test_blocked_cell_keeps_serving_then_stop_all_frees_everything(tmp_path: Pat
         code("front_port, quic_port = t.front[1], t._connector.config.edge[0][1]\n"
              "%tunnel stop all\n"
              "import socket, threading\n"
-             "with socket.socket() as s: s.bind(('127.0.0.1', front_port))\n"
+             # SO_REUSEADDR: the edge closes `Connection: close` requests first (RFC 9112
+             # 9.6), so TIME_WAIT may remain; a listener left open would still fail the bind
+             "with socket.socket() as s:\n"
+             "    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+             "    s.bind(('127.0.0.1', front_port))\n"
              "with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s: "
              "s.bind(('127.0.0.1', quic_port))\n"
              "print('PORTS_FREE')\n"
