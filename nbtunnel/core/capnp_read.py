@@ -286,6 +286,15 @@ class StructReader:
         except UnicodeDecodeError as exc:
             raise DecodeError("text is not UTF-8") from exc
 
+    def text_raw(self, i: int) -> str:
+        """Text whose bytes need not be UTF-8 (HTTP field values: cloudflared passes Go's raw
+        strings); bytes that are not UTF-8 become surrogate escapes, and `set_text` writes
+        them back unchanged."""
+        raw = self.data(i)
+        if raw.endswith(b"\x00"):
+            raw = raw[:-1]
+        return raw.decode("utf-8", "surrogateescape")
+
     def structs(self, i: int) -> list[StructReader]:
         info = self.list_info(i)
         return [] if info is None else list_structs(self.msg, info, self.depth + 1)

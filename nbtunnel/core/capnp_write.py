@@ -113,7 +113,7 @@ class StructBuilder:
     def set_text(self, i: int, value: str, *, null_if_empty: bool = True) -> None:
         if not value and null_if_empty:
             return
-        raw = value.encode("utf-8")
+        raw = value.encode("utf-8", "surrogateescape")  # raw bytes kept (see text_raw)
         self._bytes(i, raw + b"\x00", len(raw) + 1)
 
     def _bytes(self, i: int, raw: bytes, count: int) -> None:

@@ -57,7 +57,7 @@ def encode_head(data: bytes, first: str, metadata: list[tuple[str, str]],
     for pair in metadata:
         for text in pair:
             if text:
-                raw = text.encode()
+                raw = text.encode("utf-8", "surrogateescape")  # raw field bytes kept
                 size = len(raw)
                 ptrs.append((pos - at - 1) << 2 | _TEXT | (size + 1) << 35)
                 blobs += (raw, _PAD[size & 7])

@@ -23,6 +23,8 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\x00\r\n]")
 
 Headers = list[tuple[str, str]]
+"""Field values are ``str`` holding the wire bytes: UTF-8 decoded with surrogate escapes for
+the bytes that are not (so Latin-1 and other raw bytes survive the tunnel unchanged)."""
 
 
 def is_token(name: str) -> bool:
@@ -64,7 +66,7 @@ def encode_head(status: int, headers: Iterable[tuple[str, str]]) -> bytes:
     lines = [f"HTTP/1.1 {status} {reason(status)}\r\n"]
     lines += [f"{name}: {value}\r\n" for name, value in headers]
     lines.append("\r\n")
-    return "".join(lines).encode("latin-1", "replace")
+    return "".join(lines).encode("utf-8", "surrogateescape")
 
 
 def encode_chunk(data: bytes) -> bytes:

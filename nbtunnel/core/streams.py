@@ -56,7 +56,7 @@ def _write_metadata(sb: StructBuilder, i: int, metadata: list[tuple[str, str]]) 
 
 
 def _read_metadata(sr: StructReader, i: int) -> list[tuple[str, str]]:
-    return [(e.text(0), e.text(1)) for e in sr.structs(i)]
+    return [(e.text(0), e.text_raw(1)) for e in sr.structs(i)]
 
 
 def encode_connect_request(req: ConnectRequest) -> bytes:

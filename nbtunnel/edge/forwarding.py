@@ -29,7 +29,8 @@ def _canonical(name: str) -> str:
 def forwarded_headers(headers: list[tuple[bytes, bytes]], *, client_ip: str, ray: str,
                       scheme: str = "http") -> list[tuple[str, str]]:
     """The visitor's headers as the connector sees them, plus the edge's own."""
-    text = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
+    # values keep their exact bytes through the metadata (non-UTF-8 ones as surrogate escapes)
+    text = [(n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in headers]
     # Transfer-Encoding stays: cloudflared reads a body only when it sees chunked or a length
     drop = (HOP_BY_HOP - {"transfer-encoding"}) | connection_nominated(text) | _NOT_FORWARDED
     out: list[tuple[str, str]] = []

@@ -111,3 +111,14 @@ async def test_hop_by_hop_by_nomination_reserved_and_forwarded_for(tunnel: Tunne
         assert not _get(seen, name), name
     assert _get(seen, "Cf-Connecting-Ip") == ["127.0.0.1"]
     assert _get(seen, "X-Kept") == ["yes"]
+
+
+async def test_latin1_header_bytes_reach_the_origin_unchanged(tunnel: Tunnel) -> None:
+    data = (f"GET /echo/l HTTP/1.1\r\nHost: {tunnel.hostname}\r\n".encode()
+            + b"X-Latin: caf\xe9 \xa3\r\nX-Utf8: caf\xc3\xa9\r\n\r\n")
+    (resp,), _ = await roundtrip(tunnel.edge.public_address, data, ["GET"])
+    seen = _origin_headers(resp.json())
+    # the origin (aiohttp) decodes field bytes as UTF-8 with surrogate escapes
+    assert [v.encode("utf-8", "surrogateescape") for v in _get(seen, "X-Latin")] == [
+        b"caf\xe9 \xa3"]
+    assert _get(seen, "X-Utf8") == ["caf\u00e9"]

@@ -225,3 +225,18 @@ async def test_auto_falls_back_to_http2_when_quic_is_blackholed(
                 assert (await resp.json())["path"] == "/echo/fb"
         finally:
             await stop_tunnel(t)
+
+
+async def test_latin1_header_bytes_survive_the_http2_transport(h2tunnel: Tunnel) -> None:
+    """A visitor's non-UTF-8 field bytes reach the origin unchanged over HTTP/2 too (and
+    never fail the connector's HTTP/2 connection)."""
+    from tests.e2e.rawhttp import roundtrip
+
+    data = (f"GET /echo/l HTTP/1.1\r\nHost: {h2tunnel.hostname}\r\n".encode()
+            + b"X-Latin: caf\xe9\r\n\r\n")
+    (resp,), _ = await roundtrip(h2tunnel.edge.public_address, data, ["GET"])
+    seen = [(str(n), str(v)) for n, v in resp.json()["headers"]]  # type: ignore[union-attr]
+    assert [v.encode("utf-8", "surrogateescape") for n, v in seen if n.lower() == "x-latin"] == [
+        b"caf\xe9"]
+    (again,), _ = await roundtrip(h2tunnel.edge.public_address, data, ["GET"])
+    assert again.status == 200

@@ -44,7 +44,7 @@ class H2Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
-            client_side=self.client_side, header_encoding="utf-8"))
+            client_side=self.client_side, header_encoding=None))  # bytes: see _text
         self.streams: dict[int, H2Stream] = {}
         self.remote_address: tuple[str, int] = ("", 0)
         self.close_reason = ""
@@ -156,8 +156,10 @@ class H2Connection(asyncio.Protocol):
             raise self.closed_error()
         stream_id = self.h2.get_next_available_stream_id()
         self.streams[stream_id] = stream
+        # values may carry raw (non-UTF-8) bytes as surrogate escapes: send those bytes
+        raw = [(n.encode("latin-1"), v.encode("utf-8", "surrogateescape")) for n, v in headers]
         try:
-            self.h2.send_headers(stream_id, headers, end_stream=end_stream)
+            self.h2.send_headers(stream_id, raw, end_stream=end_stream)
         except h2.exceptions.ProtocolError as exc:
             del self.streams[stream_id]
             raise TransportError(f"cannot open an HTTP/2 stream: {exc}") from exc
@@ -202,10 +204,10 @@ class H2Connection(asyncio.Protocol):
         sid = getattr(event, "stream_id", None)
         stream = self.streams.get(sid) if sid else None
         if isinstance(event, h2.events.RequestReceived):
-            self._on_request(event.stream_id, [(str(n), str(v)) for n, v in event.headers],
+            self._on_request(event.stream_id, _text(event.headers),
                              ended=event.stream_ended is not None)
         elif isinstance(event, h2.events.ResponseReceived) and stream is not None:
-            stream.on_response([(str(n), str(v)) for n, v in event.headers])  # utf-8 decoded
+            stream.on_response(_text(event.headers))
         elif isinstance(event, h2.events.DataReceived):
             pad = event.flow_controlled_length - len(event.data)
             if stream is None:
@@ -236,3 +238,10 @@ class H2Connection(asyncio.Protocol):
         for fut in pending:
             if not fut.done():
                 fut.set_result(None)
+
+
+def _text(headers: list[tuple[bytes, bytes]]) -> Headers:
+    """Received fields as text; bytes that are not UTF-8 (a visitor's Latin-1) are kept as
+    surrogate escapes instead of failing the whole connection."""
+    return [(bytes(n).decode("utf-8", "surrogateescape"),
+             bytes(v).decode("utf-8", "surrogateescape")) for n, v in headers]
