@@ -123,3 +123,17 @@ async def test_out_of_descriptors_backs_off_with_one_log_line(
 
 def _open_fds() -> int:
     return len(list(Path("/proc/self/fd").iterdir()))
+
+
+async def test_tls_handshake_deadline_on_the_http2_connector_port(tmp_path: Path) -> None:
+    """A TCP peer on the connector port that never starts TLS is dropped at the deadline
+    (asyncio's default would hold it for 60 s)."""
+    async with Edge(EdgeConfig(state_dir=tmp_path / "edge", quic_port=0, http_port=0,
+                               tls_handshake_timeout=0.5)) as edge:
+        address = edge.http2_address
+        assert address is not None
+        reader, writer = await asyncio.open_connection(*address)
+        try:
+            assert await wait_closed(reader, 10)
+        finally:
+            writer.close()

@@ -63,6 +63,9 @@ def test_context_manager_and_stop_all_leaves_nothing() -> None:
     nbtunnel.stop_all()
     assert current_runtime() is None and nbtunnel_threads() == []
     with socket.socket() as s:  # the embedded edge's front port is free again
+        # SO_REUSEADDR: the edge closes first after `Connection: close` (RFC 9112 9.6), which
+        # may leave TIME_WAIT; a listener still open would fail this bind all the same
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(front)
 
 

@@ -158,7 +158,8 @@ def test_kernel_restart_and_shutdown_leave_nothing_behind(tmp_path: Path) -> Non
         assert not _pid_alive(pid)
         import socket
 
-        with socket.socket() as s:
+        with socket.socket() as s:  # SO_REUSEADDR: TIME_WAIT of closed requests is fine
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", front))
         record.unlink()
         new_pid = int(_run(kc, "import atexit, os, threading\n"
