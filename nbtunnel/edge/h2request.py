@@ -17,6 +17,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from nbtunnel.core.errors import ProtocolError
+from nbtunnel.core.http1 import HOP_BY_HOP
 from nbtunnel.core.httpmeta import build_connect_request, parse_http_response, request_has_body
 from nbtunnel.edge.exchange import metadata_headers, switched_page
 from nbtunnel.edge.front import Request
@@ -33,8 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("nbtunnel.edge.h2front")
 
 # Connection-specific headers are illegal in HTTP/2 responses (RFC 9113 section 8.2.2).
-_RESPONSE_DROP = {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
-                  b"upgrade", b"te", b"trailer"}
+_RESPONSE_DROP = frozenset(name.encode() for name in HOP_BY_HOP)
 _NO_BODY = {204, 304}
 MAX_API_BODY = 1024 * 1024
 
