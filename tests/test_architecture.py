@@ -48,8 +48,6 @@ OWNERS = {
                                "awaited at shutdown",
     "nbtunnel/edge/exchange.py": "Exchange: the response task, cancelled and awaited by close",
     "nbtunnel/edge/handler.py": "the client watcher, cancelled and awaited by the request",
-    "nbtunnel/edge/listener.py": "TcpListener: the accept loop and one task per client, "
-                                 "cancelled and awaited by close",
     "nbtunnel/edge/rest_api.py": "ControlApi: configuration pushes, awaited by aclose",
     "nbtunnel/edge/server.py": "Edge: the quick-tunnel expiry loop, cancelled and awaited by "
                                "close",

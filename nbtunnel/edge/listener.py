@@ -1,28 +1,61 @@
-"""A TCP accept loop that survives running out of file descriptors.
+"""The public front's TCP listener: asyncio's server, owned client tasks, and one log line per
+episode when file descriptors run out.
 
-asyncio's own server reports every failed `accept()` with a traceback through the loop's
-exception handler. When a flood of idle clients holds every descriptor, that is one traceback
-per attempt while nobody is served. This loop backs off instead (doubling up to a second),
-logs one line when an episode starts and one when it ends, and hands each accepted socket to
-the handler as an asyncio stream pair, in a task it owns.
+asyncio's server already backs off when `accept()` fails with EMFILE/ENFILE/ENOBUFS/ENOMEM (it
+stops accepting for a second, then retries), but it reports every failed attempt through the
+loop's exception handler with a full traceback. While a flood of idle clients holds every
+descriptor that is a traceback a second per listener, for as long as it lasts. A filter on the
+`asyncio` logger turns each episode into one warning line (an episode ends after a quiet
+spell of `EPISODE_GAP` seconds).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
-import socket
+import time
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("nbtunnel.edge.listener")
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
-_STARVED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-MIN_BACKOFF = 0.05
-MAX_BACKOFF = 1.0
+ASYNCIO_STARVED = "socket.accept() out of system resource"
+EPISODE_GAP = 5.0
+
+
+class _StarvedAccepts(logging.Filter):
+    """Collapses asyncio's per-attempt accept() failure reports into one line per episode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.episodes = 0
+        self.refused = 0
+        self._last = float("-inf")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith(ASYNCIO_STARVED):
+            return True
+        now = time.monotonic()
+        self.refused += 1
+        if now - self._last > EPISODE_GAP:
+            self.episodes += 1
+            exc = record.exc_info[1] if record.exc_info else None
+            log.warning("out of file descriptors (%s): not accepting new connections until "
+                        "some close; retrying every second", getattr(exc, "strerror", exc))
+        self._last = now
+        return False
+
+
+STARVED = _StarvedAccepts()
+"""Process-wide: asyncio reports these failures through one logger for every server."""
+
+
+def _install_filter() -> None:
+    logger = logging.getLogger("asyncio")
+    if STARVED not in logger.filters:
+        logger.addFilter(STARVED)
 
 
 class TcpListener:
@@ -31,77 +64,53 @@ class TcpListener:
     def __init__(self, handler: Handler, *, limit: int = 2**16) -> None:
         self._handler = handler
         self._limit = limit
-        self._sock: socket.socket | None = None
-        self._accepting: asyncio.Task[None] | None = None
+        self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task[None]] = set()
-        self.starved_episodes = 0
-        """How many times accept() ran out of descriptors (each logged once)..."""
-        self.refused_accepts = 0
-        """...and how many accept() attempts failed in all."""
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
-        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host
-                                    else socket.AF_INET, backlog=1024, reuse_port=reuse_port)
-        sock.setblocking(False)
-        self._sock = sock
-        self._accepting = asyncio.get_running_loop().create_task(self._accept_loop(sock))
+        _install_filter()
+        self._server = await asyncio.start_server(self._serve, host, port, limit=self._limit,
+                                                  backlog=1024, reuse_port=reuse_port or None)
 
     @property
     def sockname(self) -> tuple[str, int]:
-        assert self._sock is not None
-        name = self._sock.getsockname()
+        assert self._server is not None
+        name = self._server.sockets[0].getsockname()
         return name[0], name[1]
 
+    @property
+    def starved_episodes(self) -> int:
+        """Episodes of accept() failing for lack of descriptors (process-wide, each logged
+        once)..."""
+        return STARVED.episodes
+
+    @property
+    def refused_accepts(self) -> int:
+        """...and the failed attempts in all."""
+        return STARVED.refused
+
     async def close(self) -> None:
-        tasks = [t for t in (self._accepting, *self._clients) if t is not None]
+        if self._server is not None:
+            self._server.close()
+        tasks = list(self._clients)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
 
-    async def _accept_loop(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        backoff = 0.0
-        refused = 0
-        while True:
-            try:
-                conn, _ = await loop.sock_accept(sock)
-            except OSError as exc:
-                if exc.errno not in _STARVED:
-                    log.warning("accept() failed: %s", exc)
-                    await asyncio.sleep(MIN_BACKOFF)
-                    continue
-                if not backoff:
-                    self.starved_episodes += 1
-                    log.warning("out of file descriptors (%s): not accepting new connections "
-                                "until some close", exc.strerror)
-                refused += 1
-                self.refused_accepts += 1
-                backoff = min(MAX_BACKOFF, max(MIN_BACKOFF, backoff * 2))
-                await asyncio.sleep(backoff)
-                continue
-            if backoff:
-                log.warning("accepting connections again (%d accept attempts failed)", refused)
-                backoff, refused = 0.0, 0
-            task = loop.create_task(self._serve(conn))
-            self._clients.add(task)
-            task.add_done_callback(self._clients.discard)
-
-    async def _serve(self, conn: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=self._limit)
-        protocol = asyncio.StreamReaderProtocol(reader)
-        try:
-            transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock=conn)
-        except OSError:
-            conn.close()
-            return
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)  # owned: close() cancels and awaits every client task
         try:
             await self._handler(reader, writer)
+        except asyncio.CancelledError:
+            pass  # close() cancelled us; end quietly (asyncio's server reads our result)
         finally:
+            self._clients.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

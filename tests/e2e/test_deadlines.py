@@ -91,7 +91,7 @@ async def test_out_of_descriptors_backs_off_with_one_log_line(
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     clients: list[socket.socket] = []
     address = quick.edge.public_address
-    caplog.set_level(logging.WARNING, logger="nbtunnel.edge.listener")
+    caplog.set_level(logging.WARNING)
     resource.setrlimit(resource.RLIMIT_NOFILE, (_open_fds() + 40, hard))
     try:
         with contextlib.suppress(OSError):
@@ -103,8 +103,10 @@ async def test_out_of_descriptors_backs_off_with_one_log_line(
                     sock.connect(address)
         assert quick.edge.front is not None
         listener = quick.edge.front.listener
-        await eventually(lambda: listener.refused_accepts >= 4)  # several attempts, one episode
-        assert listener.starved_episodes == 1
+        episodes, refused = listener.starved_episodes, listener.refused_accepts
+        # asyncio retries every second: wait for several failed attempts of one episode
+        await eventually(lambda: listener.refused_accepts >= refused + 3, timeout=20)
+        assert listener.starved_episodes == episodes + 1
     finally:
         for sock in clients:
             sock.close()
@@ -118,7 +120,7 @@ async def test_out_of_descriptors_backs_off_with_one_log_line(
         writer.close()
     starved = [r for r in caplog.records if "file descriptors" in r.getMessage()]
     assert len(starved) == 1 and starved[0].exc_info is None
-    assert any("accepting connections again" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.name == "asyncio"]  # no traceback per attempt
 
 
 def _open_fds() -> int:
