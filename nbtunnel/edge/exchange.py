@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from nbtunnel.core.errors import NbtunnelError, ProtocolError
@@ -59,6 +59,10 @@ def switched_page(host: str) -> str:
             f"`cloudflared access tcp --hostname {name} --url 127.0.0.1:PORT`.")
 
 
+Repick = Callable[["LiveConnection"], Awaitable["LiveConnection | None"]]
+"""Another connection for a retry, excluding the one that failed."""
+
+
 class ExchangeError(NbtunnelError):
     """The request could not be handed to the connector (stream or connection failure)."""
 
@@ -79,7 +83,7 @@ class Exchange:
         live: LiveConnection,
         req: Request,
         out: ResponseWriter,
-        repick: Callable[[LiveConnection], LiveConnection | None] = lambda _: None,
+        repick: Repick | None = None,
         *,
         limits: FrontLimits | None = None,
     ) -> None:
@@ -143,7 +147,9 @@ class Exchange:
             return await self._read_head()
         except TransportClosedError as exc:
             replayable = self.req.method in _REPLAYABLE and not self.has_body
-            other = self.repick(self.live) if replayable and not self.req.upgrade else None
+            other = None
+            if replayable and not self.req.upgrade and self.repick is not None:
+                other = await self.repick(self.live)
             if other is None:
                 raise ExchangeError(f"the connector connection died: {exc}") from exc
             log.info("retrying %s on connection %s: %s", self.req.ray, other.connection_id, exc)

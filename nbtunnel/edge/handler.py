@@ -62,10 +62,12 @@ class RequestHandler:
             return
         registry = self.front.registry
 
-        def repick(failed: LiveConnection) -> LiveConnection | None:
+        async def repick(failed: LiveConnection) -> LiveConnection | None:
             other = registry.pick(tunnel_id, exclude=failed)
             if other is None and remote is not None:
                 other = remote.pick_cached(tunnel_id, failed)
+                if other is None:  # nothing cached: ask presence (a draining edge is left out)
+                    other = await remote.pick(tunnel_id)
             return other
 
         self.exchange = Exchange(live, req, self.out, repick, limits=self.front.limits)
