@@ -142,7 +142,7 @@ def start(work: Path, procs: list[Proc]) -> dict[str, Any]:
     edge = Proc("edge", [*nbt, "edge", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
                          "--https", "127.0.0.1:0", "--state-dir", str(state)], work, env)
     procs.append(edge)
-    udp = edge.wait_for(r"udp ([\d.]+):(\d+)", 20)[0]
+    udp = edge.wait_for(r"udp(?:\+tcp)? +([\d.]+):(\d+)", 20)[0]
     front = edge.wait_for(r"public front: http://([\d.]+):(\d+)", 5)[0]
     https = edge.wait_for(r"https front:\s+https://([\d.]+):(\d+)", 5)[0]
     ca = state / "ca.pem"

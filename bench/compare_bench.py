@@ -112,7 +112,7 @@ def start_edge(work: Path, env: dict[str, str], backend: str, tag: str,
     edge = Proc("edge", [*(cmd or nbtunnel_cmd()), "edge", "--listen", "127.0.0.1:0",
                          "--http", "127.0.0.1:0", "--state-dir", str(state),
                          "--quic-backend", backend], work, env)
-    udp = edge.wait_for(r"udp ([\d.]+):(\d+)", 20)[0]
+    udp = edge.wait_for(r"udp(?:\+tcp)? +([\d.]+):(\d+)", 20)[0]
     web = edge.wait_for(r"public front: http://([\d.]+):(\d+)", 5)[0]
     return EdgeProc(edge, f"{udp.group(1)}:{udp.group(2)}", (web.group(1), int(web.group(2))),
                     state / "ca.pem")

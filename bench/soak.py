@@ -152,19 +152,21 @@ class Traffic:
 
     async def slow_head(self) -> None:
         reader, writer = await self._open()
+        answer = asyncio.ensure_future(_status(reader))
         try:
             for byte in self._req("GET", "/", "X-Slow: " + "s" * 100 + "\r\n"):
-                if reader.at_eof():
+                if answer.done() or self.stop.is_set():
                     break
                 writer.write(bytes([byte]))
                 with contextlib.suppress(ConnectionError):
                     await writer.drain()
                 await asyncio.sleep(0.5)
-                if self.stop.is_set():
-                    return
-            status, _ = await _status(reader)
-            self.counts[f"slow head answered {status}"] += 1
+            if not self.stop.is_set():
+                status, _ = await answer
+                self.counts[f"slow head answered {status}"] += 1
         finally:
+            answer.cancel()
+            await asyncio.gather(answer, return_exceptions=True)
             writer.close()
 
 
@@ -188,6 +190,7 @@ async def soak(s: Setup, minutes: float, out: dict[str, Any]) -> None:
         stop.set()
     samples.append((time.monotonic() - t0, sample_rss(s)))
     out["counts"] = dict(sorted(t.counts.items()))
+    out["samples"] = [(round(at), r["edge"], r["connector"]) for at, r in samples]
     out["rss"] = {}
     for proc in ("edge", "connector"):
         after = [r[proc] for at, r in samples if at >= warmup and r[proc] is not None]
@@ -238,6 +241,9 @@ def main() -> int:
             print(f"  {proc:10} RSS start {r['start_mib']:.1f} MiB, after warm-up "
                   f"{r['after_warmup_mib']:.1f}, max {r['max_mib']:.1f}, end {r['end_mib']:.1f}"
                   f" -> growth {r['growth_mib']:+.1f} MiB (target < {TARGET_MB:g})")
+        series = ", ".join(f"{at}s {e:.0f}/{c:.0f}" for at, e, c in out["samples"][::6]
+                           if e is not None and c is not None)
+        print(f"  RSS MiB edge/connector over time: {series}")
         print(f"  final GET {out['final_get']}, HA connections replaced: "
               f"{out['connections_replaced']}")
     ok = out["final_get"] == 200 and out["connections_replaced"] == 0 and all(

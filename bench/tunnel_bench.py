@@ -343,7 +343,7 @@ def start_all(work: Path, backend: str, use_uvloop: bool, procs: list[Proc]) -> 
     edge = Proc("edge", [*nbt, "edge", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
                          "--state-dir", str(state), "--quic-backend", backend], work, env)
     procs.append(edge)
-    udp = edge.wait_for(r"udp ([\d.]+):(\d+)", 20)[0]
+    udp = edge.wait_for(r"udp(?:\+tcp)? +([\d.]+):(\d+)", 20)[0]
     web = edge.wait_for(r"public front: http://([\d.]+):(\d+)", 5)[0]
     front = (web.group(1), int(web.group(2)))
     ca = state / "ca.pem"
