@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import uuid
 
 import aiohttp
 import pytest
@@ -16,19 +15,11 @@ from nbtunnel.connector.events import ConnectionEvent, TunnelEvent
 from nbtunnel.connector.ingress import Ingress
 from nbtunnel.connector.quick import request_quick_tunnel
 from nbtunnel.connector.supervisor import Connector, ConnectorConfig
-from nbtunnel.core.registration import RegistrationClient, RegistrationResult
-from nbtunnel.core.schema import (
-    ClientInfo,
-    ConnectionDetails,
-    ConnectionOptions,
-    RegisterConnectionParams,
-    TunnelAuth,
-)
-from nbtunnel.core.streams import DATA_SIGNATURE, PROTOCOL_VERSION, HeadParser
+from nbtunnel.core.streams import DATA_SIGNATURE, PROTOCOL_VERSION
 from nbtunnel.edge.server import Edge
 from nbtunnel.transport.errors import StreamResetError, TransportError
-from nbtunnel.transport.quic import connect
 from tests.e2e.conftest import Origin, Tunnel, eventually, start_tunnel, stop_tunnel
+from tests.e2e.hostile import answer_with, hostile_connector
 
 
 async def _ok(client: aiohttp.ClientSession, t: Tunnel) -> None:
@@ -166,41 +157,12 @@ async def test_truncated_connect_response_gets_502(
 ) -> None:
     """A misbehaving connector answers with half a ConnectResponse: the eyeball gets a 502 and
     the other tunnel keeps working."""
-    edge = tunnel.edge
-    quick = await request_quick_tunnel(edge.api_url)
-    creds = quick.credentials
-    conn = await connect(*edge.quic_address, cafile=str(edge.ca_path))
-    try:
-        control = conn.open_stream()
-        rpc = RegistrationClient()
-        rpc.register(RegisterConnectionParams(
-            auth=TunnelAuth(creds.account_tag, creds.secret), tunnel_id=creds.tunnel_id.bytes,
-            conn_index=0,
-            options=ConnectionOptions(ClientInfo(uuid.uuid4().bytes, [], "evil", "x"))))
-        await control.write(rpc.data_to_send())
-        result = None
-        while result is None:
-            for ev in rpc.receive_data(await control.read()):
-                if isinstance(ev, RegistrationResult):
-                    result = ev.response
-        assert isinstance(result, ConnectionDetails)
-
-        async def evil() -> None:
-            stream = await conn.accept_stream()
-            parser = HeadParser("request")
-            while parser.feed(await stream.read()) is None:
-                pass
-            await stream.write(DATA_SIGNATURE + PROTOCOL_VERSION + b"\x00\x00\x00\x00\x10\x00")
-            stream.write_eof()
-
-        evil_task = asyncio.get_running_loop().create_task(evil())
-        async with client.get(f"{tunnel.base}/", headers={"Host": quick.hostname}) as resp:
+    half = answer_with(DATA_SIGNATURE + PROTOCOL_VERSION + b"\x00\x00\x00\x00\x10\x00")
+    async with hostile_connector(tunnel.edge, half) as evil:
+        async with client.get(f"{tunnel.base}/", headers={"Host": evil.hostname}) as resp:
             assert resp.status == 502
             assert "connector" in (await resp.text()).lower()
-        await evil_task
-        await _ok(client, tunnel)
-    finally:
-        conn.close()
+    await _ok(client, tunnel)
 
 
 async def test_client_leaving_a_silent_response_releases_the_origin(

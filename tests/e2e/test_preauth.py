@@ -14,6 +14,7 @@ from nbtunnel.core.rpcmsg import encode_bootstrap
 from nbtunnel.edge.server import Edge, EdgeConfig
 from nbtunnel.transport.quic import QuicStream, QuicTunnelConnection, connect
 from tests.e2e.conftest import Origin, Tunnel, start_tunnel, stop_tunnel
+from tests.e2e.hostile import answer_with, hostile_connector
 from tests.hostile_capnp import (
     connect_response_with_zero_size_metadata,
     rpc_call_with_zero_size_cap_table,
@@ -105,56 +106,14 @@ async def test_amplifying_connect_response_from_a_connector_gets_502(
     """A quick-tunnel connector (no login needed) answers a request with a 48-byte
     ConnectResponse declaring 8 M metadata entries: its visitor gets a 502 naming the cause,
     other tunnels keep serving on the same connections."""
-    from nbtunnel.connector.quick import request_quick_tunnel
-    from nbtunnel.core.registration import RegistrationClient, RegistrationResult
-    from nbtunnel.core.schema import (
-        ClientInfo,
-        ConnectionDetails,
-        ConnectionOptions,
-        RegisterConnectionParams,
-        TunnelAuth,
-    )
-    from nbtunnel.core.streams import HeadParser
-
     before = _connection_ids(edge, tunnel)
-    quick = await request_quick_tunnel(edge.api_url)
-    creds = quick.credentials
-    conn = await connect(*edge.quic_address, cafile=str(edge.ca_path))
-    try:
-        control = conn.open_stream()
-        rpc = RegistrationClient()
-        rpc.register(RegisterConnectionParams(
-            auth=TunnelAuth(creds.account_tag, creds.secret), tunnel_id=creds.tunnel_id.bytes,
-            conn_index=0,
-            options=ConnectionOptions(ClientInfo(b"\x01" * 16, [], "evil", "x"))))
-        await control.write(rpc.data_to_send())
-        result = None
-        while result is None:
-            for ev in rpc.receive_data(await control.read()):
-                if isinstance(ev, RegistrationResult):
-                    result = ev.response
-        assert isinstance(result, ConnectionDetails)
-
-        async def evil() -> None:
-            for _ in range(2):
-                stream = await conn.accept_stream()
-                parser = HeadParser("request")
-                while parser.feed(await stream.read()) is None:
-                    pass
-                await stream.write(connect_response_with_zero_size_metadata())
-
-        evil_task = asyncio.get_running_loop().create_task(evil())
-        try:
-            for _ in range(2):
-                async with client.get(f"{tunnel.base}/", headers={"Host": quick.hostname}) as resp:
-                    assert resp.status == 502
-                    assert "traversal limit" in await resp.text()
-                await _ok(client, tunnel)
-            await asyncio.wait_for(evil_task, 5)
-        finally:
-            evil_task.cancel()
-    finally:
-        conn.close()
+    amplifying = answer_with(connect_response_with_zero_size_metadata(), fin=False)
+    async with hostile_connector(edge, amplifying) as evil:
+        for _ in range(2):
+            async with client.get(f"{tunnel.base}/", headers={"Host": evil.hostname}) as resp:
+                assert resp.status == 502
+                assert "traversal limit" in await resp.text()
+            await _ok(client, tunnel)
     assert _connection_ids(edge, tunnel) == before
 
 

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from nbtunnel.api.runtime import shutdown_runtime
-
-
-def nbtunnel_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("nbtunnel")]
+from tests.notebook.nbhelpers import nbtunnel_threads, threaded_origin
 
 
 @pytest.fixture(autouse=True)
@@ -46,12 +42,5 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def origin_port() -> Iterator[int]:
     """A plain threaded HTTP origin on 127.0.0.1 (independent of any event loop)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with threaded_origin(_Handler) as port:
+        yield port

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 def fetch(front_port: int, hostname: str, path: str = "/", timeout: float = 10) -> tuple[int, str]:
@@ -24,3 +27,22 @@ def wait_until(cond: Callable[[], bool], timeout: float = 15.0, what: str = "con
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def nbtunnel_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("nbtunnel")]
+
+
+@contextmanager
+def threaded_origin(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    """A plain threaded HTTP origin on 127.0.0.1 (independent of any event loop); yields its
+    port and is shut down and joined on exit."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import nbtunnel_threads
-from nbhelpers import fetch, wait_until
 
 import nbtunnel
 from nbtunnel.api.edges import resolve_edge
 from nbtunnel.api.errors import EdgeConfigError
 from nbtunnel.api.runtime import current_runtime
 from nbtunnel.edge.server import Edge, EdgeConfig
+from tests.notebook.nbhelpers import fetch, nbtunnel_threads, wait_until
 
 
 def test_import_is_cheap() -> None:

@@ -6,13 +6,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import nbtunnel_threads
 from IPython.core.error import UsageError
 from IPython.testing import globalipapp
 from IPython.utils.capture import capture_output
-from nbhelpers import fetch
 
 from nbtunnel.api.runtime import current_runtime
+from tests.notebook.nbhelpers import fetch, nbtunnel_threads
 
 
 @pytest.fixture(scope="module")

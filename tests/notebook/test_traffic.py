@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
-from nbhelpers import wait_until
 
 import nbtunnel
 from nbtunnel.api.errors import TunnelError
+from tests.notebook.nbhelpers import threaded_origin, wait_until
 
 
 class _Echo(BaseHTTPRequestHandler):
@@ -38,14 +37,8 @@ class _Echo(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def echo_port() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with threaded_origin(_Echo) as port:
+        yield port
 
 
 def test_inspector_keeps_requests_masks_secrets_and_replays(echo_port: int) -> None:
