@@ -85,6 +85,21 @@ def run_lab(tmp_path: Path, cells: list[str]) -> Iterator[str]:
 
 
 
+def run_first_cell_until_panel(page: playwright_sync.Page) -> None:
+    """Wait for the kernel, run the first cell, and wait for the nbtunnel panel's URL."""
+    page.wait_for_function("() => document.body.innerText.includes('| Idle')", timeout=60_000)
+    cell = page.locator(".jp-Cell .cm-content").first
+    for _ in range(3):  # the first Shift+Enter after load sometimes only focuses
+        cell.click()
+        page.keyboard.press("Shift+Enter")
+        try:
+            page.locator(".nbtunnel-widget .nbtunnel-url").wait_for(timeout=20_000)
+            return
+        except playwright_sync.TimeoutError:
+            continue
+    raise AssertionError("the nbtunnel panel never showed after running the first cell")
+
+
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[str]:
     with run_lab(tmp_path, ["%load_ext nbtunnel\nt = %tunnel hello_world"]) as url:
@@ -99,17 +114,7 @@ def test_widget_in_jupyterlab(lab: str) -> None:
         try:
             page.goto(lab)
             # status bar "Python 3 (ipykernel) | Idle": the kernel is up
-            page.wait_for_function("() => document.body.innerText.includes('| Idle')",
-                                   timeout=60_000)
-            cell = page.locator(".jp-Cell .cm-content").first
-            for _ in range(3):  # the first Shift+Enter after load sometimes only focuses
-                cell.click()
-                page.keyboard.press("Shift+Enter")
-                try:
-                    page.locator(".nbtunnel-widget .nbtunnel-url").wait_for(timeout=20_000)
-                    break
-                except playwright_sync.TimeoutError:
-                    continue
+            run_first_cell_until_panel(page)
             url = page.locator(".nbtunnel-widget .nbtunnel-url").inner_text()
             assert url.startswith("http://") and ".localhost" in url
             registered = page.locator(".nbtunnel-widget .nbtunnel-connections .nbtunnel-state",
@@ -225,17 +230,7 @@ def test_saved_panel_shows_a_static_copy_without_its_kernel(tmp_path: Path) -> N
         base, token = url.split("/lab/")[0], url.split("token=")[1]
         try:
             page.goto(url)
-            page.wait_for_function("() => document.body.innerText.includes('| Idle')",
-                                   timeout=60_000)
-            cell = page.locator(".jp-Cell .cm-content").first
-            for _ in range(3):  # the first Shift+Enter after load sometimes only focuses
-                cell.click()
-                page.keyboard.press("Shift+Enter")
-                try:
-                    page.locator(".nbtunnel-widget .nbtunnel-url").wait_for(timeout=20_000)
-                    break
-                except playwright_sync.TimeoutError:
-                    continue
+            run_first_cell_until_panel(page)
             assert page.locator(".nbtunnel-snapshot").count() == 1
             assert page.locator(".nbtunnel-snapshot").is_hidden()  # the live panel shows
             page.wait_for_function(
