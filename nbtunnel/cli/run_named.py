@@ -29,6 +29,8 @@ from nbtunnel.connector.ingress import Ingress, IngressError, parse_duration
 from nbtunnel.connector.supervisor import Connector, ConnectorConfig
 from nbtunnel.core.credentials import Credentials, CredentialsError
 from nbtunnel.core.errors import NbtunnelError
+from nbtunnel.edge.store import holds_tunnel
+from nbtunnel.edge.stores import SQLITE_FILE
 from nbtunnel.home import default_home, read_credentials_file
 
 log = logging.getLogger("nbtunnel")
@@ -78,7 +80,7 @@ async def _connector(args: argparse.Namespace, cfg: TunnelConfigFile | None,
     """Flags beat config.yml, which beats the defaults (cloudflared's precedence): edge,
     protocol, ha-connections, grace-period."""
     choice = choose_edge(getattr(args, "edge", None), _flag(args, cfg, "edge"),
-                         default=_default_edge())
+                         default=_default_edge(creds))
     options = cloudflare_options(args, _flag(args, cfg, "region") or creds.endpoint or None)
     if _flag(args, cfg, "cacert") and not options.cacert:
         options = replace(options, cacert=str(_flag(args, cfg, "cacert")))
@@ -111,13 +113,19 @@ async def _connector(args: argparse.Namespace, cfg: TunnelConfigFile | None,
                       if isinstance(v, str | int | float) and k not in ("token", "auth")}))
 
 
-def _default_edge() -> str:
-    """Without any edge setting: a self-hosted edge set up on this machine (its CA is in
-    $NBTUNNEL_HOME/edge) keeps today's 127.0.0.1:7844; otherwise Cloudflare's edge, where
-    tokens and credentials files from a Cloudflare account belong."""
-    if (default_home() / "edge" / "ca.pem").exists():
-        return f"127.0.0.1:{DEFAULT_EDGE_PORT}"
-    return "cloudflare"
+def _default_edge(creds: Credentials) -> str:
+    """Without any edge setting: the self-hosted edge set up on this machine
+    ($NBTUNNEL_HOME/edge) when the tunnel is one of its own (or its store cannot be read,
+    e.g. it runs on PostgreSQL); otherwise Cloudflare's edge, where tokens and credentials
+    files from a Cloudflare account belong."""
+    edge_dir = default_home() / "edge"
+    if not (edge_dir / "ca.pem").exists():
+        return "cloudflare"
+    if holds_tunnel(edge_dir / SQLITE_FILE, creds.tunnel_id) is False:
+        log.info("Tunnel %s is not one of the local edge's (%s): using Cloudflare's edge "
+                 "(--edge decides explicitly)", creds.tunnel_id, edge_dir)
+        return "cloudflare"
+    return f"127.0.0.1:{DEFAULT_EDGE_PORT}"
 
 
 def run_named(args: argparse.Namespace) -> Any:

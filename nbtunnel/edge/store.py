@@ -112,6 +112,25 @@ def _tunnel(row: Any) -> TunnelRecord:
     return TunnelRecord(uuid.UUID(row[0]), row[1], bytes(row[2]), row[3], row[4], row[5], row[6])
 
 
+def holds_tunnel(path: Path, tunnel_id: uuid.UUID) -> bool | None:
+    """Whether the edge database at `path` has the live tunnel `tunnel_id`, read without
+    creating or migrating anything (None when it cannot tell: no file, another schema). Lets
+    `tunnel run` send a token to the edge that issued it."""
+    if not path.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT 1 FROM tunnels WHERE id = ? AND deleted_at IS NULL",
+                             (str(tunnel_id),)).fetchone()
+    except sqlite3.Error:
+        return None
+    finally:  # a WAL reader may create -shm/-wal with the umask's mode: owner-only, quietly
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                os.chmod(path.with_name(path.name + suffix), PRIVATE_FILE_MODE)
+    return row is not None
+
+
 def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
