@@ -16,7 +16,7 @@ import json
 from urllib.parse import urlsplit
 
 from nbtunnel.core.errors import DecodeError
-from nbtunnel.core.http1 import HOP_BY_HOP
+from nbtunnel.core.http1 import HOP_BY_HOP, connection_nominated
 from nbtunnel.core.httpmeta import (
     HTTP_HEADER,
     HTTP_HOST,
@@ -80,6 +80,17 @@ def serializable(name: str) -> bool:
 
 # Connection-specific headers are illegal in HTTP/2 (RFC 9113 §8.2.2); Host becomes :authority.
 _H2_DROP = (HOP_BY_HOP - {"trailer"}) | {"host"}
+
+
+def response_fields(status: int, headers: Headers) -> list[tuple[bytes, bytes]]:
+    """Edge, HTTPS front: the HTTP/2 response fields for an HTTP/1-style head that passed the
+    response checks: `:status` first, names lower-cased, connection-specific fields (and those
+    a Connection header nominates) dropped, values as their wire bytes."""
+    drop = HOP_BY_HOP | connection_nominated(headers)
+    out = [(b":status", str(status).encode())]
+    out += [(n.lower().encode("latin-1"), v.encode("utf-8", "surrogateescape"))
+            for n, v in headers if n.lower() not in drop]
+    return out
 
 
 def request_headers(req: ConnectRequest) -> tuple[Headers, bool]:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from nbtunnel.core.errors import NbtunnelError, ProtocolError
 from nbtunnel.core.httpmeta import build_connect_request, parse_http_response, request_has_body
@@ -23,7 +23,6 @@ from nbtunnel.edge.forwarding import forwarded_headers
 from nbtunnel.edge.limits import FrontLimits
 from nbtunnel.edge.pages import wants_html
 from nbtunnel.edge.response_check import BadResponseError, CheckedHead, check_response_head
-from nbtunnel.edge.response_writer import ResponseWriter
 from nbtunnel.transport.base import DataStream
 from nbtunnel.transport.errors import TransportClosedError, TransportError
 
@@ -59,6 +58,27 @@ def switched_page(host: str) -> str:
             f"`cloudflared access tcp --hostname {name} --url 127.0.0.1:PORT`.")
 
 
+class ResponseOut(Protocol):
+    """Where an exchange writes its response: `ResponseWriter` (HTTP/1.1) or
+    `H2ResponseWriter` (one HTTP/2 stream)."""
+
+    keep_alive: bool
+    started: bool
+    status: int
+
+    def page(self, status: int, detail: str, *, as_html: bool = False, close: bool = False,
+             extra: list[tuple[str, str]] | None = None) -> None: ...
+
+    def start(self, status: int, headers: list[tuple[str, str]], *, length: int | None,
+              upgraded: bool = False) -> None: ...
+
+    async def body(self, data: bytes) -> bool: ...
+
+    async def end(self) -> bool: ...
+
+    def abort(self) -> None: ...
+
+
 Repick = Callable[["LiveConnection"], Awaitable["LiveConnection | None"]]
 """Another connection for a retry, excluding the one that failed."""
 
@@ -82,7 +102,7 @@ class Exchange:
         self,
         live: LiveConnection,
         req: Request,
-        out: ResponseWriter,
+        out: ResponseOut,
         repick: Repick | None = None,
         *,
         limits: FrontLimits | None = None,
@@ -118,6 +138,12 @@ class Exchange:
         if not self.has_body:
             self._request_sent()
         self._response = asyncio.get_running_loop().create_task(self._respond())
+
+    @property
+    def response(self) -> asyncio.Task[None]:
+        """The task that reads the connector's answer and relays it (after start())."""
+        assert self._response is not None
+        return self._response
 
     def _request_sent(self) -> None:
         """The response deadline runs from here (an upload may take longer than it)."""

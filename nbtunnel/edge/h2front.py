@@ -89,8 +89,10 @@ class FrontStream:
     def end(self) -> None:
         self.conn.end_stream(self.stream_id)
 
-    def abort(self) -> None:
-        self.conn.reset_stream(self.stream_id)
+    def abort(self, *, no_error: bool = False) -> None:
+        """RST_STREAM: CANCEL, or NO_ERROR after a complete response (RFC 9113 8.1)."""
+        self.conn.reset_stream(self.stream_id, h2.errors.ErrorCodes.NO_ERROR if no_error
+                               else h2.errors.ErrorCodes.CANCEL)
 
 
 class H2FrontConnection:
@@ -180,6 +182,7 @@ class H2FrontConnection:
             await H2Request(self.front, stream, self.client_ip).run()
         except (ConnectionError, h2.exceptions.ProtocolError) as exc:
             log.debug("HTTP/2 stream %d ended: %s", stream.stream_id, exc)
+            self.reset_stream(stream.stream_id)
         except Exception:  # one broken request must not end the connection
             log.exception("HTTP/2 request failed")
             self.reset_stream(stream.stream_id)
@@ -225,10 +228,11 @@ class H2FrontConnection:
         self.h2.end_stream(stream_id)
         self.flush()
 
-    def reset_stream(self, stream_id: int) -> None:
+    def reset_stream(self, stream_id: int,
+                     code: h2.errors.ErrorCodes = h2.errors.ErrorCodes.CANCEL) -> None:
         if not self.lost:
             with contextlib.suppress(h2.exceptions.ProtocolError):
-                self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+                self.h2.reset_stream(stream_id, code)
             self.flush()
 
     def _check(self, stream_id: int) -> None:

@@ -1,48 +1,49 @@
 """One HTTP/2 request on the HTTPS front: an edge page, an API call, or a tunnel exchange.
 
-The same decisions as the HTTP/1.1 front (handler.py, exchange.py): the hostname picks the
-tunnel, a connection of it carries a data stream with the same request metadata
-(`metadata_headers`, scheme https), and the connector's answer is relayed as it arrives;
-failures before the response head become the same error pages. HTTP/2 differs only in framing:
-no hop-by-hop headers, cookies joined back into one header, and no upgrade (a connector that
-switches protocols gets a 502 here, since an HTTP/2 client cannot have asked for it).
+The same decisions as the HTTP/1.1 front (handler.py), and the same `Exchange`: the hostname
+picks the tunnel, a connection of it carries a data stream with the same request metadata
+(scheme https), the connector's head is checked (`check_response_head`: 502 when it fails),
+a connector that does not answer within the response deadline gets the visitor a 524, and a
+dead connection is retried for idempotent requests. HTTP/2 differs only in framing
+(`H2ResponseWriter`): no connection-specific headers, cookies joined back into one header,
+and no upgrade (a connector that switches protocols gets a 502 here, since an HTTP/2 client
+cannot have asked for it). The request body has the HTTP/1.1 front's deadlines: 408.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import secrets
 from typing import TYPE_CHECKING
 
-from nbtunnel.core.errors import ProtocolError
-from nbtunnel.core.http1 import HOP_BY_HOP
-from nbtunnel.core.httpmeta import build_connect_request, parse_http_response, request_has_body
-from nbtunnel.edge.exchange import metadata_headers, switched_page
+from nbtunnel.core.errors import NbtunnelError
+from nbtunnel.edge.exchange import Exchange, ExchangeError, HeadTooLargeError
 from nbtunnel.edge.front import Request
-from nbtunnel.edge.handler import strip_port
-from nbtunnel.edge.pages import error_page, wants_html
-from nbtunnel.transport.errors import TransportError
+from nbtunnel.edge.h2response import H2ResponseWriter
+from nbtunnel.edge.handler import pick_live, repicker, strip_port
+from nbtunnel.edge.pages import wants_html
 
 if TYPE_CHECKING:
+    import uuid
+
     from nbtunnel.edge.front import PublicFront
     from nbtunnel.edge.h2front import FrontStream
     from nbtunnel.edge.registry import LiveConnection
-    from nbtunnel.transport.base import DataStream
 
 log = logging.getLogger("nbtunnel.edge.h2front")
 
-# Connection-specific headers are illegal in HTTP/2 responses (RFC 9113 section 8.2.2).
-_RESPONSE_DROP = frozenset(name.encode() for name in HOP_BY_HOP)
-_NO_BODY = {204, 304}
 MAX_API_BODY = 1024 * 1024
+
+
+class BodyRefusedError(NbtunnelError):
+    """The request body stalled or came too slowly: 408, the exchange is aborted."""
 
 
 class H2Request:
     def __init__(self, front: PublicFront, stream: FrontStream, client_ip: str) -> None:
         self.front = front
         self.stream = stream
+        self.limits = front.limits
         pseudo = {n: v for n, v in stream.headers if n.startswith(b":")}
         cookies = [v for n, v in stream.headers if n == b"cookie"]
         headers = [(n, v) for n, v in stream.headers if not n.startswith(b":") and n != b"cookie"]
@@ -54,11 +55,15 @@ class H2Request:
             method=pseudo.get(b":method", b"GET").decode("latin-1"),
             target=pseudo.get(b":path", b"/").decode("latin-1"),
             host=host.decode("latin-1"), headers=headers, version="2", keep_alive=True,
-            upgrade=False, client_ip=client_ip, ray=f"{secrets.token_hex(8)}-{front.location}",
-            scheme="https")
+            upgrade=False, client_ip=client_ip, ray=front.new_ray(), scheme="https")
+        self.out = H2ResponseWriter(stream, ray=self.req.ray, method=self.req.method)
 
     async def run(self) -> None:
         req = self.req
+        refusal = self._head_refusal()
+        if refusal is not None:
+            await self._page(431, refusal)
+            return
         hostname = strip_port(req.host).lower()
         if self.front.api is not None and hostname in self.front.api_hosts:
             await self._api()
@@ -67,114 +72,104 @@ class H2Request:
         if tunnel_id is None:
             await self._page(404, f"No tunnel serves the hostname {hostname or '(none)'!r}.")
             return
-        live = self.front.registry.pick(tunnel_id)
-        remote = self.front.remote  # another edge of the deployment (peering.py)
-        if live is None and remote is not None:
-            live = await remote.pick(tunnel_id)
+        live = await pick_live(self.front, tunnel_id)
         if live is None:
             await self._page(530, f"The tunnel for {hostname} has no live connector connection.")
             return
-        await self._exchange(live, hostname)
+        await self._exchange(live, tunnel_id)
+
+    def _head_refusal(self) -> str | None:
+        """The HTTP/1.1 front's head limits (431), on the decoded header list."""
+        fields = self.stream.headers
+        if len(fields) > self.limits.max_fields:
+            return f"The request has more than {self.limits.max_fields} header fields."
+        if sum(len(n) + len(v) + 4 for n, v in fields) > self.limits.max_head_bytes:
+            return "The request head is too large."
+        return None
 
     async def _page(self, status: int, detail: str) -> None:
-        ctype, body = error_page(status, detail, ray=self.req.ray,
-                                 as_html=wants_html(self.req.headers))
-        await self._send(status, [(b"content-type", ctype)], body)
+        self.out.page(status, detail, as_html=wants_html(self.req.headers))
+        await self._finish()
 
-    async def _send(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        head = [(b":status", str(status).encode()), *headers,
-                (b"content-length", str(len(body)).encode()), (b"cf-ray", self.req.ray.encode()),
-                (b"server", b"nbtunnel")]
-        empty = self.req.method == "HEAD" or not body
-        self.stream.respond(head, end=empty)
-        if not empty:
-            await self.stream.write(body)
-            self.stream.end()
+    async def _finish(self) -> None:
+        await self.out.end()
+        self.front.count(self.out.status)
         if not self.stream.ended:
-            self.stream.abort()  # a request body we do not read: stop it
+            self.stream.abort(no_error=True)  # a request body we do not read (RFC 9113 8.1)
 
     async def _api(self) -> None:
         assert self.front.api is not None
         body = bytearray()
-        while chunk := await self.stream.read():
-            body += chunk
-            if len(body) > MAX_API_BODY:
-                await self._page(413, "The API request body is too large.")
-                return
+        try:
+            while chunk := await self._read_body():
+                body += chunk
+                if len(body) > MAX_API_BODY:
+                    await self._page(413, "The API request body is too large.")
+                    return
+        except BodyRefusedError as exc:
+            await self._page(408, str(exc))
+            return
         status, headers, out = await self.front.api(self.req, bytes(body))
-        await self._send(status, [(n.lower(), v) for n, v in headers
-                                  if n.lower() not in _RESPONSE_DROP], out)
+        self.out.whole(status, [(n.decode("latin-1"), v.decode("latin-1"))
+                                for n, v in headers if n.lower() != b"content-length"], out)
+        await self._finish()
 
-    async def _exchange(self, live: LiveConnection, hostname: str) -> None:
-        req = self.req
-        headers = metadata_headers(req)
-        if not self.stream.ended and not any(k.lower() == "content-length" for k, _ in headers):
-            headers.append(("Transfer-Encoding", "chunked"))  # a body of unknown length
-        has_body = request_has_body(headers)
-        request = build_connect_request(req.method, req.host, req.target, headers,
-                                        scheme="https")
-        live.in_flight += 1
-        tunnel: DataStream | None = None
+    async def _read_body(self) -> bytes:
+        """The next request body chunk (b"" at its end) under the body deadline."""
         try:
-            try:
-                tunnel = live.transport.open_stream()
-                await tunnel.send_request(request, end_stream=not has_body)
-            except TransportError as exc:
-                await self._page(502, f"could not open a data stream to the connector: {exc}")
-                return
-            pump = asyncio.ensure_future(self._pump_body(tunnel)) if has_body else None
-            try:
-                await self._respond(tunnel, hostname)
-            finally:
-                if pump is not None:
-                    pump.cancel()
-                    await asyncio.gather(pump, return_exceptions=True)
-        except BaseException:
-            if tunnel is not None:
-                with contextlib.suppress(Exception):
-                    tunnel.reset(0)
-            raise
-        finally:
-            live.in_flight -= 1
-            live.served += 1
-            if live.draining and live.in_flight == 0:
-                live.transport.close(0, "unregistered")
+            async with asyncio.timeout(self.limits.body_timeout):
+                return await self.stream.read()
+        except TimeoutError:
+            raise BodyRefusedError("The request body stalled.") from None
 
-    async def _pump_body(self, tunnel: DataStream) -> None:
-        with contextlib.suppress(TransportError, ConnectionError):
-            while chunk := await self.stream.read():
-                await tunnel.write(chunk)
-            tunnel.write_eof()
-
-    async def _respond(self, tunnel: DataStream, hostname: str) -> None:
+    async def _exchange(self, live: LiveConnection, tunnel_id: uuid.UUID) -> None:
+        exchange = Exchange(live, self.req, self.out, repicker(self.front, tunnel_id),
+                            limits=self.limits)
         try:
-            head = await tunnel.receive_response()
-            if head.error:
-                raise TransportError(head.error)
-            status, origin = parse_http_response(head)
-        except (TransportError, ProtocolError) as exc:
-            log.info("%s %s%s -> 502: %s", self.req.method, self.req.host, self.req.target, exc)
+            await exchange.start()
+        except HeadTooLargeError as exc:
+            await self._page(431, str(exc))
+            return
+        except ExchangeError as exc:
             await self._page(502, str(exc))
             return
-        if status == 101 or status < 200:
-            tunnel.reset(0)
-            await self._page(502, switched_page(hostname))
-            return
-        out = [(b":status", str(status).encode())]
-        for name, value in origin:
-            lname = name.lower().encode("latin-1")
-            if lname in _RESPONSE_DROP or "\r" in value or "\n" in value:
-                continue
-            out.append((lname, value.encode("latin-1", "replace")))
-        out.append((b"cf-ray", self.req.ray.encode()))
-        no_body = self.req.method == "HEAD" or status in _NO_BODY
-        self.stream.respond(out, end=False)
         try:
-            while data := await tunnel.read(65536):
-                if not no_body:
-                    await self.stream.write(data)
-        except (TransportError, ProtocolError) as exc:
-            log.info("response %s broke: %s", self.req.ray, exc)
-            self.stream.abort()  # a truncated body must not look complete
-            return
-        self.stream.end()
+            if exchange.has_body and not await self._send_body(exchange):
+                return
+            await exchange.finish()
+        except BaseException:
+            await exchange.abort("the client reset the stream or left")
+            raise
+        finally:
+            self.front.count(self.out.status or 502)
+        if not self.stream.ended:
+            self.stream.abort(no_error=True)  # answered before the whole request body
+
+    async def _send_body(self, exchange: Exchange) -> bool:
+        """Forward the request body while the response may already be relayed; False when
+        the exchange ended here (the body was refused, or the response came first)."""
+        pump = asyncio.ensure_future(self._pump(exchange))
+        try:
+            await asyncio.wait([pump, exchange.response], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not pump.done():
+                pump.cancel()
+                await asyncio.wait([pump])
+        if pump.cancelled():  # the whole response went out before the body: drop the rest
+            await exchange.abort("answered before the request body ended")
+            return False
+        exc = pump.exception()
+        if isinstance(exc, BodyRefusedError):
+            await exchange.abort(str(exc))
+            if not self.out.started:
+                self.out.page(408, str(exc), as_html=wants_html(self.req.headers))
+                await self.out.end()
+            self.stream.abort()
+            return False
+        if exc is not None:
+            raise exc  # the client reset the stream
+        return True
+
+    async def _pump(self, exchange: Exchange) -> None:
+        while chunk := await self._read_body():
+            await exchange.request_body(chunk)

@@ -4,10 +4,11 @@ tunnel exchange over a data stream (see exchange.py)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import TYPE_CHECKING
 
 from nbtunnel.core.http1 import encode_head
-from nbtunnel.edge.exchange import Exchange, ExchangeError, HeadTooLargeError
+from nbtunnel.edge.exchange import Exchange, ExchangeError, HeadTooLargeError, Repick
 from nbtunnel.edge.pages import wants_html
 from nbtunnel.edge.registry import LiveConnection
 from nbtunnel.edge.response_writer import ResponseWriter
@@ -22,6 +23,29 @@ def strip_port(host: str) -> str:
     if host.startswith("["):
         return host[1 : host.find("]")] if "]" in host else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+async def pick_live(front: PublicFront, tunnel_id: uuid.UUID) -> LiveConnection | None:
+    """A connection of the tunnel: ours, else through another edge of the deployment."""
+    live = front.registry.pick(tunnel_id)
+    if live is None and front.remote is not None:
+        live = await front.remote.pick(tunnel_id)
+    return live
+
+
+def repicker(front: PublicFront, tunnel_id: uuid.UUID) -> Repick:
+    """Another connection of the tunnel for a retry, excluding the one that failed."""
+    registry, remote = front.registry, front.remote
+
+    async def repick(failed: LiveConnection) -> LiveConnection | None:
+        other = registry.pick(tunnel_id, exclude=failed)
+        if other is None and remote is not None:
+            other = remote.pick_cached(tunnel_id, failed)
+            if other is None:  # nothing cached: ask presence (a draining edge is left out)
+                other = await remote.pick(tunnel_id)
+        return other
+
+    return repick
 
 
 class RequestHandler:
@@ -53,24 +77,12 @@ class RequestHandler:
             if self.redirect is not None:
                 self.local = (308, f"This site is served over HTTPS: {self.redirect}")
                 return
-        live: LiveConnection | None = self.front.registry.pick(tunnel_id)
-        remote = self.front.remote  # another edge of the deployment (peering.py)
-        if live is None and remote is not None:
-            live = await remote.pick(tunnel_id)
+        live = await pick_live(self.front, tunnel_id)
         if live is None:
             self.local = (530, f"The tunnel for {hostname} has no live connector connection.")
             return
-        registry = self.front.registry
-
-        async def repick(failed: LiveConnection) -> LiveConnection | None:
-            other = registry.pick(tunnel_id, exclude=failed)
-            if other is None and remote is not None:
-                other = remote.pick_cached(tunnel_id, failed)
-                if other is None:  # nothing cached: ask presence (a draining edge is left out)
-                    other = await remote.pick(tunnel_id)
-            return other
-
-        self.exchange = Exchange(live, req, self.out, repick, limits=self.front.limits)
+        self.exchange = Exchange(live, req, self.out, repicker(self.front, tunnel_id),
+                                 limits=self.front.limits)
         try:
             await self.exchange.start()
         except HeadTooLargeError as exc:

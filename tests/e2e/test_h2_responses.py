@@ -1,0 +1,117 @@
+"""The HTTPS front's HTTP/2 side checks every response head a connector sends, as the
+HTTP/1.1 front does, and answers 524 when the connector never does (issue 9 findings 5, 6)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from nbtunnel.edge.limits import FrontLimits
+from nbtunnel.edge.server import Edge, EdgeConfig
+from nbtunnel.transport.quic import QuicStream
+from tests.e2e.conftest import eventually
+from tests.e2e.h2client import H2Client
+from tests.e2e.hostile import answer_with, head, hostile_connector
+
+
+@pytest.fixture
+async def h2_edge(tmp_path: Path) -> AsyncIterator[Edge]:
+    limits = FrontLimits(response_timeout=1.0)
+    async with Edge(EdgeConfig(state_dir=tmp_path / "edge", quic_port=0, http_port=0,
+                               https_port=0, front=limits)) as e:
+        yield e
+
+
+BAD_HEADS = {
+    "status 999": head(999, []),
+    "status 103 as the answer": head(103, []),
+    "101 without an upgrade": head(101, [("Connection", "Upgrade"), ("Upgrade", "websocket")]),
+    "two Content-Lengths": head(200, [("Content-Length", "3"), ("Content-Length", "4")]),
+    "NUL in a value": head(200, [("X-A", "a\x00b")]),
+    "CR LF in a value": head(200, [("X-A", "a\r\nSet-Cookie: injected=1")]),
+    "invalid header name": head(200, [("Bad Name", "x")]),
+    "NUL in a header name": head(200, [("X-\x00A", "x")]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_HEADS))
+async def test_bad_response_head_gets_502_over_http2(h2_edge: Edge, case: str) -> None:
+    async with hostile_connector(h2_edge, answer_with(BAD_HEADS[case] + b"body")) as evil:
+        client = await H2Client.open(h2_edge)
+        try:
+            resp = await client.response(client.get(evil.hostname))
+        finally:
+            client.close()
+    assert resp.status == 502, (case, resp)
+    assert resp.ended and (b"origin" in resp.body or b"101 Switching Protocols" in resp.body)
+    names = [n for n, _ in resp.headers]
+    assert b"x-a" not in names and b"set-cookie" not in names and b"bad name" not in names
+
+
+async def test_connection_specific_headers_are_stripped(h2_edge: Edge) -> None:
+    """Fields illegal in HTTP/2 (RFC 9113 8.2.2) and those Connection nominates are dropped;
+    the response itself is relayed."""
+    answer = answer_with(head(200, [
+        ("Connection", "keep-alive, X-Hop"), ("Keep-Alive", "timeout=5"), ("X-Hop", "1"),
+        ("Transfer-Encoding", "chunked"), ("Upgrade", "h2c"), ("Proxy-Connection", "x"),
+        ("TE", "trailers"), ("Content-Length", "5"), ("Content-Length", "5"),
+        ("X-Kept", "yes")]) + b"hello")
+    async with hostile_connector(h2_edge, answer) as evil:
+        client = await H2Client.open(h2_edge)
+        try:
+            resp = await client.response(client.get(evil.hostname))
+        finally:
+            client.close()
+    assert resp.status == 200 and resp.body == b"hello" and resp.ended
+    names = [n for n, _ in resp.headers]
+    for gone in (b"connection", b"keep-alive", b"x-hop", b"transfer-encoding", b"upgrade",
+                 b"proxy-connection", b"te"):
+        assert gone not in names
+    assert resp.header(b"x-kept") == b"yes"
+    assert names.count(b"content-length") == 1
+
+
+async def test_body_past_content_length_is_cut(h2_edge: Edge) -> None:
+    answer = answer_with(head(200, [("Content-Length", "5")]) + b"hello, and more")
+    async with hostile_connector(h2_edge, answer) as evil:
+        client = await H2Client.open(h2_edge)
+        try:
+            resp = await client.response(client.get(evil.hostname))
+            assert resp.body == b"hello"
+            second = await client.response(client.get(evil.hostname, "/again"))
+        finally:
+            client.close()
+    assert second.status == 200  # the connection itself is fine
+
+
+async def test_silent_connector_gets_524_over_http2(h2_edge: Edge) -> None:
+    async def never(stream: QuicStream) -> None:
+        return None  # read the head, answer nothing
+
+    async with hostile_connector(h2_edge, never) as evil:
+        client = await H2Client.open(h2_edge)
+        try:
+            resp = await client.response(client.get(evil.hostname))
+        finally:
+            client.close()
+        assert resp.status == 524 and resp.ended
+        assert b"did not answer within 1 seconds" in resp.body
+        await eventually(lambda: evil.resets == [0])  # the connector is told to give up
+
+
+async def test_other_clients_are_served_meanwhile(h2_edge: Edge) -> None:
+    async def never(stream: QuicStream) -> None:
+        await asyncio.Event().wait()
+
+    async with hostile_connector(h2_edge, never) as evil:
+        client = await H2Client.open(h2_edge)
+        try:
+            hung = client.get(evil.hostname)
+            other = await client.response(client.get("nobody.localhost"))
+            assert other.status == 404
+            assert (await client.response(hung)).status == 524
+        finally:
+            client.close()
