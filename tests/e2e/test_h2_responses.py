@@ -19,7 +19,7 @@ from tests.e2e.hostile import answer_with, head, hostile_connector
 
 @pytest.fixture
 async def h2_edge(tmp_path: Path) -> AsyncIterator[Edge]:
-    limits = FrontLimits(response_timeout=1.0)
+    limits = FrontLimits(response_timeout=1.0, body_timeout=1.0)
     async with Edge(EdgeConfig(state_dir=tmp_path / "edge", quic_port=0, http_port=0,
                                https_port=0, front=limits)) as e:
         yield e
@@ -115,3 +115,20 @@ async def test_other_clients_are_served_meanwhile(h2_edge: Edge) -> None:
             assert (await client.response(hung)).status == 524
         finally:
             client.close()
+
+
+async def test_stalled_request_body_gets_408_over_http2(h2_edge: Edge) -> None:
+    async def never(stream: QuicStream) -> None:
+        return None  # read the head, answer nothing
+
+    async with hostile_connector(h2_edge, never) as evil:
+        client = await H2Client.open(h2_edge)
+        try:
+            sid = client.get(evil.hostname, "/upload", method="POST",
+                             extra=[("content-length", "1000")], end=False)
+            client.send_body(sid, b"0123456789")
+            resp = await client.response(sid)
+        finally:
+            client.close()
+        assert resp.status == 408 and b"stalled" in resp.body
+        await eventually(lambda: evil.resets == [0])  # the origin request is released
