@@ -15,7 +15,13 @@ from nbtunnel.transport.errors import (
     TransportClosedError,
     TransportError,
 )
-from nbtunnel.transport.quic import ALPN, QuicStream, QuicTunnelConnection, available_backends
+from nbtunnel.transport.quic import (
+    ALPN,
+    QuicSettings,
+    QuicStream,
+    QuicTunnelConnection,
+    available_backends,
+)
 from nbtunnel.transport.tls import LocalCA
 
 from .util import dial, edge
@@ -292,3 +298,32 @@ async def test_reset_with_unsent_data_keeps_the_connection(
             await _echo_roundtrip(conn, 1000)
             assert not conn.closed, conn.close_reason
             assert not server_conns[0].closed, server_conns[0].close_reason
+
+
+async def test_read_joins_packet_sized_chunks_up_to_n() -> None:
+    """A bulk reader gets ``n`` bytes per read() (one socket write downstream), not a packet."""
+
+    class Conn:
+        _settings = QuicSettings()
+        _error = None
+        granted: list[int] = []
+
+        def _grant_credit(self, stream_id: int) -> None:
+            self.granted.append(stream_id)
+
+        def _maybe_forget(self, stream: QuicStream) -> None:
+            return None
+
+    stream = QuicStream(Conn(), 4)  # type: ignore[arg-type]
+    payload = os.urandom(100 * 1400 + 7)
+    for start in range(0, len(payload), 1400):
+        stream._feed(payload[start:start + 1400], False)
+    stream._feed(b"", True)
+    sizes = []
+    got = b""
+    while data := await stream.read(65536 if len(got) < 131072 else 500):
+        sizes.append(len(data))
+        got += data
+    assert got == payload
+    assert sizes[:2] == [65536, 65536] and all(s <= 500 for s in sizes[2:])
+    assert stream.at_eof
