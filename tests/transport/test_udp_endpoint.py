@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 from typing import Any
 
 import pytest
@@ -142,3 +143,79 @@ async def test_send_buffers_on_eagain_then_drops_beyond_the_limit(
     await asyncio.wait_for(proto.lost, 2)
     assert sent[-1] == b"last"
     assert real.fileno() == -1
+
+
+def _burst(sizes: list[int]) -> list[bytes]:
+    return [bytes([i % 251]) * size for i, size in enumerate(sizes)]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="UDP segmentation offload is Linux-only")
+async def test_segmented_send_and_coalesced_receive_keep_every_datagram() -> None:
+    """GSO out of one endpoint, GRO into another: same datagrams, same order, fewer syscalls."""
+    rx, proto = await open_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+    tx, _ = await open_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+    assert rx._gro and tx._gso
+    sends: list[int] = []
+    real_sendmsg = tx._sock.sendmsg
+
+    class CountingSock:
+        def sendmsg(self, *args: Any) -> int:
+            sends.append(len(args[0]))
+            return real_sendmsg(*args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(tx._sock_real, name)
+
+    tx._sock_real = tx._sock  # type: ignore[attr-defined]
+    tx._sock = CountingSock()  # type: ignore[assignment]
+    # runs of one size, a shorter one closing a run, a longer one opening the next, a single
+    sizes = [1200] * 70 + [500] + [1300] * 3 + [1300, 40] + [900]
+    burst = _burst(sizes)
+    tx.sendto_many(burst, rx.get_extra_info("sockname"))
+    await wait_for(lambda: len(proto.received) == len(burst))
+    assert [d for d, _ in proto.received] == burst
+    assert {a for _, a in proto.received} == {tx.get_extra_info("sockname")}
+    # 54 x 1200 (65,000 bytes at most per send), 16 x 1200 + the 500, 1300 x 4 + the 40;
+    # the 900 alone goes through sendto()
+    assert sends == [54, 17, 5]
+    assert len(proto.flushes) < len(burst) // 4  # coalesced: few readiness callbacks
+    tx._sock = tx._sock_real  # type: ignore[attr-defined]
+    for t in (tx, rx):
+        t.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="UDP segmentation offload is Linux-only")
+async def test_refused_segmentation_falls_back_to_one_send_per_datagram() -> None:
+    rx, proto = await open_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+    tx, _ = await open_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+    real = tx._sock
+
+    class NoGso:
+        def sendmsg(self, *args: Any) -> int:
+            raise OSError(5, "EIO: no GSO on this device")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    tx._sock = NoGso()  # type: ignore[assignment]
+    burst = _burst([1000] * 10)
+    tx.sendto_many(burst, rx.get_extra_info("sockname"))
+    assert not tx._gso  # off for good
+    tx.sendto_many(burst, rx.get_extra_info("sockname"))
+    await wait_for(lambda: len(proto.received) == 20)
+    assert [d for d, _ in proto.received] == burst + burst
+    tx._sock = real
+    for t in (tx, rx):
+        t.close()
+
+
+async def test_plain_peer_datagrams_still_arrive_one_by_one_with_gro_on() -> None:
+    rx, proto = await open_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+        for i in range(10):
+            (a if i % 2 else b).sendto(b"%d" % i, rx.get_extra_info("sockname"))
+        await wait_for(lambda: len(proto.received) == 10)
+        got = {(d, addr[1]) for d, addr in proto.received}
+        assert got == {(b"%d" % i, (a if i % 2 else b).getsockname()[1]) for i in range(10)}
+    rx.close()

@@ -7,14 +7,21 @@ its event processing and transmit calls :meth:`UdpEndpoint.defer` from ``datagra
 and its callback runs once, at the end of the same readiness callback (so no other loop
 callback can run between receiving and flushing).
 
-Deliberately plain ``recvfrom``: no GRO and no batched receive that could merge datagrams from
-different senders (a server socket serves many peers).
+Syscalls are most of a bulk transfer's cost per packet, so on Linux the endpoint uses UDP
+segmentation offload both ways: :meth:`UdpEndpoint.sendto_many` (which qh3's protocol calls
+with every datagram of one transmit) sends runs of equal-sized datagrams to one peer with a
+single ``sendmsg`` (``UDP_SEGMENT``), and ``UDP_GRO`` lets one ``recvmsg`` return several
+datagrams of one sender (the kernel only coalesces datagrams of the same flow, so a server
+socket serving many peers is safe; each segment is still handed over on its own, with its
+sender's address). Either falls back to one datagram per syscall where the kernel refuses.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import struct
+import sys
 from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -24,6 +31,14 @@ _P = TypeVar("_P", bound=asyncio.DatagramProtocol)
 RECV_BATCH = 64
 """Datagrams read per readiness callback at most (bounds the latency other callbacks see)."""
 RECV_SIZE = 65536
+UDP_SEGMENT = 103
+UDP_GRO = 104
+GSO_MAX_SEGMENTS = 64
+GSO_MAX_BYTES = 65000
+"""Kernel limits for one ``UDP_SEGMENT`` send (segment count, payload bytes)."""
+_SEGMENT_CMSG = struct.Struct("=H")
+_GRO_CMSG = struct.Struct("=i")
+_GRO_ANCILLARY = socket.CMSG_SPACE(_GRO_CMSG.size) if hasattr(socket, "CMSG_SPACE") else 0
 MAX_SEND_BUFFER = 512 << 10
 """Bytes queued while the socket would block; beyond it datagrams are dropped (QUIC resends)."""
 
@@ -55,6 +70,8 @@ class UdpEndpoint(asyncio.DatagramTransport):
         self._send_buffer_size = 0
         self._recv_buf = bytearray(RECV_SIZE)
         self._deferred: dict[Callable[[], None], None] | None = None
+        self._gso = sys.platform == "linux" and sock.type == socket.SOCK_DGRAM
+        self._gro = self._gso and _enable_gro(sock)
         protocol.connection_made(self)
         if not self._closing:
             loop.add_reader(sock.fileno(), self._read_ready)
@@ -98,6 +115,48 @@ class UdpEndpoint(asyncio.DatagramTransport):
             self._loop.add_writer(self._sock.fileno(), self._write_ready)
             self._writing = True
 
+    def sendto_many(self, datagrams: list[bytes], addr: Any = None) -> None:
+        """Send ``datagrams`` (one transmit's worth, all to ``addr``) in as few syscalls as
+        the kernel allows: runs of one size (plus a shorter last one) go as one GSO send."""
+        if not self._gso or len(datagrams) < 2 or self._send_buffer or self._closing:
+            for data in datagrams:
+                self.sendto(data, addr)
+            return
+        start, count = 0, len(datagrams)
+        while start < count:
+            size = len(datagrams[start])
+            stop = start + 1
+            limit = min(count, start + GSO_MAX_SEGMENTS, start + max(1, GSO_MAX_BYTES // size))
+            while stop < limit and len(datagrams[stop]) == size:
+                stop += 1
+            if stop < limit and len(datagrams[stop]) < size:
+                stop += 1  # a shorter datagram may end a run
+            if stop - start == 1:
+                self.sendto(datagrams[start], addr)
+            elif not self._send_segments(datagrams[start:stop], size, addr):
+                for data in datagrams[start:]:
+                    self.sendto(data, addr)  # queued behind, or sent one by one
+                return
+            start = stop
+
+    def _send_segments(self, run: list[bytes], size: int, addr: Any) -> bool:
+        """One ``UDP_SEGMENT`` send; False when the caller must send ``run`` (and the rest)
+        itself (the socket would block, or the kernel refuses GSO: then it is off for good)."""
+        if self._send_buffer or self._closing:
+            return False
+        ancillary = [(socket.SOL_UDP, UDP_SEGMENT, _SEGMENT_CMSG.pack(size))]
+        try:
+            if addr is None:
+                self._sock.sendmsg(run, ancillary)
+            else:
+                self._sock.sendmsg(run, ancillary, 0, addr)
+            return True
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            self._gso = False  # EIO/EINVAL/ENOPROTOOPT: no offload on this path
+            return False
+
     def close(self) -> None:
         if self._closing:
             return
@@ -129,27 +188,37 @@ class UdpEndpoint(asyncio.DatagramTransport):
     # internals --------------------------------------------------------------------------
 
     def _read_ready(self) -> None:
-        recv_into = self._sock.recvfrom_into
         buf = self._recv_buf
         view = memoryview(buf)
         protocol = self._protocol
+        gro = self._gro
+        recv_into = self._sock.recvfrom_into
+        recvmsg_into = self._sock.recvmsg_into
         deferred: dict[Callable[[], None], None] = {}
         self._deferred = deferred
+        delivered = 0
         try:
-            for _ in range(RECV_BATCH):
-                if self._closing:
-                    break
+            while delivered < RECV_BATCH and not self._closing:
+                segment = 0
                 try:
-                    size, addr = recv_into(buf)
+                    if gro:
+                        size, ancillary, _flags, addr = recvmsg_into((buf,), _GRO_ANCILLARY)
+                        if ancillary:
+                            segment = _gro_segment(ancillary)
+                    else:
+                        size, addr = recv_into(buf)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:
                     protocol.error_received(exc)
                     break
-                try:
-                    protocol.datagram_received(bytes(view[:size]), addr)
-                except Exception as exc:  # one bad datagram must not stop the others
-                    self._report("datagram_received", exc)
+                if segment <= 0 or segment >= size:
+                    delivered += 1
+                    self._deliver(protocol, bytes(view[:size]), addr)
+                    continue
+                for offset in range(0, size, segment):
+                    delivered += 1
+                    self._deliver(protocol, bytes(view[offset:min(offset + segment, size)]), addr)
         finally:
             view.release()
             self._deferred = None
@@ -158,6 +227,12 @@ class UdpEndpoint(asyncio.DatagramTransport):
                     callback()
                 except Exception as exc:
                     self._report("deferred receive flush", exc)
+
+    def _deliver(self, protocol: asyncio.DatagramProtocol, data: bytes, addr: Any) -> None:
+        try:
+            protocol.datagram_received(data, addr)
+        except Exception as exc:  # one bad datagram must not stop the others
+            self._report("datagram_received", exc)
 
     def _write_ready(self) -> None:
         buffer = self._send_buffer
@@ -206,6 +281,24 @@ class UdpEndpoint(asyncio.DatagramTransport):
                 "protocol": self._protocol,
             }
         )
+
+
+def _enable_gro(sock: socket.socket) -> bool:
+    try:
+        sock.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _gro_segment(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """The segment size of a coalesced receive (0: one datagram)."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_UDP and kind == UDP_GRO and len(data) >= _SEGMENT_CMSG.size:
+            if len(data) >= _GRO_CMSG.size:
+                return int(_GRO_CMSG.unpack_from(data)[0])
+            return int(_SEGMENT_CMSG.unpack_from(data)[0])
+    return 0
 
 
 async def open_endpoint(
