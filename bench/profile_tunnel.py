@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Profile the edge and our connector under small-request load: where does a request go?
+"""Profile the edge and our connector under load: where does a request (or a MB) go?
 
     .venv/bin/python bench/profile_tunnel.py [--protocol quic|http2] [-c 50] [-d 5] [--top 25]
+    .venv/bin/python bench/profile_tunnel.py --bulk down|up [--bulk-mb 200] [--ha 1]
 
 Starts the origin, an edge and our connector, runs wrk (or bench/_loadgen.py) against the
-tunnel and prints, per process, the CPU microseconds per request and the top functions:
+tunnel (or, with ``--bulk``, one curl download or upload) and prints, per process, the CPU
+microseconds per request (milliseconds per MB) and the top functions:
 
 - ``--sampler py-spy`` (default when py-spy is installed: ``pip install py-spy``): samples both
   processes during the load window; share of busy samples per function, own and inclusive.
@@ -32,7 +34,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_bench import start_edge, start_nbtunnel, start_origin
-from tunnel_bench import BenchError, Proc, log, pick_loadgen, run_pyload, run_wrk
+from tunnel_bench import (
+    MB,
+    BenchError,
+    Proc,
+    download,
+    log,
+    pick_loadgen,
+    run_pyload,
+    run_wrk,
+    upload,
+)
 
 WRAP = """
 import cProfile, os, signal, sys
@@ -51,12 +63,19 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def report(name: str, path: Path, requests: int, cpu: float, top: int) -> str:
+def _per_unit(cpu: float, units: int, bulk: bool) -> str:
+    if bulk:
+        return f"{1e3 * cpu / max(units / 1e6, 1e-9):.1f} ms CPU per MB"
+    return f"{1e6 * cpu / max(units, 1):.0f} us CPU per request"
+
+
+def report(name: str, path: Path, units: int, cpu: float, top: int, bulk: bool = False) -> str:
     st = pstats.Stats(str(path))
     calls = sum(v[1] for v in st.stats.values())  # type: ignore[attr-defined]
     out = io.StringIO()
-    out.write(f"\n=== {name}: {1e6 * cpu / max(requests, 1):.0f} us CPU per request "
-              f"(under cProfile), {calls / max(requests, 1):.0f} Python calls per request\n")
+    per = f"{calls / max(units / 1e6, 1e-9):.0f} Python calls per MB" if bulk else (
+        f"{calls / max(units, 1):.0f} Python calls per request")
+    out.write(f"\n=== {name}: {_per_unit(cpu, units, bulk)} (under cProfile), {per}\n")
     for key in ("tottime", "cumulative"):
         buf = io.StringIO()
         pstats.Stats(str(path), stream=buf).sort_stats(key).print_stats(top)
@@ -65,7 +84,8 @@ def report(name: str, path: Path, requests: int, cpu: float, top: int) -> str:
     return out.getvalue()
 
 
-def spy_report(name: str, path: Path, requests: int, cpu: float, top: int) -> str:
+def spy_report(name: str, path: Path, units: int, cpu: float, top: int,
+               bulk: bool = False) -> str:
     """Own and inclusive share of samples per function from py-spy's raw (collapsed) output."""
     own: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
@@ -83,8 +103,7 @@ def spy_report(name: str, path: Path, requests: int, cpu: float, top: int) -> st
         own[frames[-1]] += n
         for f in set(frames):
             incl[f] += n
-    out = [f"\n=== {name}: {1e6 * cpu / max(requests, 1):.0f} us CPU per request, "
-           f"{total} busy samples"]
+    out = [f"\n=== {name}: {_per_unit(cpu, units, bulk)}, {total} busy samples"]
     for title, counter in (("own", own), ("inclusive", incl)):
         out.append(f"--- by {title} samples")
         for func, n in counter.most_common(top):
@@ -109,6 +128,9 @@ def main() -> int:
     ap.add_argument("-c", "--conns", type=int, default=50)
     ap.add_argument("-d", "--seconds", type=int, default=5)
     ap.add_argument("--ha", type=int, default=4)
+    ap.add_argument("--bulk", choices=["down", "up"],
+                    help="profile one transfer through the tunnel instead of small requests")
+    ap.add_argument("--bulk-mb", type=int, default=200)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--quic-backend", choices=["qh3", "aioquic"], default="qh3")
     ap.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
@@ -142,14 +164,19 @@ def main() -> int:
         procs += started
         assert hop.middle is not None
         run = run_wrk if pick_loadgen(args.loadgen) == "wrk" else run_pyload
-        run(hop.url, hop.host, args.conns, 1)  # warm-up
+        run(hop.url, hop.host, args.conns if not args.bulk else 1, 1)  # warm-up
+        blob = work / "blob"
+        if args.bulk == "up":
+            with blob.open("wb") as f:
+                f.truncate(args.bulk_mb * MB)
         pair = [edge.proc, hop.middle]
         names = ("edge", "connector")
         spies = []
         if spy:
             exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
             spies = [subprocess.Popen(
-                [exe, "record", "-p", str(p.pid), "-r", "200", "-d", str(args.seconds), "-f",
+                [exe, "record", "-p", str(p.pid), "-r", "200", "-d",
+                 str(600 if args.bulk else args.seconds), "-f",
                  "raw", "--nonblocking", "-o", str(work / f"{name}.spy")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 for p, name in zip(pair, names, strict=True)]
@@ -157,22 +184,35 @@ def main() -> int:
             for p in pair:
                 os.kill(p.pid, signal.SIGUSR1)
         before = [p.cpu_seconds() for p in pair]
-        log(f"profiling {args.protocol} c={args.conns} for {args.seconds}s ({args.sampler})")
-        res = run(hop.url, hop.host, args.conns, args.seconds)
+        if args.bulk:
+            log(f"profiling {args.protocol} {args.bulk} {args.bulk_mb} MB ({args.sampler})")
+            base, size = hop.url.rstrip("/"), args.bulk_mb * MB
+            res = (download(base, hop.host, size, 120) if args.bulk == "down" else
+                   upload(base, hop.host, blob, size, 120, work / "sink.json"))
+        else:
+            log(f"profiling {args.protocol} c={args.conns} for {args.seconds}s ({args.sampler})")
+            res = run(hop.url, hop.host, args.conns, args.seconds)
         cpu = [p.cpu_seconds() - b for p, b in zip(pair, before, strict=True)]
         if spy:
             for sp in spies:
+                if args.bulk:
+                    sp.send_signal(signal.SIGINT)  # py-spy writes what it has on SIGINT
                 sp.wait(30)
         else:
             for p in pair:
                 os.kill(p.pid, signal.SIGUSR2)
             for p in pair:
                 p.wait_for("PROFILE DUMPED", 30)
-        print(f"{res['requests']} requests, {res['rps']:.0f} req/s, errors {res['errors']}")
+        if args.bulk:
+            print(f"{args.bulk} {args.bulk_mb} MB: {res['mbps']:.1f} MB/s")
+            units = args.bulk_mb * MB
+        else:
+            print(f"{res['requests']} requests, {res['rps']:.0f} req/s, errors {res['errors']}")
+            units = res["requests"]
         ext = "spy" if spy else "pstats"
         for name, c in zip(names, cpu, strict=True):
             fn = spy_report if spy else report
-            print(fn(name, work / f"{name}.{ext}", res["requests"], c, args.top))
+            print(fn(name, work / f"{name}.{ext}", units, c, args.top, bool(args.bulk)))
         if args.save:
             args.save.mkdir(parents=True, exist_ok=True)
             for name in names:
