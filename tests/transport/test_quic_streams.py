@@ -327,3 +327,31 @@ async def test_read_joins_packet_sized_chunks_up_to_n() -> None:
     assert got == payload
     assert sizes[:2] == [65536, 65536] and all(s <= 500 for s in sizes[2:])
     assert stream.at_eof
+
+
+@pytest.mark.skipif("qh3" not in available_backends(), reason="qh3 not installed")
+async def test_qh3_server_probes_its_path_mtu_like_the_client(ca: LocalCA) -> None:
+    """The edge's sends grow from 1280 to the 1452 bytes the client allows (qh3 only probes
+    as a client on its own), so an upload costs the edge fewer packets."""
+    sent = asyncio.Event()
+
+    async def send_down(conn: QuicTunnelConnection) -> None:
+        stream = await conn.accept_stream()
+        await stream.read()
+        await stream.write(os.urandom(1 << 20))
+        stream.write_eof()
+        sent.set()
+        await conn.wait_closed()
+
+    async with edge(ca, "qh3", send_down) as server:
+        async with dial(ca, server, "qh3") as conn:
+            stream = conn.open_stream()
+            await stream.write(b"go")
+            got = 0
+            while data := await stream.read():
+                got += len(data)
+            assert got == 1 << 20
+            await sent.wait()
+            (server_conn,) = server.connections
+            assert server_conn._quic._max_datagram_size == 1452
+            assert conn._quic._max_datagram_size == 1452

@@ -7,6 +7,12 @@ Private state used (pinned to qh3>=1.9.4,<2): ``QuicConnection._streams``,
 ``_process_events``/``_timer``/``_transmit_task``. Nothing outside this adapter touches qh3's
 private state.
 
+Path MTU: qh3 probes (1350, then 1452 bytes, capped by the peer's max_udp_payload_size) only
+as a client; ``prepare_connection`` turns the same probing on for our server side, so the
+edge's sends grow past 1280 bytes as quic-go's do. ``_Server`` hands a 1-RTT packet straight to
+the protocol that owns its connection ID (qh3's server parses every packet's header into a
+``QuicHeader`` first, which the connection then does again).
+
 qh3's sender keeps transmitting (and retransmitting) bytes it buffered before a reset,
 past the RESET_STREAM's final size: the peer then closes the whole connection with
 FINAL_SIZE_ERROR. ``after_send_reset`` puts a guard in front of such a sender (aioquic drops
@@ -27,6 +33,7 @@ from qh3.asyncio.server import QuicServer as _Qh3Server
 from qh3.quic import events as qh3_events
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
+from qh3.quic.packet_builder import MTU_PROBE_SIZES
 from qh3.tls import Group
 
 from nbtunnel.transport.quic.backend import (
@@ -55,6 +62,26 @@ class _Protocol(ProtocolHooks, QuicConnectionProtocol):
             if handle is not None:
                 handle.cancel()
         self._timer = self._transmit_task = None
+
+
+class _Server(_Qh3Server):
+    """qh3's server with a direct path for short-header (1-RTT) packets of known connections.
+
+    Everything else (long headers, unknown connection IDs: new connections, version
+    negotiation, stray packets) takes qh3's own path unchanged.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._cid_end = 1 + self._configuration.connection_id_length
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        if isinstance(data, bytes) and data and not data[0] & 0x80:
+            protocol = self._protocols.get(data[1:self._cid_end])
+            if protocol is not None:
+                protocol.datagram_received(data, addr)
+                return
+        super().datagram_received(data, addr)
 
 
 class _ResetSender:
@@ -108,7 +135,7 @@ class Qh3Backend(Backend):
     configuration_class = QuicConfiguration
     client_class = _ClientConnection
     protocol_class = _Protocol
-    server_class = _Qh3Server
+    server_class = _Server
 
     def new_client(self, configuration: Any, settings: QuicSettings) -> QuicConnection:
         quic = super().new_client(configuration, settings)
@@ -126,6 +153,10 @@ class Qh3Backend(Backend):
     def prepare_connection(self, quic: Any, settings: QuicSettings, credit: CreditFn) -> None:
         limit = quic._local_max_streams_bidi
         limit.value = limit.sent = max(limit.value, settings.max_incoming_streams)
+        if not quic._is_client and quic._configuration.probe_datagram_size:
+            # the client's probing, for the server (capped once the client's transport
+            # parameters arrive, with its first datagram: after this call)
+            quic._mtu_probe_sizes = [s for s in MTU_PROBE_SIZES if s > quic._max_datagram_size]
 
     def send_buffer_size(self, quic: Any, stream_id: int) -> int:
         stream = quic._streams.get(stream_id)
