@@ -77,8 +77,9 @@ class ProtocolOwner(abc.ABC):
     def _on_connection_terminated(self, error_code: int, reason: str) -> None: ...
 
     @abc.abstractmethod
-    def _on_datagram(self, addr: Any) -> None:
-        """A UDP datagram from ``addr`` arrived (before the library parses it)."""
+    def _on_datagram(self, addr: Any, now: float) -> None:
+        """A UDP datagram from ``addr`` arrived at loop time ``now`` (before the library
+        parses it)."""
 
     @abc.abstractmethod
     def _before_transmit(self) -> None: ...

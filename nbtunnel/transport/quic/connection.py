@@ -214,8 +214,8 @@ class QuicTunnelConnection(ProtocolOwner):
 
     # called by the backend protocol -----------------------------------------------------
 
-    def _on_datagram(self, addr: Any) -> None:
-        self._last_received = self._loop.time()
+    def _on_datagram(self, addr: Any, now: float) -> None:
+        self._last_received = now
         self._last_addr = addr
 
     def _on_stream_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:

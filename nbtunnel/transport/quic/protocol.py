@@ -28,12 +28,12 @@ class ProtocolHooks:
         super().__init__(quic)  # type: ignore[call-arg]
         self.quic = quic
         self._hooks_loop = asyncio.get_running_loop()
-        self._endpoint: asyncio.BaseTransport | None = None
+        self._endpoint: UdpEndpoint | None = None
         self.owner: ProtocolOwner | None = None
         self.owner = owner_factory(quic, cast(Any, self))  # a full TunnelProtocol once mixed in
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._endpoint = transport
+        self._endpoint = transport if isinstance(transport, UdpEndpoint) else None
         super().connection_made(transport)  # type: ignore[misc]
 
     def quic_event_received(self, event: Any) -> None:
@@ -55,12 +55,14 @@ class ProtocolHooks:
             owner._on_connection_terminated(event.error_code, event.reason_phrase)
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
-        if self.owner is not None:
-            self.owner._on_datagram(addr)
-        self.quic.receive_datagram(cast(bytes, data), addr, now=self._hooks_loop.time())
+        now = self._hooks_loop.time()
+        owner = self.owner
+        if owner is not None:
+            owner._on_datagram(addr, now)
+        self.quic.receive_datagram(cast(bytes, data), addr, now=now)
         # In a UdpEndpoint batch, process events and transmit (ACK) once, at its end.
         endpoint = self._endpoint
-        if not (isinstance(endpoint, UdpEndpoint) and endpoint.defer(self._flush_received)):
+        if endpoint is None or not endpoint.defer(self._flush_received):
             self._flush_received()
 
     def _flush_received(self) -> None:
