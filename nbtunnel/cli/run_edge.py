@@ -11,7 +11,7 @@ import signal
 
 from nbtunnel.api.edges import start_edge
 from nbtunnel.cli.serve import Runner
-from nbtunnel.cli.workers import WORKER_ENV
+from nbtunnel.cli.workers import WORKER_ENV, announce_ready
 from nbtunnel.core.errors import NbtunnelError
 from nbtunnel.edge.server import Edge, EdgeConfig
 from nbtunnel.home import default_home
@@ -57,6 +57,7 @@ def run_edge(args: argparse.Namespace) -> Runner:
 
             assert edge.store is not None
             token_path, new_token = await ensure_admin_token(edge.store, config.state_dir)
+            announce_ready()
             if os.environ.get(WORKER_ENV, "0") != "0":  # worker 0 prints for all of them
                 await stop.wait()
                 await edge.drain()

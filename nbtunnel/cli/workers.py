@@ -6,19 +6,23 @@ is an edge of its own in the deployment (`<edge id>-w<i>`): they share the Postg
 the Redis presence, so a request reaching one worker for a tunnel held by another is forwarded
 over the peer link. The parent only supervises: it creates the CA once, starts the workers in
 their own session (a terminal's Ctrl-C reaches only the parent), forwards the first SIGINT or
-SIGTERM as one SIGTERM each (every worker drains), kills them on a second signal, and stops all
-of them if one exits on its own.
+SIGTERM as one SIGTERM each (every worker drains), kills them on a second signal, and restarts
+a worker that crashes once it served (under the same edge id; at most MAX_RESTARTS per
+RESTART_WINDOW). A worker that exits before it served stops them all: that is a configuration
+error, not a crash. Workers say they serve with one byte on a pipe (`announce_ready`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from types import FrameType
 
 from nbtunnel.edge.cluster import default_edge_id
@@ -58,36 +62,109 @@ def _child_argv(argv: list[str], index: int, edge_id: str) -> list[str]:
     return [*out, "--edge-id", f"{edge_id}-w{index}"]
 
 
+READY_ENV = "NBTUNNEL_EDGE_WORKER_READY"
+MAX_RESTARTS = 5
+RESTART_WINDOW = 300.0
+"""A worker that crashes after it was serving is restarted, at most MAX_RESTARTS times per
+RESTART_WINDOW; one that exits before it served (a bad flag, the database unreachable) would
+only loop, so every worker is stopped instead."""
+
+
+def announce_ready() -> None:
+    """Called by a worker once it serves: one byte on the pipe its parent gave it."""
+    fd = os.environ.pop(READY_ENV, None)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.write(int(fd), b"r")
+            os.close(int(fd))
+
+
+class _Worker:
+    """One worker slot: the index (and edge id) survive restarts, the process does not."""
+
+    def __init__(self, index: int, argv: list[str]) -> None:
+        self.index, self.argv = index, argv
+        self.restarts: deque[float] = deque()
+        self.ready_fd = -1
+        self.proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        self.ready = False
+        self.close()
+        self.ready_fd, write_fd = os.pipe()
+        os.set_blocking(self.ready_fd, False)
+        env = {**os.environ, WORKER_ENV: str(self.index), READY_ENV: str(write_fd)}
+        try:
+            return subprocess.Popen([sys.executable, "-m", "nbtunnel", *self.argv], env=env,
+                                    start_new_session=True, stdin=subprocess.DEVNULL,
+                                    pass_fds=(write_fd,))
+        finally:
+            os.close(write_fd)
+
+    def poll_ready(self) -> None:
+        if not self.ready:
+            with contextlib.suppress(BlockingIOError):
+                self.ready = os.read(self.ready_fd, 1) == b"r"
+
+    def restart(self) -> str | None:
+        """Start it again, or say why not."""
+        self.poll_ready()
+        if not self.ready:
+            return "it never served"
+        now = time.monotonic()
+        while self.restarts and now - self.restarts[0] > RESTART_WINDOW:
+            self.restarts.popleft()
+        if len(self.restarts) >= MAX_RESTARTS:
+            return f"it was restarted {MAX_RESTARTS} times in {RESTART_WINDOW:.0f}s"
+        self.restarts.append(now)
+        self.proc = self._spawn()
+        return None
+
+    def close(self) -> None:
+        if self.ready_fd >= 0:
+            os.close(self.ready_fd)
+            self.ready_fd = -1
+
+
 def run_workers(args: argparse.Namespace, argv: list[str]) -> int:
     state = args.state_dir or default_home() / "edge"
     private_dir(state)
     LocalCA.load_or_create(state)  # once, before the workers race to create it
     base = args.edge_id or default_edge_id(args.location)
-    procs: list[subprocess.Popen[bytes]] = []
+    workers: list[_Worker] = []
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL if stopping else signal.SIGTERM)
+        for worker in workers:
+            if worker.proc.poll() is None:
+                worker.proc.send_signal(signal.SIGKILL if stopping else signal.SIGTERM)
         stopping = True
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    for index in range(args.workers):
-        env = {**os.environ, WORKER_ENV: str(index)}
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "nbtunnel", *_child_argv(argv, index, base)],
-            env=env, start_new_session=True, stdin=subprocess.DEVNULL))
-    log.info("edge %s: %d workers (pids %s)", base, len(procs),
-             ", ".join(str(p.pid) for p in procs))
-    while any(p.poll() is None for p in procs):
-        for proc in procs:
-            code = proc.poll()
-            if code is not None and not stopping:
-                log.error("edge worker %d exited (%d); stopping the others", proc.pid, code)
+    workers.extend(_Worker(i, _child_argv(argv, i, base)) for i in range(args.workers))
+    log.info("edge %s: %d workers (pids %s)", base, len(workers),
+             ", ".join(str(w.proc.pid) for w in workers))
+    failed = False
+    while any(w.proc.poll() is None for w in workers):
+        for worker in workers:
+            worker.poll_ready()
+            code = worker.proc.poll()
+            if code is None or stopping:
+                continue
+            name, pid = f"{base}-w{worker.index}", worker.proc.pid
+            why = worker.restart()
+            if why is None:
+                log.error("edge worker %s (pid %d) exited (%d); restarted as pid %d", name,
+                          pid, code, worker.proc.pid)
+            else:
+                log.error("edge worker %s (pid %d) exited (%d) and %s; stopping the others",
+                          name, pid, code, why)
+                failed = True
                 stop(signal.SIGTERM, None)
         time.sleep(0.2)
-    codes = [p.returncode for p in procs]
-    return 0 if stopping and all(c == 0 for c in codes) else max(1, *codes)
+    for worker in workers:
+        worker.close()
+    codes = [w.proc.returncode for w in workers]
+    return 0 if stopping and not failed and all(c == 0 for c in codes) else max(1, *codes)

@@ -1,12 +1,14 @@
 """Edges as processes: a connector given edges A and B (one HA connection on each) while a
 steady request stream flows through edge C's front. SIGKILL of A fails at most the requests in
 flight on A at that moment and the connector re-registers on B; SIGTERM of A fails none. Then
-`--workers 2` on one port, and 200 concurrent quick-tunnel creations."""
+`--workers 2` on one port, 200 concurrent quick-tunnel creations, and a crashed worker
+restarted."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 import uuid
@@ -16,6 +18,7 @@ from pathlib import Path
 import aiohttp
 
 from nbtunnel.edge.bootstrap import ensure_admin_token
+from nbtunnel.edge.presence import EdgeInfo
 from nbtunnel.edge.presence_status import read_status
 from nbtunnel.edge.server import Edge
 from tests.control.conftest import Api
@@ -139,6 +142,10 @@ async def test_sigterm_of_an_edge_moves_its_connectors_and_fails_nothing(
         await _teardown(procs)
 
 
+def _pid_of(edge_id: str, edges: list[EdgeInfo], default: int) -> int:
+    return next((e.pid for e in edges if e.id == edge_id), default)
+
+
 async def test_two_workers_share_one_port_and_never_repeat_a_hostname(
         tmp_path: Path, pg_url: str, redis_url: str) -> None:
     import sys
@@ -181,5 +188,36 @@ async def test_two_workers_share_one_port_and_never_repeat_a_hostname(
 
             names = await asyncio.gather(*(one() for _ in range(200)))
         assert len(set(names)) == 200
+
+        # a worker that crashes is restarted under its edge id; the front keeps answering
+        crashed = next(e.pid for e in edges if e.id == "w-w1")
+        os.kill(crashed, signal.SIGKILL)
+        async with asyncio.timeout(30):
+            while _pid_of("w-w1", (await read_status(redis_url))[0], crashed) == crashed:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        answered.clear()
+        for _ in range(40):
+            async with aiohttp.ClientSession() as s, s.get(base + "/") as resp:
+                answered.add((await resp.json())["edge"]["id"])
+        assert answered == {"w-w0", "w-w1"}
     finally:
         assert await stop(proc) == 0  # SIGTERM to the parent drains both workers
+
+
+async def test_workers_that_never_serve_stop_the_edge_with_the_reason(tmp_path: Path) -> None:
+    """A worker that exits before it served (here: the database is not there) is not
+    restarted in a loop: the parent stops every worker and exits 1, saying why."""
+    import sys
+
+    nothing = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nbtunnel", "--loglevel", "warn", "edge",
+        "--listen", f"127.0.0.1:{free_port()}", "--http", f"127.0.0.1:{free_port()}",
+        "--state-dir", str(tmp_path / "w"), "--store", f"postgresql://u@127.0.0.1:{nothing}/db",
+        "--presence", f"redis://127.0.0.1:{nothing}", "--workers", "2",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(60):
+        _, err = await proc.communicate()
+    assert proc.returncode == 1
+    assert "never served; stopping the others" in err.decode()
