@@ -29,7 +29,7 @@ from nbtunnel.connector.ingress import Ingress, IngressError, parse_duration
 from nbtunnel.connector.supervisor import Connector, ConnectorConfig
 from nbtunnel.core.credentials import Credentials, CredentialsError
 from nbtunnel.core.errors import NbtunnelError
-from nbtunnel.edge.store import holds_tunnel
+from nbtunnel.edge.state_files import holds_tunnel
 from nbtunnel.edge.stores import SQLITE_FILE
 from nbtunnel.home import default_home, read_credentials_file
 

@@ -26,7 +26,7 @@ from collections import deque
 from types import FrameType
 
 from nbtunnel.edge.cluster import default_edge_id
-from nbtunnel.edge.store import private_dir
+from nbtunnel.edge.state_files import private_dir
 from nbtunnel.home import default_home
 from nbtunnel.transport.tls import LocalCA
 

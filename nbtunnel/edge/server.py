@@ -26,7 +26,7 @@ from nbtunnel.edge.quick_expiry import QUICK_TUNNEL_IDLE_EXPIRY, QuickTunnelExpi
 from nbtunnel.edge.ratelimit import RateLimiter
 from nbtunnel.edge.registry import LiveConnection, Registry
 from nbtunnel.edge.rest_api import ControlApi
-from nbtunnel.edge.store import private_dir
+from nbtunnel.edge.state_files import private_dir
 from nbtunnel.edge.stores import ControlStore, open_store
 from nbtunnel.home import default_home
 from nbtunnel.transport.http2 import H2Listener
