@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--registration-timeout", type=duration, default=15.0,
                       metavar="DURATION", help="close a connector connection that has not "
                       "registered within this long (15s)")
+    edge.add_argument("--min-body-rate", type=non_negative, default=500.0, metavar="N",
+                      help="request bodies must average N bytes/s once the edge has waited "
+                      "20s for them (500; 0: no minimum); slower ones get 408 "
+                      "(docs/refusals.md)")
     edge.add_argument("--https", type=lambda t: host_port(t, 443), default=None,
                       metavar="HOST:PORT", help="also serve the public front over TLS here "
                       "(HTTP/2 and HTTP/1.1; what `cloudflared access` needs)")

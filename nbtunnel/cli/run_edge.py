@@ -13,6 +13,7 @@ from nbtunnel.api.edges import start_edge
 from nbtunnel.cli.serve import Runner
 from nbtunnel.cli.workers import WORKER_ENV, announce_ready
 from nbtunnel.core.errors import NbtunnelError
+from nbtunnel.edge.limits import FrontLimits
 from nbtunnel.edge.server import Edge, EdgeConfig
 from nbtunnel.home import default_home
 
@@ -46,6 +47,7 @@ def run_edge(args: argparse.Namespace) -> Runner:
             peer_port=args.peer_listen[1] if args.peer_listen else 0,
             peer_advertise=args.peer_advertise, reuse_port=WORKER_ENV in os.environ,
             metrics=_metrics_address(args.metrics),
+            front=FrontLimits(min_body_rate=args.min_body_rate),
         )
         try:
             edge = await start_edge(config, fallback_http=False)

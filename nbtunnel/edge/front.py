@@ -4,8 +4,8 @@ One task per client connection reads bytes, turns them into request events with 
 Sans-I/O `RequestReader` and handles the requests in order (pipelined ones included). Each
 proxied request gets its own data stream on one of the tunnel's registered connections
 (round-robin). Bodies stream both ways with back-pressure. Every wait has a deadline
-(`FrontLimits`): the whole head, each silence in a body, the connector's answer (inside the
-exchange), and the idle time between requests.
+(`FrontLimits`): the whole head, each silence in a body and its average rate (body_rate.py),
+the connector's answer (inside the exchange), and the idle time between requests.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from nbtunnel.edge.body_rate import BodyRate
+from nbtunnel.edge.clock import Clock
 from nbtunnel.edge.handler import RequestHandler
 from nbtunnel.edge.limits import FrontLimits
 from nbtunnel.edge.listener import TcpListener
@@ -72,6 +74,7 @@ class PublicFront:
         api: ApiHandler | None = None,
         api_hosts: frozenset[str] = frozenset(),
         limits: FrontLimits | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -79,6 +82,7 @@ class PublicFront:
         self.api = api
         self.api_hosts = api_hosts
         self.limits = limits or FrontLimits()
+        self.clock = clock or Clock()  # the body-rate check's time; tests inject theirs
         self._listener = TcpListener(self._serve_client)
         self.requests_total = 0
         self.statuses: dict[int, int] = {}  # answered requests by status (edge/metrics.py)
@@ -154,6 +158,7 @@ class _ClientConnection:
                                     max_fields=self.limits.max_fields)
         self.events: deque[Event] = deque()
         self.handler: RequestHandler | None = None
+        self.rate: BodyRate | None = None  # the current request body's rate check
         self._head_deadline: float | None = None
 
     async def run(self) -> None:
@@ -165,6 +170,7 @@ class _ClientConnection:
             event = self.events.popleft()
             if isinstance(event, RequestHead):
                 self.handler = RequestHandler(self.front, self._request(event), self.writer)
+                self.rate = BodyRate(self.limits.min_body_rate, self.limits.body_rate_grace)
                 await self.handler.begin()
             elif isinstance(event, Body):
                 assert self.handler is not None
@@ -186,6 +192,9 @@ class _ClientConnection:
             timeout, why = self._head_deadline - loop.time(), "head"
         else:
             timeout, why = self.limits.keepalive_timeout, "idle"
+        rate = self.rate if why == "body" else None
+        if rate is not None:
+            rate.waiting(self.front.clock.monotonic())
         try:
             async with asyncio.timeout(max(timeout, 0)):
                 data = await self.reader.read(READ_SIZE)
@@ -199,7 +208,11 @@ class _ClientConnection:
             return False
         if not data:
             return False
+        too_slow = rate.received(len(data), self.front.clock.monotonic()) if rate else None
         self._feed(data)
+        if too_slow is not None and self.parser.in_message:
+            await self._refuse(408, too_slow)
+            return False
         return True
 
     def _feed(self, data: bytes) -> None:

@@ -7,7 +7,8 @@ a connector that does not answer within the response deadline gets the visitor a
 dead connection is retried for idempotent requests. HTTP/2 differs only in framing
 (`H2ResponseWriter`): no connection-specific headers, cookies joined back into one header,
 and no upgrade (a connector that switches protocols gets a 502 here, since an HTTP/2 client
-cannot have asked for it). The request body has the HTTP/1.1 front's deadlines: 408.
+cannot have asked for it). The request body has the HTTP/1.1 front's deadline and minimum
+rate: 408.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from nbtunnel.core.errors import NbtunnelError
+from nbtunnel.edge.body_rate import BodyRate
 from nbtunnel.edge.exchange import Exchange, ExchangeError, HeadTooLargeError
 from nbtunnel.edge.front import Request
 from nbtunnel.edge.h2response import H2ResponseWriter
@@ -57,6 +59,7 @@ class H2Request:
             host=host.decode("latin-1"), headers=headers, version="2", keep_alive=True,
             upgrade=False, client_ip=client_ip, ray=front.new_ray(), scheme="https")
         self.out = H2ResponseWriter(stream, ray=self.req.ray, method=self.req.method)
+        self.rate = BodyRate(self.limits.min_body_rate, self.limits.body_rate_grace)
 
     async def run(self) -> None:
         req = self.req
@@ -115,12 +118,19 @@ class H2Request:
         await self._finish()
 
     async def _read_body(self) -> bytes:
-        """The next request body chunk (b"" at its end) under the body deadline."""
+        """The next request body chunk (b"" at its end) under the body deadline and the
+        minimum body rate."""
+        clock = self.front.clock
+        self.rate.waiting(clock.monotonic())
         try:
             async with asyncio.timeout(self.limits.body_timeout):
-                return await self.stream.read()
+                chunk = await self.stream.read()
         except TimeoutError:
             raise BodyRefusedError("The request body stalled.") from None
+        too_slow = self.rate.received(len(chunk), clock.monotonic())
+        if too_slow is not None and chunk and not self.stream.ended:
+            raise BodyRefusedError(too_slow)
+        return chunk
 
     async def _exchange(self, live: LiveConnection, tunnel_id: uuid.UUID) -> None:
         exchange = Exchange(live, self.req, self.out, repicker(self.front, tunnel_id),

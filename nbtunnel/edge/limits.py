@@ -16,6 +16,12 @@ class FrontLimits:
     body_timeout: float = 30.0
     """Longest silence while a request body is still expected: 408 (or a closed connection
     once the response has started)."""
+    min_body_rate: float = 500.0
+    """Bytes per second a request body must average once the edge has waited
+    `body_rate_grace` seconds for it (only time spent waiting for the client counts): 408.
+    0: no minimum (`nbtunnel edge --min-body-rate`)."""
+    body_rate_grace: float = 20.0
+    """Waiting time before `min_body_rate` applies (slow starts, small bodies)."""
     response_timeout: float = 100.0
     """Wait for the connector's response head; then 524, like Cloudflare's edge."""
     keepalive_timeout: float = 75.0

@@ -135,7 +135,7 @@ class Edge:
             await self._listen_for_connectors(control)
             self.front = PublicFront(
                 self.store, self.registry, location=cfg.location, api=api, api_hosts=api_hosts,
-                limits=cfg.front,
+                limits=cfg.front, clock=cfg.clock,
             )
             try:
                 await self.front.start(cfg.http_host, cfg.http_port, reuse_port=cfg.reuse_port)

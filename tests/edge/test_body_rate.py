@@ -1,0 +1,61 @@
+"""The minimum request-body rate on a hand-driven clock (no waiting)."""
+
+from __future__ import annotations
+
+from nbtunnel.edge.body_rate import BodyRate
+
+
+def test_a_dripping_body_is_refused_once_the_grace_period_is_over() -> None:
+    rate = BodyRate(min_rate=100, grace=10)
+    now = 0.0
+    verdicts = []
+    for _ in range(3):  # one byte every 9 s: each silence is short, the average is not
+        rate.waiting(now)
+        now += 9
+        verdicts.append(rate.received(1, now))
+    assert verdicts[:1] == [None]  # 9 s waited: still in the grace period
+    assert verdicts[1] is not None and "2 bytes in 18 s" in verdicts[1]
+    assert "the minimum is 100 bytes/s" in verdicts[1]
+
+
+def test_a_steady_body_passes() -> None:
+    rate = BodyRate(min_rate=100, grace=10)
+    now = 0.0
+    for _ in range(100):
+        rate.waiting(now)
+        now += 1
+        assert rate.received(150, now) is None
+
+
+def test_time_the_edge_is_held_up_does_not_count() -> None:
+    """Between reads the edge waits on the connector (back-pressure): not the client's time."""
+    rate = BodyRate(min_rate=100, grace=10)
+    now = 0.0
+    for _ in range(10):
+        rate.waiting(now)
+        now += 1
+        assert rate.received(200, now) is None
+        now += 60  # forwarding the chunk took a minute
+    assert rate.waited == 10
+
+
+def test_a_quick_start_buys_time_and_then_runs_out() -> None:
+    rate = BodyRate(min_rate=100, grace=10)
+    rate.waiting(0)
+    assert rate.received(2000, 1) is None  # 2000 bytes: good for 20 s of waiting at 100/s
+    rate.waiting(1)
+    assert rate.received(1, 19) is None
+    rate.waiting(19)
+    assert rate.received(1, 21) is not None
+
+
+def test_zero_disables_the_minimum() -> None:
+    rate = BodyRate(min_rate=0, grace=10)
+    rate.waiting(0)
+    assert rate.received(1, 1000) is None
+
+
+def test_a_read_that_ends_without_bytes_still_counts_its_wait() -> None:
+    rate = BodyRate(min_rate=100, grace=10)
+    rate.waiting(0)
+    assert rate.received(0, 30) is not None
