@@ -57,7 +57,7 @@ class ClusterConfig:
     peer_host: str = "127.0.0.1"
     peer_port: int = 0
     peer_advertise: str | None = None  # the address other edges dial (default: peer_host)
-    peer_secret: bytes | None = None  # default: the deployment's, kept in Redis
+    peer_secret: bytes | None = None  # default: the deployment's CA key (never in Redis)
     quic_backend: str | None = None
 
 
@@ -99,9 +99,7 @@ class Cluster:
         if cfg.peer_host in ("0.0.0.0", "::", "") and not cfg.peer_advertise:
             raise StoreError("--peer-listen on every address needs --peer-advertise HOST (the "
                              "address other edges dial)")
-        secret = cfg.peer_secret or await self.presence.peer_secret()
-        assert secret is not None
-        token = peer_token(secret)
+        token = peer_token(cfg.peer_secret or ca.ca_key_path.read_bytes())
         self.server = PeerServer(self.registry, token, cfg.edge_id)
         self._listener = await serve(
             cfg.peer_host, cfg.peer_port, certfile=str(ca.cert_path), keyfile=str(ca.key_path),

@@ -5,7 +5,8 @@ The forwarding edge (B) runs the usual exchange (`exchange.py`) on a stream of i
 to the holding edge (A), as if A were a connector (`PeerTransport` is a `TunnelConnection`):
 the request head in QUIC wire form, bodies, WebSocket bytes and resets, so nothing is buffered
 and back-pressure holds end to end. Each stream starts with a header: `NBPEER01`, a 32-byte
-token (HMAC of the deployment's shared secret), the tunnel id and a flags byte. A checks the
+token (derived from the deployment's CA key, which every edge of it holds and Redis never
+sees), the tunnel id and a flags byte. A checks the
 token, hands the head to one of its own connections of that tunnel (QUIC or HTTP/2: the
 transport seam hides which), relays the response head and pipes the bodies both ways; it
 never forwards further (no loops). The link is TLS: B verifies A's certificate with the
@@ -48,6 +49,7 @@ _NIL = uuid.UUID(int=0)
 
 
 def peer_token(secret: bytes) -> bytes:
+    """The token peers present: `secret` is `--peer-secret` or the CA's private key (PEM)."""
     return hmac.new(secret, b"nbtunnel-peer-v1", hashlib.sha256).digest()
 
 

@@ -119,10 +119,6 @@ class Presence:
         """Ask other edges to close the tunnel's connections; how many they closed."""
         return 0
 
-    async def peer_secret(self) -> bytes | None:
-        """The deployment's shared secret for edge-to-edge links (None: no peering)."""
-        return None
-
 
 class LocalPresence(Presence):
     """A single edge: nothing to share."""

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -309,10 +308,6 @@ class RedisPresence(Commands, Presence):
     async def reserve_hostname(self, hostname: str) -> bool:
         return bool(await self.r.set(P + "host:" + hostname.lower(), self.edge_id, nx=True,
                                      ex=HOST_RESERVATION))
-
-    async def peer_secret(self) -> bytes:
-        await self.r.set(P + "peer-secret", secrets.token_hex(32), nx=True)
-        return bytes.fromhex(await self.r.get(P + "peer-secret"))
 
     async def _listen(self) -> None:
         while True:

@@ -17,6 +17,7 @@ import pytest
 
 from nbtunnel.core.credentials import Credentials
 from nbtunnel.edge.bootstrap import ensure_admin_token
+from nbtunnel.edge.peering import peer_token
 from nbtunnel.edge.server import Edge
 from tests.control.conftest import Api
 from tests.e2e.conftest import Origin, download_sha256
@@ -177,6 +178,27 @@ async def test_quick_tunnel_hostnames_unique_across_edges(
     names = list(three.values())
     got = await asyncio.gather(*(one(names[i % 3]) for i in range(150)))
     assert len(set(got)) == len(got)
+
+
+async def test_the_peer_token_comes_from_the_ca_key_and_redis_never_holds_it(
+        three: dict[str, Edge], redis_url: str) -> None:
+    """Whoever reads Redis cannot speak to the peer ports: the token is derived from the CA key
+    every edge holds, and nothing secret is kept in Redis."""
+    import redis.asyncio as aredis
+
+    expected = peer_token(three["a"].ca.ca_key_path.read_bytes())
+    for edge in three.values():
+        assert edge.cluster.server is not None and edge.cluster.server.token == expected
+    r = aredis.Redis.from_url(redis_url)
+    try:
+        keys = [k async for k in r.scan_iter("*")]
+        assert keys and not [k for k in keys if b"secret" in k]
+        for key in keys:
+            if await r.type(key) == b"string":
+                value = await r.get(key)
+                assert expected not in value and expected.hex().encode() not in value
+    finally:
+        await r.aclose()
 
 
 async def test_forwarding_to_a_connector_on_http2(
