@@ -265,19 +265,30 @@ def open_tunnel(target: Targets, *, wait: bool = True, **options: Any) -> Tunnel
     rt = get_runtime()
     known = {id(registry[s]) for s in services if s in registry}
     tunnel = rt.call(_astart(rt, services, _first(target), settings, opts, wait))
-    if id(tunnel) not in known and tunnel.access_help:
-        print(tunnel.access_help)  # a TCP service: the user needs these commands
+    if id(tunnel) not in known:
+        _tell(tunnel)
     return tunnel
+
+
+def _tell(tunnel: Tunnel) -> None:
+    """What the caller must know about a new tunnel, printed once (a log line at INFO would
+    not show in a script or a notebook)."""
+    if tunnel.edge_note:  # `auto` could not use Cloudflare: the URL works on this machine only
+        print(f"nbtunnel: {tunnel.edge_note}")
+    if tunnel.access_help:
+        print(tunnel.access_help)  # a TCP service: the user needs these commands
 
 
 async def aopen_tunnel(target: Targets, *, wait: bool = True, **options: Any) -> Tunnel:
     """Async open_tunnel: the connector still runs on the runtime thread, not on your loop."""
     services, opts, settings = _prepare(target, options)
     rt = get_runtime()
+    known = {id(registry[s]) for s in services if s in registry}
     coro = _astart(rt, services, _first(target), settings, opts, wait)
-    if rt.on_loop_thread:
-        return await coro
-    return await asyncio.wrap_future(rt.submit(coro))
+    tunnel = await coro if rt.on_loop_thread else await asyncio.wrap_future(rt.submit(coro))
+    if id(tunnel) not in known:
+        _tell(tunnel)
+    return tunnel
 
 
 def _first(target: Targets) -> int | str:

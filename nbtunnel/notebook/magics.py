@@ -140,8 +140,7 @@ class TunnelMagics(Magics):
         if existing is tunnel:
             print(f"nbtunnel: the tunnel to {tunnel.service} is already open: {tunnel.url}")
         else:
-            if tunnel.edge_note:  # auto could not use Cloudflare: one line saying why
-                print(f"nbtunnel: {tunnel.edge_note}")
+            # (open_tunnel printed why `auto` could not use Cloudflare, if it could not)
             print(f"nbtunnel: using {tunnel.edge_label}"
                   + ("" if settings.kind in ("address", "cloudflare")
                      else "; set --edge or NBTUNNEL_EDGE for another edge"))

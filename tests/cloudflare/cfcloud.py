@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from cfstubs import DnsStub, TestPKI, TlsFront, Zone
-from wiretap import Hello, Tap, start_taps
 
 from nbtunnel.connector.discovery import DnsOptions
 from nbtunnel.edge.bootstrap import ensure_admin_token
 from nbtunnel.edge.server import Edge, EdgeConfig
+from tests.cloudflare.cfstubs import DnsStub, TestPKI, TlsFront, Zone
+from tests.cloudflare.wiretap import Hello, Tap, start_taps
 
 SRV = "_v2-origintunneld._tcp.argotunnel.com."
 

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from cfcloud import Cloud, cloudflare_zone, start_cloud, stop_cloud
-from cfstubs import DnsStub, DotStub, TestPKI
 
+from tests.cloudflare.cfcloud import Cloud, cloudflare_zone, start_cloud, stop_cloud
+from tests.cloudflare.cfstubs import DnsStub, DotStub, TestPKI
 from tests.e2e.conftest import origin
 
 __all__ = ["origin"]

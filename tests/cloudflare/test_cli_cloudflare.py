@@ -14,9 +14,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from cfcloud import Cloud
-from cfstubs import DnsStub
 
+from tests.cloudflare.cfcloud import Cloud
+from tests.cloudflare.cfstubs import DnsStub
 from tests.e2e.conftest import Origin
 
 

@@ -4,8 +4,6 @@ only the resolver addresses differ)."""
 from __future__ import annotations
 
 import pytest
-from cfcloud import SRV, cloudflare_zone
-from cfstubs import DnsStub, DotStub, TestPKI
 
 from nbtunnel.connector.discovery import (
     DiscoveryError,
@@ -14,6 +12,8 @@ from nbtunnel.connector.discovery import (
     discover,
     srv_name,
 )
+from tests.cloudflare.cfcloud import SRV, cloudflare_zone
+from tests.cloudflare.cfstubs import DnsStub, DotStub, TestPKI
 
 
 def test_service_names_follow_cloudflared() -> None:

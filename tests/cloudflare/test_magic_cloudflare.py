@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from cfcloud import Cloud, start_cloud, stop_cloud
-from cfstubs import DnsStub
 from IPython.testing import globalipapp
 from IPython.utils.capture import capture_output
 
 from nbtunnel.api.runtime import shutdown_runtime
+from tests.cloudflare.cfcloud import Cloud, start_cloud, stop_cloud
+from tests.cloudflare.cfstubs import DnsStub
 
 T = TypeVar("T")
 
@@ -115,7 +115,10 @@ def test_magic_on_cloudflare(ip: Any, threaded_cloud: tuple[Cloud, LoopThread],
                                      else "quic.cftunnel.com")
 
 
-def test_magic_default_auto_falls_back_with_one_line(ip: Any, origin_port: int) -> None:
+@pytest.mark.parametrize("how", ["magic", "python"])
+def test_default_auto_falls_back_with_one_line(ip: Any, origin_port: int, how: str) -> None:
+    """`%tunnel 8000` and plain `nbtunnel.open_tunnel(8000)` both say, once, that the URL is
+    a local one and why (an INFO log line would not show in a script)."""
     runner = LoopThread()
     stub = runner.run(DnsStub.start({}))
     stub.refuse = True
@@ -123,8 +126,10 @@ def test_magic_default_auto_falls_back_with_one_line(ip: Any, origin_port: int) 
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("NBTUNNEL_DNS", stub.address)
             mp.setenv("NBTUNNEL_DOT", "off")
+            code = (f"t = %tunnel {origin_port}" if how == "magic" else
+                    f"import nbtunnel; t = nbtunnel.open_tunnel({origin_port})")
             with capture_output() as out:
-                result = ip.run_cell(f"t = %tunnel {origin_port}")
+                result = ip.run_cell(code)
         assert result.success, result.error_in_exec
         t = ip.user_ns["t"]
         lines = [line for line in out.stdout.splitlines()

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from cfstubs import DnsStub, TestPKI
 
 from nbtunnel import __version__
 from nbtunnel.connector.discovery import DnsOptions
@@ -22,6 +21,7 @@ from nbtunnel.connector.quick import (
     parse_quick_answer,
     request_quick_tunnel,
 )
+from tests.cloudflare.cfstubs import DnsStub, TestPKI
 
 VECTORS = Path(__file__).parents[1] / "vectors"
 GOOD = (VECTORS / "quick-tunnel-response.json").read_bytes()

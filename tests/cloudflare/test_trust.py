@@ -8,8 +8,6 @@ import ssl
 from pathlib import Path
 
 import pytest
-from cfcloud import start_edge
-from cfstubs import TestPKI
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
@@ -18,6 +16,8 @@ from nbtunnel.transport.errors import HandshakeError
 from nbtunnel.transport.http2 import dial as dial_http2
 from nbtunnel.transport.quic import QuicSettings, connect
 from nbtunnel.transport.trust import Trust, cloudflare_roots_pem
+from tests.cloudflare.cfcloud import start_edge
+from tests.cloudflare.cfstubs import TestPKI
 
 # tlsconfig/cloudflare_ca.go at cloudflared d1df7985 (release 2026.8.2)
 GOLDEN = {
