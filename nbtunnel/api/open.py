@@ -37,11 +37,11 @@ from nbtunnel.connector.cloudflare import (
     find_edge,
     open_quick,
 )
-from nbtunnel.connector.credentials import Credentials, CredentialsError
 from nbtunnel.connector.inspector import Inspector
 from nbtunnel.connector.quick import request_quick_tunnel
 from nbtunnel.connector.stream_origin import is_stream_service
 from nbtunnel.connector.supervisor import ConnectorConfig
+from nbtunnel.core.credentials import Credentials, CredentialsError
 from nbtunnel.core.errors import NbtunnelError
 
 log = logging.getLogger("nbtunnel.tunnel")

@@ -20,8 +20,8 @@ import aiohttp
 import aiohttp.abc
 
 from nbtunnel import __version__
-from nbtunnel.connector.credentials import Credentials, CredentialsError
 from nbtunnel.connector.discovery import DiscoveryError, DnsClient, DnsOptions, resolve_host
+from nbtunnel.core.credentials import Credentials, CredentialsError
 from nbtunnel.core.errors import NbtunnelError
 from nbtunnel.transport.trust import Trust
 

@@ -21,7 +21,6 @@ from typing import Protocol
 from nbtunnel import __version__
 from nbtunnel.connector.access_control import AccessControl
 from nbtunnel.connector.backoff import Backoff
-from nbtunnel.connector.credentials import Credentials
 from nbtunnel.connector.edge_connection import (
     Dialer,
     DialTarget,
@@ -36,6 +35,7 @@ from nbtunnel.connector.inspector import Inspector
 from nbtunnel.connector.origin import OriginClient
 from nbtunnel.connector.origin_guard import GuardedOrigin
 from nbtunnel.connector.proxy import StreamProxy
+from nbtunnel.core.credentials import Credentials
 from nbtunnel.core.errors import NbtunnelError
 from nbtunnel.core.schema import ClientInfo, TunnelAuth
 from nbtunnel.transport.dial import dial

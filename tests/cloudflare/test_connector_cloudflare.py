@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from nbtunnel.connector.cloudflare import CloudflareOptions, find_edge, open_quick
-from nbtunnel.connector.credentials import Credentials
 from nbtunnel.connector.edgepool import EdgePool
 from nbtunnel.connector.ingress import Ingress
 from nbtunnel.connector.supervisor import Connector, ConnectorConfig
+from nbtunnel.core.credentials import Credentials
 from tests.cloudflare.cfcloud import REGION1, REGION2, Cloud, start_cloud, stop_cloud
 from tests.e2e.conftest import FAST_HA_START, Origin
 

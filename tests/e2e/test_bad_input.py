@@ -10,11 +10,11 @@ import socket
 import aiohttp
 import pytest
 
-from nbtunnel.connector.credentials import Credentials
 from nbtunnel.connector.events import ConnectionEvent, TunnelEvent
 from nbtunnel.connector.ingress import Ingress
 from nbtunnel.connector.quick import request_quick_tunnel
 from nbtunnel.connector.supervisor import Connector, ConnectorConfig
+from nbtunnel.core.credentials import Credentials
 from nbtunnel.core.streams import DATA_SIGNATURE, PROTOCOL_VERSION
 from nbtunnel.edge.server import Edge
 from nbtunnel.transport.errors import StreamResetError, TransportError
