@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Protocol
 from nbtunnel.core.errors import NbtunnelError, ProtocolError
 from nbtunnel.core.httpmeta import build_connect_request, parse_http_response, request_has_body
 from nbtunnel.core.streams import ConnectRequest, ConnectResponse
+from nbtunnel.edge.deadline import Deadline
 from nbtunnel.edge.forwarding import forwarded_headers
 from nbtunnel.edge.limits import FrontLimits
 from nbtunnel.edge.pages import wants_html
 from nbtunnel.edge.response_check import BadResponseError, CheckedHead, check_response_head
+from nbtunnel.edge.response_writer import FLUSH_AT
 from nbtunnel.transport.base import DataStream
 from nbtunnel.transport.errors import TransportClosedError, TransportError
 
@@ -72,6 +74,17 @@ class ResponseOut(Protocol):
     def start(self, status: int, headers: list[tuple[str, str]], *, length: int | None,
               upgraded: bool = False) -> None: ...
 
+    @property
+    def held(self) -> int:
+        """Bytes held for the next flush (a relay flushes before it would wait)."""
+        ...
+
+    def add(self, data: bytes) -> bool:
+        """Hold body bytes; False once the stated Content-Length is reached."""
+        ...
+
+    async def flush(self) -> None: ...
+
     async def body(self, data: bytes) -> bool: ...
 
     async def end(self) -> bool: ...
@@ -116,12 +129,12 @@ class Exchange:
         self.stream: DataStream | None = None  # once start() opened it
         self.has_body = False
         self._body_broken = False
-        self._response: asyncio.Task[None] | None = None
-        self._head_decided: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._response: asyncio.Task[None] | None = None  # requests with a body or upgrade
+        self._head_decided: asyncio.Future[bool] | None = None  # upgrade requests
         self.status = 0
         self._counted = False  # this exchange is in self.live.in_flight
         self._sent_at: float | None = None  # when the whole request was handed over
-        self._deadline: asyncio.Timeout | None = None
+        self._deadline: Deadline | None = None  # while the response head is awaited
 
     async def start(self) -> None:
         req = self.req
@@ -137,7 +150,13 @@ class Exchange:
         await self._send_head()
         if not self.has_body:
             self._request_sent()
-        self._response = asyncio.get_running_loop().create_task(self._respond())
+        if self.has_body or req.upgrade:
+            # the response may come while the body still flows (or the client's bytes do)
+            loop = asyncio.get_running_loop()
+            if req.upgrade:
+                self._head_decided = loop.create_future()
+            self._response = loop.create_task(self._respond())
+        # else: finish() awaits the response in the client connection's own task
 
     @property
     def response(self) -> asyncio.Task[None]:
@@ -149,7 +168,7 @@ class Exchange:
         """The response deadline runs from here (an upload may take longer than it)."""
         self._sent_at = asyncio.get_running_loop().time()
         if self._deadline is not None:
-            self._deadline.reschedule(self._sent_at + self.limits.response_timeout)
+            self._deadline.arm(self._sent_at + self.limits.response_timeout)
 
     async def _send_head(self) -> None:
         assert self._request is not None
@@ -193,15 +212,18 @@ class Exchange:
         except TransportError:
             self._body_broken = True  # the response side reports the failure
 
-    async def finish(self) -> bool:
-        """Request fully read: end the stream's write side and wait for the response."""
+    async def finish(self, deadline: Deadline | None = None) -> bool:
+        """Request fully read: end the stream's write side and wait for the response
+        (``deadline``: the calling task's, for a response awaited inline)."""
         if self.has_body and not self._body_broken and self.stream is not None:
             with contextlib.suppress(TransportError):
                 self.stream.write_eof()
         if self._sent_at is None:
             self._request_sent()
-        assert self._response is not None
-        await self._response
+        if self._response is None:
+            await self._respond(deadline)
+        else:
+            await self._response
         return self.out.keep_alive
 
     async def abort(self, why: str) -> None:
@@ -230,14 +252,13 @@ class Exchange:
         assert self.stream is not None
         return await self.stream.receive_response()
 
-    async def _respond(self) -> None:
+    async def _respond(self, deadline: Deadline | None = None) -> None:
+        """The response: head (under the response deadline), checks, then the body. Runs in
+        its own task for requests with a body, else in the client connection's task under
+        that connection's ``deadline``."""
         try:
             try:
-                async with asyncio.timeout(None) as self._deadline:
-                    if self._sent_at is not None:
-                        self._deadline.reschedule(self._sent_at + self.limits.response_timeout)
-                    resp = await self._read_head_or_retry()
-                self._deadline = None
+                resp = await self._read_head_with_deadline(deadline)
                 if resp.error:
                     raise ExchangeError(resp.error)
                 status, headers = parse_http_response(resp)
@@ -259,12 +280,33 @@ class Exchange:
                 await self.out.end()
                 return
             self.status = head.status
-            self._head_decided.set_result(head.upgraded)
+            if self._head_decided is not None:
+                self._head_decided.set_result(head.upgraded)
             await self._relay(head)
         finally:
-            if not self._head_decided.done():
+            if self._head_decided is not None and not self._head_decided.done():
                 self._head_decided.set_result(False)
             self._done()
+
+    async def _read_head_with_deadline(self, deadline: Deadline | None) -> ConnectResponse:
+        """The response head; TimeoutError once the response deadline (from the moment the
+        whole request was handed over) passed."""
+        own = deadline is None
+        self._deadline = deadline = deadline or Deadline()
+        if self._sent_at is not None:
+            deadline.arm(self._sent_at + self.limits.response_timeout)
+        try:
+            return await self._read_head_or_retry()
+        except asyncio.CancelledError:
+            if deadline.expired():
+                raise TimeoutError from None
+            raise
+        finally:
+            self._deadline = None
+            if own:
+                deadline.close()
+            else:
+                deadline.disarm()
 
     async def _relay(self, head: CheckedHead) -> None:
         out = self.out
@@ -273,10 +315,13 @@ class Exchange:
         assert stream is not None
         try:
             while True:
+                # what the stream has ready joins the held head: a small response is one send
+                if not stream.readable or out.held > FLUSH_AT:
+                    await out.flush()
                 data = await stream.read(65536)
                 if not data:
                     break
-                if not await out.body(data):
+                if not out.add(data):
                     # more than Content-Length: the rest never reaches this (kept-alive) client
                     log.info("response %s ran past its Content-Length; cut", self.req.ray)
                     stream.reset(0)
@@ -302,6 +347,7 @@ class Exchange:
 
     async def run_upgraded(self, reader: asyncio.StreamReader, rest: bytes) -> None:
         """WebSocket: after a 101, pipe raw bytes both ways until either side ends."""
+        assert self._head_decided is not None
         upgraded = await self._head_decided
         if not upgraded:
             self.out.keep_alive = False

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
+import random
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -21,9 +21,10 @@ from typing import Protocol
 
 from nbtunnel.edge.body_rate import BodyRate
 from nbtunnel.edge.clock import Clock
+from nbtunnel.edge.deadline import Deadline
 from nbtunnel.edge.handler import RequestHandler
 from nbtunnel.edge.limits import FrontLimits
-from nbtunnel.edge.listener import TcpListener
+from nbtunnel.edge.listener import ClientReader, TcpListener
 from nbtunnel.edge.registry import LiveConnection, Registry
 from nbtunnel.edge.request_reader import Body, End, Event, Refusal, RequestHead, RequestReader
 from nbtunnel.edge.response_writer import ResponseWriter
@@ -112,9 +113,10 @@ class PublicFront:
         self.statuses[status] = self.statuses.get(status, 0) + 1
 
     def new_ray(self) -> str:
-        return f"{secrets.token_hex(8)}-{self.location}"
+        # a ray names a request in logs and pages; it is no secret (no getrandom() per request)
+        return f"{random.getrandbits(64):016x}-{self.location}"
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+    async def serve(self, reader: ClientReader, writer: asyncio.StreamWriter,
                     scheme: str = "http") -> None:
         """Serve one HTTP/1.1 client connection another listener accepted (the HTTPS front's,
         after TLS); close() cancels and awaits it like our own."""
@@ -129,7 +131,7 @@ class PublicFront:
             self._served.discard(task)
             writer.close()
 
-    async def _serve_client(self, reader: asyncio.StreamReader,
+    async def _serve_client(self, reader: ClientReader,
                             writer: asyncio.StreamWriter, scheme: str = "http") -> None:
         peer = writer.get_extra_info("peername")
         conn = _ClientConnection(self, reader, writer, peer[0] if peer else "", scheme)
@@ -146,7 +148,7 @@ class PublicFront:
 class _ClientConnection:
     """The requests of one visitor connection, in order."""
 
-    def __init__(self, front: PublicFront, reader: asyncio.StreamReader,
+    def __init__(self, front: PublicFront, reader: ClientReader,
                  writer: asyncio.StreamWriter, client_ip: str, scheme: str = "http") -> None:
         self.front = front
         self.scheme = scheme
@@ -160,6 +162,8 @@ class _ClientConnection:
         self.handler: RequestHandler | None = None
         self.rate: BodyRate | None = None  # the current request body's rate check
         self._head_deadline: float | None = None
+        self.loop = asyncio.get_running_loop()
+        self.deadline = Deadline()  # every wait of this connection's task (deadline.py)
 
     async def run(self) -> None:
         while True:
@@ -170,7 +174,7 @@ class _ClientConnection:
             event = self.events.popleft()
             if isinstance(event, RequestHead):
                 self.handler = RequestHandler(self.front, self._request(event), self.writer)
-                self.rate = BodyRate(self.limits.min_body_rate, self.limits.body_rate_grace)
+                self.rate = None
                 await self.handler.begin()
             elif isinstance(event, Body):
                 assert self.handler is not None
@@ -185,27 +189,34 @@ class _ClientConnection:
 
     async def _read(self) -> bool:
         """Read and parse more bytes under the deadline that applies now; False: stop."""
-        loop = asyncio.get_running_loop()
+        now = self.loop.time()
         if self.handler is not None:
-            timeout, why = self.limits.body_timeout, "body"
+            when, why = now + self.limits.body_timeout, "body"
         elif self._head_deadline is not None:
-            timeout, why = self._head_deadline - loop.time(), "head"
+            when, why = self._head_deadline, "head"
         else:
-            timeout, why = self.limits.keepalive_timeout, "idle"
-        rate = self.rate if why == "body" else None
-        if rate is not None:
+            when, why = now + self.limits.keepalive_timeout, "idle"
+        rate = None
+        if why == "body":  # a request with a body (created here: a GET never needs one)
+            rate = self.rate = self.rate or BodyRate(self.limits.min_body_rate,
+                                                     self.limits.body_rate_grace)
             rate.waiting(self.front.clock.monotonic())
+        deadline = self.deadline
+        deadline.arm(when)
         try:
-            async with asyncio.timeout(max(timeout, 0)):
-                data = await self.reader.read(READ_SIZE)
+            data = await self.reader.read(READ_SIZE)
         except ConnectionError:
             return False  # a reset client is a client gone: release() aborts its exchange
-        except TimeoutError:
+        except asyncio.CancelledError:
+            if not deadline.expired():
+                raise
             if why == "head":
                 await self._refuse(408, "The request head took too long.")
             elif why == "body":
                 await self._refuse(408, "The request body stalled.")
             return False
+        finally:
+            deadline.disarm()
         if not data:
             return False
         too_slow = rate.received(len(data), self.front.clock.monotonic()) if rate else None
@@ -219,7 +230,7 @@ class _ClientConnection:
         self.events.extend(self.parser.feed(data))
         if self.parser.in_head and self.handler is None:
             if self._head_deadline is None:
-                self._head_deadline = asyncio.get_running_loop().time() + self.limits.head_timeout
+                self._head_deadline = self.loop.time() + self.limits.head_timeout
         else:
             self._head_deadline = None
 
@@ -230,13 +241,9 @@ class _ClientConnection:
             self.handler = None
             await handler.run_upgraded(self.reader, self.parser.upgraded_rest)
             return False
-        keep, early = await handler.finish_watching_client(self.reader)
+        keep = await handler.finish_watching_client(self.reader, self.deadline)
         self.handler = None
-        if early is None:
-            return False  # the client went away; the exchange was aborted
-        if early:
-            self._feed(early)
-        return keep
+        return keep  # False too when the client went away (the exchange was aborted)
 
     async def _refuse(self, status: int, detail: str) -> None:
         """Answer with an edge page and close (the connection is not reusable after it)."""
@@ -252,6 +259,7 @@ class _ClientConnection:
             log.info("refused a request from %s: %d %s", self.client_ip, status, detail)
 
     async def release(self) -> None:
+        self.deadline.close()
         if self.handler is not None:
             await self.handler.client_gone()
             self.handler = None

@@ -49,7 +49,7 @@ class H2ResponseWriter:
         """A response whose body is known; the body is sent by :meth:`end`."""
         self.start(status, [*headers, ("content-length", str(len(body))), ("server", "nbtunnel")],
                    length=len(body))
-        self._pending = body
+        self.add(body)
 
     def start(self, status: int, headers: list[tuple[str, str]], *, length: int | None,
               upgraded: bool = False) -> None:
@@ -64,18 +64,34 @@ class H2ResponseWriter:
         fields.append((b"cf-ray", self.ray.encode()))
         self.stream.respond(fields, end=False)
 
-    async def body(self, data: bytes) -> bool:
-        """Send body bytes within the client's window; False once the body reached its stated
-        Content-Length (whatever comes after is not sent)."""
+    @property
+    def held(self) -> int:
+        """Body bytes held for the next flush."""
+        return len(self._pending)
+
+    def add(self, data: bytes) -> bool:
+        """Hold body bytes; False once the body reached its stated Content-Length (whatever
+        comes after is not sent)."""
         if self._no_body or not data:
             return True
         if self._length is not None and self._sent + len(data) > self._length:
             data = data[: self._length - self._sent]
             self.overflow = True
         self._sent += len(data)
-        if data:
-            await self.stream.write(data)
+        self._pending += data
         return not self.overflow
+
+    async def flush(self) -> None:
+        """Send what is held, within the client's window."""
+        if self._pending:
+            pending, self._pending = self._pending, b""
+            await self.stream.write(pending)
+
+    async def body(self, data: bytes) -> bool:
+        """Send body bytes within the client's window (see ``add``)."""
+        more = self.add(data)
+        await self.flush()
+        return more
 
     async def end(self) -> bool:
         """Finish the stream; a body shorter than its Content-Length is reset instead."""
@@ -83,9 +99,7 @@ class H2ResponseWriter:
             return True
         self._ended = True
         try:
-            if self._pending:
-                pending, self._pending = self._pending, b""
-                await self.body(pending)
+            await self.flush()
             if self._length is not None and not self._no_body and self._sent < self._length:
                 self.stream.abort()  # the visitor sees the truncation
                 return False

@@ -14,7 +14,9 @@ from nbtunnel.edge.registry import LiveConnection
 from nbtunnel.edge.response_writer import ResponseWriter
 
 if TYPE_CHECKING:
+    from nbtunnel.edge.deadline import Deadline
     from nbtunnel.edge.front import PublicFront, Request
+    from nbtunnel.edge.listener import ClientReader
 
 MAX_API_BODY = 1024 * 1024
 
@@ -107,11 +109,11 @@ class RequestHandler:
             else:
                 self.api_body += chunk
 
-    async def finish(self) -> bool:
+    async def finish(self, deadline: Deadline | None = None) -> bool:
         """Complete the request; returns whether the connection stays open."""
         if self.exchange is not None:
             try:
-                return await self.exchange.finish()
+                return await self.exchange.finish(deadline)
             finally:
                 self.front.count(self.out.status or 502)
         if self.api_body is not None and self.front.api is not None:
@@ -125,45 +127,35 @@ class RequestHandler:
         self.front.count(self.out.status)
         return await self.out.end()
 
-    async def finish_watching_client(
-        self, reader: asyncio.StreamReader
-    ) -> tuple[bool, bytes | None]:
+    async def finish_watching_client(self, reader: ClientReader, deadline: Deadline) -> bool:
         """Wait for the response while watching the client socket: if the client hangs up
         (e.g. during a silent long-poll) the exchange is aborted at once, which resets the data
-        stream so the connector releases the origin. Returns (keep-alive, bytes the client
-        sent meanwhile), or (False, None) when the client went away."""
-        if self.exchange is None or reader.at_eof():
-            return await self.finish(), b""
+        stream so the connector releases the origin. Returns whether the connection stays
+        open (False when the client went away). Bytes the client sends meanwhile (a
+        pipelined request) stay in the reader for the next read. ``deadline`` is the
+        connection's (deadline.py): the response head waits under it."""
+        if self.exchange is None or reader.at_eof() or reader.exception() is not None:
+            return await self.finish(deadline)
         task = asyncio.current_task()
         assert task is not None
         gone = False
 
-        def on_read(done: asyncio.Future[bytes]) -> None:
+        def on_gone() -> None:
             nonlocal gone
-            if not done.cancelled() and (done.exception() is not None or not done.result()):
+            if not gone:
                 gone = True
                 task.cancel()
 
-        watcher = asyncio.ensure_future(reader.read(65536))
-        watcher.add_done_callback(on_read)
+        reader.on_gone = on_gone
         try:
-            keep = await self.finish()
+            return await self.finish(deadline)
         except asyncio.CancelledError:
             if gone and task.uncancel() == 0:
                 await self.client_gone()
-                return False, None
+                return False
             raise
         finally:
-            watcher.remove_done_callback(on_read)
-            if not watcher.done():
-                watcher.cancel()
-                await asyncio.wait([watcher])  # our own cancellation still propagates
-        if watcher.cancelled():
-            return keep, b""  # we stopped watching: the client sent nothing meanwhile
-        if watcher.exception() is not None:
-            return False, b""
-        data = watcher.result()
-        return (keep, data) if data else (False, b"")
+            reader.on_gone = None
 
     async def refuse(self, status: int, detail: str) -> None:
         """The request cannot go on (a stalled or malformed body): answer if nothing was
@@ -180,7 +172,7 @@ class RequestHandler:
         if self.exchange is not None:
             await self.exchange.abort("client closed the connection")
 
-    async def run_upgraded(self, reader: asyncio.StreamReader, rest: bytes) -> None:
+    async def run_upgraded(self, reader: ClientReader, rest: bytes) -> None:
         if self.exchange is None:
             self.out.keep_alive = False
             await self.finish()

@@ -18,6 +18,7 @@ import ssl
 from nbtunnel.edge.certs import CertStore
 from nbtunnel.edge.front import PublicFront, Request
 from nbtunnel.edge.h2front import H2FrontConnection
+from nbtunnel.edge.listener import ClientReader, start_server
 
 log = logging.getLogger("nbtunnel.edge.https")
 
@@ -37,7 +38,7 @@ class HttpsFront:
         self.connections_h1 = 0
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(
+        self._server = await start_server(
             self._on_client, host, port, ssl=self.certs.context,
             ssl_handshake_timeout=HANDSHAKE_TIMEOUT, limit=2**16)
 
@@ -69,7 +70,7 @@ class HttpsFront:
             await self._server.wait_closed()
         self.certs.close()
 
-    async def _on_client(self, reader: asyncio.StreamReader,
+    async def _on_client(self, reader: ClientReader,
                          writer: asyncio.StreamWriter) -> None:
         ssl_obj = writer.get_extra_info("ssl_object")
         alpn = ssl_obj.selected_alpn_protocol() if isinstance(ssl_obj, ssl.SSLObject) else None

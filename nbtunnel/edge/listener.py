@@ -16,10 +16,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 log = logging.getLogger("nbtunnel.edge.listener")
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Handler = Callable[["ClientReader", asyncio.StreamWriter], Awaitable[None]]
 
 ASYNCIO_STARVED = "socket.accept() out of system resource"
 EPISODE_GAP = 5.0
@@ -58,6 +59,36 @@ def _install_filter() -> None:
         logger.addFilter(STARVED)
 
 
+class ClientReader(asyncio.StreamReader):
+    """asyncio's stream reader plus a hook for the moment the client goes away (EOF, reset):
+    while a response is pending nobody reads, and the front learns of a departed client
+    through ``on_gone`` instead of a watcher task per request."""
+
+    on_gone: Callable[[], None] | None = None
+
+    def feed_eof(self) -> None:
+        super().feed_eof()
+        if self.on_gone is not None:
+            self.on_gone()
+
+    def set_exception(self, exc: Exception) -> None:
+        super().set_exception(exc)
+        if self.on_gone is not None:
+            self.on_gone()
+
+
+async def start_server(handler: Handler, host: str, port: int, *, limit: int = 2**16,
+                       **kwargs: Any) -> asyncio.Server:
+    """`asyncio.start_server` with a `ClientReader` per connection."""
+    loop = asyncio.get_running_loop()
+
+    def factory() -> asyncio.StreamReaderProtocol:
+        reader = ClientReader(limit=limit, loop=loop)
+        return asyncio.StreamReaderProtocol(reader, handler, loop=loop)  # type: ignore[arg-type]
+
+    return await loop.create_server(factory, host, port, **kwargs)
+
+
 class TcpListener:
     """Listens on one TCP address; ``close()`` stops accepting and cancels every client."""
 
@@ -69,8 +100,8 @@ class TcpListener:
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
         _install_filter()
-        self._server = await asyncio.start_server(self._serve, host, port, limit=self._limit,
-                                                  backlog=1024, reuse_port=reuse_port or None)
+        self._server = await start_server(self._serve, host, port, limit=self._limit,
+                                          backlog=1024, reuse_port=reuse_port or None)
 
     @property
     def sockname(self) -> tuple[str, int]:
@@ -101,7 +132,7 @@ class TcpListener:
                 await self._server.wait_closed()
             self._server = None
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, reader: ClientReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._clients.add(task)  # owned: close() cancels and awaits every client task

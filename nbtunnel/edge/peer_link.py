@@ -51,6 +51,10 @@ class PeerStream:
     async def send_response(self, response: ConnectResponse) -> None:
         raise TransportError("a peer link carries no responses from this edge")
 
+    @property
+    def readable(self) -> bool:
+        return self._stream.readable
+
     async def read(self, n: int = 65536) -> bytes:
         return await self._stream.read(n)
 

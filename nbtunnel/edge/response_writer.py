@@ -5,6 +5,10 @@ Every response a visitor gets goes through :class:`ResponseWriter`: edge pages (
 (Content-Length, chunked, or close-delimited for HTTP/1.0), sends no body to HEAD, 1xx, 204
 and 304, adds `Cf-Ray`, and never lets a body run past its Content-Length on a connection
 that is kept alive: extra bytes are cut and the connection is closed.
+
+Output is *held* until the writer is flushed (``flush()``, ``end()``): a relay adds what its
+stream has ready and flushes before it would wait, so a small response (head, body and the
+last chunk) leaves in one ``send()`` instead of two or three.
 """
 
 from __future__ import annotations
@@ -16,10 +20,15 @@ from nbtunnel.core.http1 import LAST_CHUNK, encode_chunk, encode_head
 from nbtunnel.edge.pages import error_page
 
 _NO_BODY_STATUS = frozenset({204, 304})
+FLUSH_AT = 64 << 10
+"""A relay flushes once it holds more than this, even while its stream has more ready."""
 
 
 class ResponseWriter:
     """One response on one visitor connection."""
+
+    __slots__ = ("_chunked", "_ended", "_held", "_length", "_no_body", "_sent", "keep_alive",
+                 "method", "overflow", "ray", "started", "status", "version", "writer")
 
     def __init__(self, writer: asyncio.StreamWriter, *, ray: str, method: str = "GET",
                  version: str = "1.1", keep_alive: bool = True) -> None:
@@ -35,6 +44,7 @@ class ResponseWriter:
         self._length: int | None = None
         self._sent = 0
         self._ended = False
+        self._held: list[bytes] = []  # written at the next flush()
         self.overflow = False
         """The body ran past its Content-Length (the extra bytes were not sent)."""
 
@@ -62,8 +72,8 @@ class ResponseWriter:
 
     def start(self, status: int, headers: list[tuple[str, str]], *, length: int | None,
               upgraded: bool = False) -> None:
-        """Write the head. ``headers`` are validated and carry no framing fields except the
-        one Content-Length that ``length`` states."""
+        """Hold the head (it goes out with the first flush). ``headers`` are validated and
+        carry no framing fields except the one Content-Length that ``length`` states."""
         assert not self.started
         self.started = True
         self.status = status
@@ -80,15 +90,35 @@ class ResponseWriter:
         out.append(("Cf-Ray", self.ray))
         if not self.keep_alive and not upgraded:
             out.append(("Connection", "close"))
-        self.writer.write(encode_head(status, out))
+        self._held.append(encode_head(status, out))
+
+    @property
+    def held(self) -> int:
+        """Bytes held for the next flush."""
+        return sum(map(len, self._held))
+
+    async def flush(self) -> None:
+        """Send what is held, with back-pressure."""
+        if self._held:
+            self._send()
+            await self.writer.drain()
+
+    def _send(self) -> None:
+        held = self._held
+        self.writer.write(held[0] if len(held) == 1 else b"".join(held))
+        held.clear()
 
     async def body(self, data: bytes) -> bool:
-        """Send body bytes with back-pressure; False once the body must stop (it reached a
-        stated Content-Length: whatever comes after is not sent)."""
-        if not self._write_body(data):
-            return False
-        await self.writer.drain()
-        return True
+        """Send body bytes (and the held head) with back-pressure; False once the body must
+        stop (see ``add``)."""
+        more = self.add(data)
+        await self.flush()
+        return more
+
+    def add(self, data: bytes) -> bool:
+        """Hold body bytes; False once the body must stop (it reached a stated
+        Content-Length: whatever comes after is not sent)."""
+        return self._write_body(data)
 
     def _write_body(self, data: bytes) -> bool:
         if self._no_body or not data:
@@ -99,7 +129,7 @@ class ResponseWriter:
             self.keep_alive = False
         self._sent += len(data)
         if data:
-            self.writer.write(encode_chunk(data) if self._chunked else data)
+            self._held.append(encode_chunk(data) if self._chunked else data)
         return not self.overflow
 
     async def end(self) -> bool:
@@ -108,14 +138,17 @@ class ResponseWriter:
             return self.keep_alive
         self._ended = True
         if self._chunked:
-            self.writer.write(LAST_CHUNK)
+            self._held.append(LAST_CHUNK)
         if self._length is not None and not self._no_body and self._sent != self._length:
             self.keep_alive = False  # short body: the visitor sees the truncation, then EOF
+        if self._held:
+            self._send()
         with contextlib.suppress(ConnectionError):
             await self.writer.drain()
         return self.keep_alive
 
     def abort(self) -> None:
         """A relayed body broke: reset the connection so a truncated body never looks whole."""
+        self._held.clear()
         self.keep_alive = False
         self.writer.transport.abort()

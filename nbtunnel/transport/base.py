@@ -34,6 +34,13 @@ class ByteStream(Protocol):
         the connection is gone."""
         ...
 
+    @property
+    def readable(self) -> bool:
+        """True when ``read()`` would return (or raise) without waiting: bytes are buffered,
+        the peer ended its side, or the stream failed. A relay holds what it wrote while
+        this is true and flushes before it would wait (one send per burst)."""
+        ...
+
     async def write(self, data: bytes) -> None:
         """Send ``data``; waits while the peer's window or our send buffer is full."""
         ...

@@ -61,6 +61,10 @@ class MemoryStream:
             self.write_eof()
 
     # -- bytes ------------------------------------------------------------------------------
+    @property
+    def readable(self) -> bool:
+        return bool(self._chunks) or self._eof or self._reset is not None or self.conn.closed
+
     async def read(self, n: int = 65536) -> bytes:
         while not self._chunks:
             if self._reset is not None:

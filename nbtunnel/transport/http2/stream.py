@@ -102,6 +102,10 @@ class H2Stream:
         return await asyncio.shield(self._response)
 
     # -- bytes ------------------------------------------------------------------------------
+    @property
+    def readable(self) -> bool:
+        return bool(self._chunks) or self._eof or self._reset is not None or self._gone
+
     async def read(self, n: int = 65536) -> bytes:
         """Up to `n` body bytes; b"" at END_STREAM. Credit goes back as the caller reads."""
         while not self._chunks:

@@ -34,6 +34,10 @@ class QuicDataStream(QuicStream):
         self._rest = rest[n:]
         return rest[:n]
 
+    @property
+    def readable(self) -> bool:
+        return bool(self._rest) or super().readable
+
     async def send_request(self, request: ConnectRequest, *, end_stream: bool) -> None:
         await self.write(encode_connect_request(request))
         if end_stream:

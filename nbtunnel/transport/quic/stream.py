@@ -52,6 +52,11 @@ class QuicStream:
         """True once the peer's FIN was seen and every byte before it was read."""
         return self._eof and not self._chunks
 
+    @property
+    def readable(self) -> bool:
+        return bool(self._chunks) or self._eof or self._reset_code is not None \
+            or self._conn._error is not None
+
     async def read(self, n: int = 65536) -> bytes:
         """Up to ``n`` bytes; ``b""`` at FIN. Raises StreamResetError / TransportClosedError."""
         while not self._chunks:

@@ -1,0 +1,82 @@
+"""A re-armable deadline whose timer is lazy: moving it costs a float store.
+
+`asyncio.timeout()` schedules a timer and cancels it for every wait it guards; the front waits
+under a deadline several times per request (the keep-alive read, the head, the connector's
+answer), so that is a timer pushed onto and cancelled from the loop's heap each time. Here one
+timer per client connection wakes up at the earliest armed deadline; if the deadline has moved
+later meanwhile, it re-arms itself for the new one, and if nothing is armed it lapses. On a
+kept-alive connection that is about one timer per keep-alive period, not several per request.
+
+    deadline.arm(loop.time() + 30)
+    try:
+        data = await reader.read(n)
+    except asyncio.CancelledError:
+        if deadline.expired():   # this deadline's cancellation, consumed
+            ...                  # the timeout
+        raise
+    finally:
+        deadline.disarm()
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+_SLACK = 0.001  # the loop may run a timer up to its clock resolution early
+
+
+class Deadline:
+    """One deadline for the task that creates it (see module docstring); any task may move it."""
+
+    __slots__ = ("_expired", "_handle", "_loop", "_task", "_when")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._when: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._expired = False
+
+    @property
+    def armed(self) -> bool:
+        return self._when is not None
+
+    def arm(self, when: float) -> None:
+        """Cancel the task at ``when`` (loop time) unless `disarm()` comes first."""
+        self._when = when
+        handle = self._handle
+        if handle is None or handle.when() > when:
+            if handle is not None:
+                handle.cancel()
+            self._handle = self._loop.call_at(when, self._fire)
+
+    def disarm(self) -> None:
+        self._when = None
+
+    def expired(self) -> bool:
+        """After a CancelledError under this deadline: True when the deadline caused it (the
+        cancellation is then consumed); False when someone else cancelled the task."""
+        if not self._expired:
+            return False
+        self._expired = False
+        assert self._task is not None
+        return self._task.uncancel() == 0
+
+    def close(self) -> None:
+        self._when = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        when = self._when
+        if when is None:
+            return  # disarmed: the next arm() schedules again
+        if when > self._loop.time() + _SLACK:
+            self._handle = self._loop.call_at(when, self._fire)  # moved later meanwhile
+            return
+        self._when = None
+        if self._task is not None and not self._task.done():
+            self._expired = True
+            self._task.cancel()

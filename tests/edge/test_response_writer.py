@@ -1,0 +1,119 @@
+"""Unit tests of the front's response writer (held output: one send per small response) and
+of the lazy deadline its connection waits under."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from nbtunnel.edge.deadline import Deadline
+from nbtunnel.edge.response_writer import ResponseWriter
+
+
+class _Recorder:
+    """The part of asyncio.StreamWriter the writer uses; records each write()."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.transport = self
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    async def drain(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        self.writes.append(b"<abort>")
+
+
+def _writer(**kw: object) -> tuple[ResponseWriter, _Recorder]:
+    rec = _Recorder()
+    return ResponseWriter(rec, ray="r-LOC", **kw), rec  # type: ignore[arg-type]
+
+
+async def test_small_response_is_one_write() -> None:
+    out, rec = _writer()
+    out.start(200, [("Content-Length", "2")], length=2)
+    assert rec.writes == [] and out.held > 0
+    assert out.add(b"ok")
+    assert await out.end()
+    assert len(rec.writes) == 1
+    assert rec.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert rec.writes[0].endswith(b"\r\n\r\nok")
+
+
+async def test_chunked_response_head_chunk_and_last_chunk_in_one_write() -> None:
+    out, rec = _writer()
+    out.start(200, [], length=None)
+    out.add(b"hello")
+    await out.end()
+    assert len(rec.writes) == 1 and rec.writes[0].endswith(b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+
+
+async def test_flush_sends_the_head_before_a_wait_and_body_writes_at_once() -> None:
+    out, rec = _writer()
+    out.start(200, [("Content-Type", "text/event-stream")], length=None)
+    await out.flush()  # what a relay does before it waits for the stream
+    assert len(rec.writes) == 1 and b"Transfer-Encoding: chunked" in rec.writes[0]
+    assert await out.body(b"data: 1\n\n")
+    assert rec.writes[1] == b"9\r\ndata: 1\n\n\r\n"
+    await out.flush()  # nothing held: nothing sent
+    assert len(rec.writes) == 2
+
+
+async def test_past_content_length_is_cut_and_abort_drops_what_is_held() -> None:
+    out, rec = _writer()
+    out.start(200, [("Content-Length", "2")], length=2)
+    assert not out.add(b"okay")
+    await out.end()
+    assert rec.writes[0].endswith(b"\r\n\r\nok") and not out.keep_alive
+    out, rec = _writer()
+    out.start(200, [("Content-Length", "9")], length=9)
+    out.add(b"part")
+    out.abort()
+    assert rec.writes == [b"<abort>"]
+
+
+async def _wait_forever() -> None:
+    await asyncio.get_running_loop().create_future()
+
+
+async def test_deadline_cancels_its_task_and_says_so() -> None:
+    loop = asyncio.get_running_loop()
+
+    async def guarded(when: float) -> str:
+        deadline = Deadline()
+        deadline.arm(when)
+        try:
+            await _wait_forever()
+        except asyncio.CancelledError:
+            if deadline.expired():
+                return "expired"
+            raise
+        finally:
+            deadline.close()
+        return "done"
+
+    assert await guarded(loop.time() + 0.02) == "expired"
+    task = loop.create_task(guarded(loop.time() + 60))
+    await asyncio.sleep(0)
+    task.cancel()  # someone else's cancellation is not the deadline's
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_deadline_moved_later_or_disarmed_does_not_fire_early() -> None:
+    loop = asyncio.get_running_loop()
+    deadline = Deadline()
+    start = loop.time()
+    deadline.arm(start + 0.02)
+    loop.call_later(0.01, deadline.arm, start + 0.15)  # moved later by another callback
+    with pytest.raises(asyncio.CancelledError):
+        await _wait_forever()
+    assert deadline.expired() and loop.time() >= start + 0.15
+    deadline.arm(loop.time() + 0.01)
+    deadline.disarm()
+    await asyncio.sleep(0.05)  # the timer runs out while disarmed: nothing happens
+    deadline.close()
