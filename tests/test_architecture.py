@@ -47,7 +47,6 @@ OWNERS = {
     "nbtunnel/api/runtime.py": "Runtime.spawn: the loop thread's task set, cancelled and "
                                "awaited at shutdown",
     "nbtunnel/edge/exchange.py": "Exchange: the response task, cancelled and awaited by close",
-    "nbtunnel/edge/handler.py": "the client watcher, cancelled and awaited by the request",
     "nbtunnel/edge/rest_api.py": "ControlApi: configuration pushes, awaited by aclose",
     "nbtunnel/edge/server.py": "Edge: the quick-tunnel expiry loop, cancelled and awaited by "
                                "close",
