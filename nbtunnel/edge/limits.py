@@ -24,6 +24,9 @@ class FrontLimits:
     """Waiting time before `min_body_rate` applies (slow starts, small bodies)."""
     response_timeout: float = 100.0
     """Wait for the connector's response head; then 524, like Cloudflare's edge."""
+    send_timeout: float = 60.0
+    """HTTPS front, HTTP/2: how long a client may leave a response unread (its window
+    closed, or the socket full); then the stream is reset or the connection closed."""
     keepalive_timeout: float = 75.0
     """Idle time between requests on a kept-alive connection; then it is closed."""
     max_head_bytes: int = 64 * 1024

@@ -12,6 +12,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
+import hpack
 
 from nbtunnel.edge.server import Edge
 
@@ -25,6 +26,18 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
     return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(
         ">I", stream_id) + payload
+
+
+async def tls_h2(edge: Edge) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TLS connection to the HTTPS front that negotiated h2."""
+    ctx = ssl.create_default_context(cafile=str(edge.ca_path))
+    ctx.set_alpn_protocols(["h2"])
+    address = edge.https_address
+    assert address is not None
+    reader, writer = await asyncio.open_connection(*address, ssl=ctx,
+                                                   server_hostname="localhost")
+    assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
+    return reader, writer
 
 
 @dataclass
@@ -62,14 +75,7 @@ class H2Client:
 
     @classmethod
     async def open(cls, edge: Edge, *, window: int | None = None) -> H2Client:
-        ctx = ssl.create_default_context(cafile=str(edge.ca_path))
-        ctx.set_alpn_protocols(["h2"])
-        address = edge.https_address
-        assert address is not None
-        reader, writer = await asyncio.open_connection(*address, ssl=ctx,
-                                                       server_hostname="localhost")
-        assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
-        return cls(reader, writer, window)
+        return cls(*await tls_h2(edge), window)
 
     def flush(self) -> None:
         if data := self.h2.data_to_send():
@@ -146,10 +152,65 @@ class H2Client:
 
 def goaway_code(raw: bytes) -> int | None:
     """The error code of the first GOAWAY among raw frames sent by the server."""
+    return next((int.from_bytes(payload[4:8], "big") for kind, _, _, payload in frames(raw)
+                 if kind == GOAWAY), None)
+
+
+class RawH2:
+    """Frames written by hand, as an attacker would: no h2 state machine to refuse breaking
+    the rules, and our SETTINGS are never acknowledged (so h2's own stream limit on the
+    server does not apply yet)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.encoder = hpack.Encoder()
+        self.received = bytearray()
+
+    @classmethod
+    async def open(cls, edge: Edge) -> RawH2:
+        raw = cls(*await tls_h2(edge))
+        raw.writer.write(PREFACE + frame(SETTINGS, 0, 0))
+        return raw
+
+    def headers(self, stream_id: int, host: str, *, end_stream: bool = True,
+                end_headers: bool = True, method: str = "GET") -> bytes:
+        block = self.encoder.encode([(":method", method), (":scheme", "https"),
+                                     (":authority", host), (":path", "/"),
+                                     ("user-agent", "curl/8")])
+        flags = (END_STREAM if end_stream else 0) | (END_HEADERS if end_headers else 0)
+        return frame(HEADERS, flags, stream_id, block)
+
+    async def read_until(self, done: object, timeout: float = 10.0) -> bool:
+        """Read frames until ``done(frames)`` holds; False if the server closed first."""
+        assert callable(done)
+        async with asyncio.timeout(timeout):
+            while not done(frames(bytes(self.received))):
+                data = await self.reader.read(65536)
+                if not data:
+                    return False
+                self.received += data
+        return True
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def frames(raw: bytes) -> list[tuple[int, int, int, bytes]]:
+    """(type, flags, stream id, payload) of each complete frame in ``raw``."""
+    out = []
     pos = 0
     while pos + 9 <= len(raw):
         length = int.from_bytes(raw[pos:pos + 3], "big")
-        if raw[pos + 3] == GOAWAY and pos + 9 + length <= len(raw):
-            return int.from_bytes(raw[pos + 13:pos + 17], "big")
+        if pos + 9 + length > len(raw):
+            break
+        sid = int.from_bytes(raw[pos + 5:pos + 9], "big") & 0x7FFFFFFF
+        out.append((raw[pos + 3], raw[pos + 4], sid, raw[pos + 9:pos + 9 + length]))
         pos += 9 + length
-    return None
+    return out
+
+
+def resets(raw: bytes, code: int) -> list[int]:
+    """Streams the server reset with ``code``."""
+    return [sid for kind, _, sid, payload in frames(raw)
+            if kind == RST_STREAM and int.from_bytes(payload[:4], "big") == code]

@@ -46,6 +46,8 @@ class Hostile:
     answer: Answer
     resets: list[int] = field(default_factory=list)
     """Streams the edge reset or stopped while we held them (by index)."""
+    opened: int = 0
+    """Data streams the edge opened to us."""
 
 
 @asynccontextmanager
@@ -88,6 +90,7 @@ async def hostile_connector(edge: Edge, answer: Answer) -> AsyncIterator[Hostile
                         return
                     tg.create_task(serve_one(index, stream))
                     index += 1
+                    hostile.opened = index
 
         task = asyncio.get_running_loop().create_task(serve())
         try:
