@@ -182,3 +182,17 @@ async def test_too_many_fields_get_431(edge: Edge, evil: Hostile) -> None:
     finally:
         client.close()
     assert resp.status == 431 and evil.opened == 0
+
+
+async def test_a_head_over_64_kib_gets_431_not_a_connection_error(
+    edge: Edge, evil: Hostile
+) -> None:
+    """As on HTTP/1.1: the decoded limit (128 KiB) is above the front's 64 KiB head limit, so
+    a big cookie is answered, not a GOAWAY."""
+    client = await H2Client.open(edge)
+    try:
+        resp = await client.response(client.get(evil.hostname, extra=[("cookie", "c" * 90000)]))
+        again = await client.response(client.get(evil.hostname))
+    finally:
+        client.close()
+    assert resp.status == 431 and evil.opened == 1 and again.status == 200
