@@ -170,12 +170,16 @@ class Traffic:
             writer.close()
 
 
-async def soak(s: Setup, minutes: float, out: dict[str, Any]) -> None:
+KINDS = ["keepalive", "upload", "download", "slow reader", "hold", "slow head"]
+
+
+async def soak(s: Setup, minutes: float, out: dict[str, Any], only: list[str]) -> None:
     stop = asyncio.Event()
     t = Traffic(s, stop)
     plan = [("keepalive", t.keepalive_gets, 0.05, 8), ("upload", t.upload, 0.2, 3),
             ("download", t.download, 0.3, 3), ("slow reader", t.slow_reader, 1.0, 2),
             ("hold", t.hold, 0.5, 2), ("slow head", t.slow_head, 1.0, 4)]
+    plan = [p for p in plan if not only or p[0] in only]
     duration = minutes * 60
     warmup = max(30.0, duration / 5)
     samples: list[tuple[float, dict[str, float | None]]] = []
@@ -211,14 +215,34 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=10.0, help="run time (default 10)")
     ap.add_argument("--backend", default="qh3", choices=["qh3", "aioquic"])
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--only", action="append", choices=KINDS, default=[], metavar="KIND",
+                    help=f"run only this kind of traffic (repeatable; {', '.join(KINDS)})")
+    ap.add_argument("--memdebug", metavar="PREFIX",
+                    help="edge and connector write memory reports to PREFIX.<pid>.txt "
+                         "(NBTUNNEL_MEMDEBUG, see nbtunnel/cli/memdebug.py)")
+    ap.add_argument("--memdebug-every", type=float, default=30.0, metavar="S",
+                    help="seconds between memory reports (default 30)")
+    ap.add_argument("--malloc-trim", action="store_true",
+                    help="with --memdebug: call malloc_trim after each report")
+    ap.add_argument("--memdebug-refs", default="", metavar="NAMES",
+                    help="with --memdebug: comma-separated class names to show referrers of")
+    ap.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES",
+                    help="with --memdebug: trace allocations with this many frames (slow)")
     args = ap.parse_args()
     procs: list[Proc] = []
-    out: dict[str, Any] = {"minutes": args.minutes, "backend": args.backend}
+    out: dict[str, Any] = {"minutes": args.minutes, "backend": args.backend,
+                           "only": args.only}
     try:
         with tempfile.TemporaryDirectory(prefix="nbtunnel-soak-") as tmp:
-            s = start_all(Path(tmp), args.backend, False, procs)
+            extra = {"NBTUNNEL_MEMDEBUG": args.memdebug,
+                     "NBTUNNEL_MEMDEBUG_EVERY": str(args.memdebug_every),
+                     "NBTUNNEL_MEMDEBUG_FRAMES": str(args.tracemalloc),
+                     "NBTUNNEL_MEMDEBUG_TRIM": "1" if args.malloc_trim else "0",
+                     "NBTUNNEL_MEMDEBUG_REFS": args.memdebug_refs,
+                     } if args.memdebug else {}
+            s = start_all(Path(tmp), args.backend, False, procs, extra)
             registered = _registered(s)
-            asyncio.run(soak(s, args.minutes, out))
+            asyncio.run(soak(s, args.minutes, out, args.only))
             from tunnel_bench import http_get
             status, _ = http_get(s.front, s.hostname, "/")
             out["final_get"] = status

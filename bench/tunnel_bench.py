@@ -329,8 +329,10 @@ def nbtunnel_argv(use_uvloop: bool) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def start_all(work: Path, backend: str, use_uvloop: bool, procs: list[Proc]) -> Setup:
+def start_all(work: Path, backend: str, use_uvloop: bool, procs: list[Proc],
+              extra_env: dict[str, str] | None = None) -> Setup:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBTUNNEL_")}
+    env.update(extra_env or {})
     env["NBTUNNEL_HOME"] = str(work / "home")
     env["PYTHONUNBUFFERED"] = "1"
     origin_argv = [sys.executable, str(HERE / "_origin.py"), "--port", "0"]

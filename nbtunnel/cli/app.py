@@ -16,6 +16,7 @@ from nbtunnel.api.errors import TargetError
 from nbtunnel.api.options import OptionError, options_from_args
 from nbtunnel.api.targets import normalize_target
 from nbtunnel.cli.logs import setup_logging
+from nbtunnel.cli.memdebug import install_from_env as install_memdebug
 from nbtunnel.cli.parser import build_parser
 from nbtunnel.cli.serve import run_with_signals
 
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     setup_logging(args.loglevel, args.log_format)
+    install_memdebug()
     code = dispatch(parser, args)
     if code is not None:
         return code if isinstance(code, int) else run_with_signals(code)

@@ -100,6 +100,9 @@ class AioquicBackend(Backend):
 
         quic._write_stream_limits = write_stream_limits
 
+    def library_streams(self, quic: Any) -> int:
+        return len(quic._streams)
+
     def send_buffer_size(self, quic: Any, stream_id: int) -> int:
         stream = quic._streams.get(stream_id)
         return 0 if stream is None else len(stream.sender._buffer)

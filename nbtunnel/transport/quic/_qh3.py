@@ -3,9 +3,9 @@
 Private state used (pinned to qh3>=1.9.4,<2): ``QuicConnection._streams``,
 ``_streams_dirty_limits``, ``_local_max_streams_bidi``, ``QuicStream.max_stream_data_local*``,
 ``QuicStreamSender._pending`` (Rust; bytes not yet sent or waiting for retransmission),
-``tls._supported_groups``, the TLS private keys (which group was chosen) and the protocol's
-``_process_events``/``_timer``/``_transmit_task``. Nothing outside this adapter touches qh3's
-private state.
+``tls._supported_groups``, the TLS private keys (which group was chosen), the send queue
+``_streams_queue`` and the protocol's ``_process_events``/``_timer``/``_transmit_task``.
+Nothing outside this adapter touches qh3's private state.
 
 Path MTU: qh3 probes (1350, then 1452 bytes, capped by the peer's max_udp_payload_size) only
 as a client; ``prepare_connection`` turns the same probing on for our server side, so the
@@ -16,7 +16,9 @@ the protocol that owns its connection ID (qh3's server parses every packet's hea
 qh3's sender keeps transmitting (and retransmitting) bytes it buffered before a reset,
 past the RESET_STREAM's final size: the peer then closes the whole connection with
 FINAL_SIZE_ERROR. ``after_send_reset`` puts a guard in front of such a sender (aioquic drops
-the buffer on reset itself).
+the buffer on reset itself). And qh3 can drop a stream from its send queue when a
+RESET_STREAM or STOP_SENDING frame does not fit in a packet, leaking the stream on both
+peers: ``after_transmit`` puts it back (see ``requeue_dropped_streams``).
 """
 
 from __future__ import annotations
@@ -114,6 +116,24 @@ class _ResetSender:
         return []  # nothing will be sent: back-pressure must not wait for it
 
 
+def requeue_dropped_streams(quic: Any) -> None:
+    """Put back the streams qh3 dropped from its send queue.
+
+    qh3 1.9 serves streams from ``_streams_queue``, and a STOP_SENDING or RESET_STREAM frame
+    that does not fit in the packet being built (the stream before it filled the packet) raises
+    out of the loop after the stream was taken off the queue and before it is shelved again.
+    That stream is then never visited: its RESET_STREAM / STOP_SENDING is never sent, so
+    neither side can finish it, and it is never discarded either; both peers keep it, with
+    whatever the sender still buffered (up to a whole response), for the life of the
+    connection. Every stream in ``_streams`` belongs in the queue (qh3 adds to both and
+    discards from both), so a shorter queue means such a drop; the next transmit sends what
+    the dropped streams owe.
+    """
+    queued = {id(stream) for stream in quic._streams_queue}
+    dropped = [stream for stream in quic._streams.values() if id(stream) not in queued]
+    quic._streams_queue[:0] = dropped  # first in line: their frames were due already
+
+
 class _ClientConnection(QuicConnection):
     """Client that can behave like quic-go: PQ-only key share, zero-length connection ID."""
 
@@ -158,6 +178,9 @@ class Qh3Backend(Backend):
             # parameters arrive, with its first datagram: after this call)
             quic._mtu_probe_sizes = [s for s in MTU_PROBE_SIZES if s > quic._max_datagram_size]
 
+    def library_streams(self, quic: Any) -> int:
+        return len(quic._streams)
+
     def send_buffer_size(self, quic: Any, stream_id: int) -> int:
         stream = quic._streams.get(stream_id)
         if stream is None:
@@ -179,6 +202,8 @@ class Qh3Backend(Backend):
         for stream in quic._streams_dirty_limits:
             if stream.max_stream_data_local < stream.max_stream_data_local_sent:
                 stream.max_stream_data_local = stream.max_stream_data_local_sent
+        if len(quic._streams_queue) != len(quic._streams):
+            requeue_dropped_streams(quic)
 
     def grant_credit(self, quic: Any, stream_id: int) -> None:
         stream = quic._streams.get(stream_id)

@@ -211,6 +211,11 @@ class Backend(abc.ABC):
     def send_buffer_size(self, quic: Any, stream_id: int) -> int:
         """Bytes the library still holds for this stream (what back-pressure watches)."""
 
+    @abc.abstractmethod
+    def library_streams(self, quic: Any) -> int:
+        """Streams the library still keeps state for (ended ones are discarded once both
+        directions are over and acknowledged)."""
+
     def before_transmit(self, quic: Any, credit: CreditFn) -> None:
         """Hook run before each ``datagrams_to_send`` (qh3 needs it for credit control)."""
         return None

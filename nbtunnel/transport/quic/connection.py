@@ -17,7 +17,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from nbtunnel.transport.errors import ConnectTimeoutError, HandshakeError, TransportClosedError
+from nbtunnel.transport.errors import (
+    ConnectTimeoutError,
+    HandshakeError,
+    StreamResetError,
+    TransportClosedError,
+)
 from nbtunnel.transport.quic.backend import Backend, ProtocolOwner, QuicSettings, TunnelProtocol
 from nbtunnel.transport.quic.configuration import push_configuration
 from nbtunnel.transport.quic.data_stream import QuicDataStream
@@ -170,7 +175,12 @@ class QuicTunnelConnection(ProtocolOwner):
         return TransportClosedError(str(err), err.cause)
 
     def _send(self, stream_id: int, data: bytes, end_stream: bool) -> None:
-        self._quic.send_stream_data(stream_id, data, end_stream)
+        try:
+            self._quic.send_stream_data(stream_id, data, end_stream)
+        except (AssertionError, RuntimeError) as exc:
+            # The library already reset this send side: the peer's STOP_SENDING arrived
+            # before the stream's first bytes did, so the stream never heard of it.
+            raise StreamResetError(0, exc) from exc
         self._schedule_transmit()
 
     def _send_buffer_size(self, stream_id: int) -> int:
@@ -206,6 +216,11 @@ class QuicTunnelConnection(ProtocolOwner):
         if stream._done:
             self._streams.pop(stream.stream_id, None)
             self._blocked_writers.discard(stream)
+
+    def held_streams(self) -> tuple[int, int]:
+        """(streams in our table, streams the QUIC library keeps): both fall back once every
+        stream has ended on both sides, so a count that only grows is a leak (tests, soaks)."""
+        return len(self._streams), self._backend.library_streams(self._quic)
 
     @property
     def silent_for(self) -> float:

@@ -12,6 +12,7 @@ peer new credit (MAX_STREAM_DATA) once ``read()`` has handed them to the applica
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -110,7 +111,7 @@ class QuicStream:
         settings = self._conn._settings
         for start in range(0, len(view), WRITE_CHUNK):
             self._check_writable()
-            self._conn._send(self.stream_id, bytes(view[start : start + WRITE_CHUNK]), False)
+            self._hand_over(bytes(view[start : start + WRITE_CHUNK]), False)
             while self._conn._send_buffer_size(self.stream_id) > settings.stream_high_water:
                 self._write_waiter = asyncio.get_running_loop().create_future()
                 self._conn._blocked_writers.add(self)
@@ -143,7 +144,8 @@ class QuicStream:
         if self._fin_sent or self._write_error is not None or self._conn._error is not None:
             return
         self._fin_sent = True
-        self._conn._send(self.stream_id, b"", True)
+        with contextlib.suppress(StreamResetError):  # stopped: there is no FIN to send
+            self._hand_over(b"", True)
         self._conn._maybe_forget(self)
 
     def reset(self, code: int = 0) -> None:
@@ -166,6 +168,13 @@ class QuicStream:
         self._conn._maybe_forget(self)
 
     # called by the connection -----------------------------------------------------------
+
+    def _hand_over(self, data: bytes, end_stream: bool) -> None:
+        try:
+            self._conn._send(self.stream_id, data, end_stream)
+        except StreamResetError:
+            self._on_stop_sending(0)  # the library knew of a STOP_SENDING we never saw
+            raise
 
     def _check_writable(self) -> None:
         if self._write_error is not None:
