@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import uuid
 
     from nbtunnel.edge.front import PublicFront
-    from nbtunnel.edge.h2front import FrontStream
+    from nbtunnel.edge.h2stream import FrontStream
     from nbtunnel.edge.registry import LiveConnection
 
 log = logging.getLogger("nbtunnel.edge.h2front")

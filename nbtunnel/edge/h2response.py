@@ -16,7 +16,7 @@ from nbtunnel.core.h2headers import response_fields
 from nbtunnel.edge.pages import error_page
 
 if TYPE_CHECKING:
-    from nbtunnel.edge.h2front import FrontStream
+    from nbtunnel.edge.h2stream import FrontStream
 
 _NO_BODY_STATUS = frozenset({204, 304})
 
