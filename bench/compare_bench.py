@@ -512,9 +512,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated subset of {','.join(PATHS)}")
     parser.add_argument("--ha", type=int, default=1,
                         help="our connector's HA connections (1: what cloudflared opens to one "
-                             "edge address; with 4 the edge's round-robin leaves every "
-                             "connection idle between requests at c=1, and each request costs "
-                             "a separate ACK packet each way)")
+                             "edge address; the edge picks the least busy connection, so at "
+                             "c=1 it reuses one and under load it spreads over all)")
     parser.add_argument("--quic-backend", choices=["qh3", "aioquic"], default="qh3")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--loop", choices=["auto", "asyncio"], default="auto",

@@ -2,10 +2,11 @@
 
 One task per client connection reads bytes, turns them into request events with the
 Sans-I/O `RequestReader` and handles the requests in order (pipelined ones included). Each
-proxied request gets its own data stream on one of the tunnel's registered connections
-(round-robin). Bodies stream both ways with back-pressure. Every wait has a deadline
-(`FrontLimits`): the whole head, each silence in a body and its average rate (body_rate.py),
-the connector's answer (inside the exchange), and the idle time between requests.
+proxied request gets its own data stream on one of the tunnel's registered connections (the
+least busy one, registry.py). Bodies stream both ways with back-pressure. Every wait has a
+deadline (`FrontLimits`): the whole head, each silence in a body and its average rate
+(body_rate.py), the connector's answer (inside the exchange), and the idle time between
+requests.
 """
 
 from __future__ import annotations

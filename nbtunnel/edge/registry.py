@@ -2,14 +2,16 @@
 
 Pure bookkeeping (no I/O): the control handler adds a connection once `registerConnection`
 succeeds and removes it when the connection ends (either transport); the public front asks
-`pick()` for the next connection of a tunnel, round-robin over every registered, non-draining
-connection of every replica. It also remembers when a tunnel lost its last connection
-(`idle_since`), for the expiry of idle quick tunnels.
+`pick()` for a connection of a tunnel: the registered, non-draining one (of any replica) with
+the fewest requests in flight, the earliest registered among equals. At low concurrency every
+request so reuses one warm connection (its ACKs ride on the next request's packets instead of
+going out alone, one delayed-ACK packet per request per idle connection), and under load the
+requests spread over every connection. It also remembers when a tunnel lost its last
+connection (`idle_since`), for the expiry of idle quick tunnels.
 """
 
 from __future__ import annotations
 
-import itertools
 import uuid
 from dataclasses import dataclass
 
@@ -58,11 +60,10 @@ class LiveConnection:
 
 
 class Registry:
-    """Tunnel id → live connections; round-robin selection that skips draining ones."""
+    """Tunnel id → live connections; picks the least busy usable one (module docstring)."""
 
     def __init__(self, clock: Clock | None = None) -> None:
         self._by_tunnel: dict[uuid.UUID, list[LiveConnection]] = {}
-        self._counter = itertools.count()
         self._clock = clock or Clock()
         self._idle_since: dict[uuid.UUID, float] = {}
 
@@ -94,7 +95,8 @@ class Registry:
     def pick(
         self, tunnel_id: uuid.UUID, exclude: LiveConnection | None = None
     ) -> LiveConnection | None:
-        """Next usable connection for a tunnel, or None when it has no live one (→ 530).
+        """The usable connection with the fewest requests in flight (the earliest registered
+        among equals), or None when the tunnel has no live one (→ 530).
 
         A connector pings every second, so a connection silent for longer than
         `STALE_AFTER` is probably dead (a SIGKILLed replica): skip it while any other
@@ -103,19 +105,20 @@ class Registry:
         conns = self._by_tunnel.get(tunnel_id)
         if not conns:
             return None
-        n = len(conns)
-        start = next(self._counter)
+        best: LiveConnection | None = None
         stale: LiveConnection | None = None
-        for i in range(n):
-            conn = conns[(start + i) % n]
+        for conn in conns:
             transport = conn.transport
             if conn.draining or transport.closed or conn is exclude:
                 continue
             if transport.silent_for > STALE_AFTER:
                 stale = stale or conn
                 continue
-            return conn
-        return stale
+            if best is None or conn.in_flight < best.in_flight:
+                best = conn
+                if not conn.in_flight:
+                    break  # idle: nothing later can beat it
+        return best or stale
 
     def is_connected(self, tunnel_id: uuid.UUID) -> bool:
         return self.pick(tunnel_id) is not None

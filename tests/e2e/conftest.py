@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -19,6 +20,25 @@ from nbtunnel.edge.server import Edge, EdgeConfig
 
 FAST_HA_START = 0.05
 """HA start delay for tests that do not test it (cloudflared's 1 s; tests/connector does)."""
+
+
+@contextlib.asynccontextmanager
+async def held_requests(address: tuple[str, int], hostname: str, n: int) -> AsyncIterator[None]:
+    """``n`` requests to the origin's `/hold` in flight at once (each answered with its head,
+    then silent) until the block ends: with ``n`` connections registered, the edge's
+    least-busy pick gives each request its own connection."""
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        for _ in range(n):
+            reader, writer = await asyncio.open_connection(*address)
+            writers.append(writer)
+            writer.write(f"GET /hold HTTP/1.1\r\nHost: {hostname}\r\n\r\n".encode())
+            async with asyncio.timeout(10):
+                assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        yield
+    finally:
+        for writer in writers:
+            writer.close()
 
 
 async def eventually(cond: Callable[[], bool], timeout: float = 10.0) -> None:

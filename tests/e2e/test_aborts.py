@@ -9,7 +9,7 @@ import struct
 
 import aiohttp
 
-from tests.e2e.conftest import Tunnel, eventually
+from tests.e2e.conftest import Tunnel, eventually, held_requests
 
 
 def _hard_close(writer: asyncio.StreamWriter) -> None:
@@ -30,7 +30,10 @@ async def _idle(t: Tunnel) -> None:
 
 
 async def _all_still_serve(t: Tunnel, client: aiohttp.ClientSession, before: set[object]) -> None:
-    for _ in range(12):  # round-robin: every connection serves several requests
+    conns = t.edge.registry.connections(t.quick.credentials.tunnel_id)
+    async with held_requests(t.edge.public_address, t.hostname, len(conns)):
+        assert [c.in_flight for c in conns] == [1] * len(conns)  # each connection serves one
+    for _ in range(4):
         async with client.get(f"{t.base}/echo/after", headers={"Host": t.hostname}) as resp:
             assert resp.status == 200
     assert _connection_ids(t) == before  # the same four registrations, none replaced

@@ -9,7 +9,7 @@ import os
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import Origin, Tunnel, download_sha256
+from tests.e2e.conftest import Origin, Tunnel, download_sha256, eventually, held_requests
 
 MB = 1024 * 1024
 
@@ -83,7 +83,23 @@ async def test_200_concurrent_requests(tunnel: Tunnel, client: aiohttp.ClientSes
 
     await asyncio.gather(*(one(i) for i in range(200)))
     served = [c.served for c in tunnel.edge.registry.connections()]
-    assert sum(1 for n in served if n > 0) == 4, served  # spread over every connection
+    assert sum(1 for n in served if n > 0) == 4, served  # under load: spread over every one
+
+
+async def test_requests_in_flight_spread_and_sequential_ones_reuse_one_connection(
+    tunnel: Tunnel, client: aiohttp.ClientSession
+) -> None:
+    conns = tunnel.edge.registry.connections(tunnel.quick.credentials.tunnel_id)
+    assert len(conns) == 4
+    async with held_requests(tunnel.edge.public_address, tunnel.hostname, 8):
+        assert [c.in_flight for c in conns] == [2, 2, 2, 2]  # the least busy one each time
+    await eventually(lambda: not any(c.in_flight for c in conns))  # the holds were aborted
+    before = [c.served for c in conns]
+    for i in range(10):  # concurrency 1: one warm connection, not a round-robin over idle ones
+        async with client.get(f"{tunnel.base}/echo/{i}", headers=_headers(tunnel)) as resp:
+            assert resp.status == 200
+    added = sorted(after - b for after, b in zip((c.served for c in conns), before, strict=True))
+    assert added == [0, 0, 0, 10], added
 
 
 async def test_sse_first_event_arrives_while_origin_still_producing(

@@ -41,21 +41,47 @@ def _memory(live: LiveConnection) -> MemoryConnection:
     return live.transport
 
 
-def test_registry_round_robin_skips_draining_and_closed() -> None:
+def _busy_picks(reg: Registry, tid: uuid.UUID, n: int) -> list[int]:
+    """``n`` requests in flight at once: each pick counts as in flight, as an exchange does."""
+    picked = []
+    for _ in range(n):
+        live = reg.pick(tid)
+        assert live is not None
+        live.in_flight += 1
+        picked.append(live.conn_index)
+    return picked
+
+
+def test_registry_spreads_concurrent_requests_and_skips_draining_and_closed() -> None:
     reg = Registry()
     tid = uuid.uuid4()
     conns = [_live(tid, i) for i in range(4)]
     for c in conns:
         reg.add(c)
-    picked = {reg.pick(tid).conn_index for _ in range(8)}  # type: ignore[union-attr]
-    assert picked == {0, 1, 2, 3}
+    assert sorted(_busy_picks(reg, tid, 8)) == [0, 0, 1, 1, 2, 2, 3, 3]  # fewest in flight
+    for c in conns:
+        c.in_flight = 0
     conns[0].draining = True
     conns[1].transport.close(0, "gone")
-    assert {reg.pick(tid).conn_index for _ in range(8)} == {2, 3}  # type: ignore[union-attr]
+    assert sorted(_busy_picks(reg, tid, 4)) == [2, 2, 3, 3]
     for c in conns[2:]:
         reg.remove(c)
     assert reg.pick(tid) is None
     assert reg.pick(uuid.uuid4()) is None
+
+
+def test_registry_reuses_one_warm_connection_at_concurrency_1() -> None:
+    reg = Registry()
+    tid = uuid.uuid4()
+    conns = [_live(tid, i) for i in range(4)]
+    for c in conns:
+        reg.add(c)
+    assert {reg.pick(tid).conn_index for _ in range(8)} == {0}  # type: ignore[union-attr]
+    conns[0].in_flight = 1  # busy: the next idle one, the same one every time
+    assert {reg.pick(tid).conn_index for _ in range(8)} == {1}  # type: ignore[union-attr]
+    conns[0].in_flight = 0
+    picked = reg.pick(tid, exclude=conns[0])  # a retry goes elsewhere
+    assert picked is not None and picked.conn_index == 1
 
 
 def test_pages_html_for_browsers_text_for_curl() -> None:
@@ -74,7 +100,7 @@ def test_registry_prefers_connections_that_are_not_silent() -> None:
     for c in conns:
         reg.add(c)
     _memory(conns[0]).silent_for = 10.0  # a SIGKILLed replica
-    assert {reg.pick(tid).conn_index for _ in range(9)} == {1, 2}  # type: ignore[union-attr]
+    assert set(_busy_picks(reg, tid, 9)) == {1, 2}
     for c in conns[1:]:
         _memory(c).silent_for = 10.0
     assert reg.pick(tid) is not None  # all silent: still try one rather than a 530

@@ -23,7 +23,7 @@ import pytest
 
 from nbtunnel.edge.server import Edge, EdgeConfig
 from nbtunnel.transport.quic import available_backends
-from tests.e2e.conftest import Origin, download_sha256, eventually
+from tests.e2e.conftest import Origin, download_sha256, eventually, held_requests
 
 CLOUDFLARED = os.environ.get("NBTUNNEL_CLOUDFLARED")
 pytestmark = [
@@ -208,10 +208,11 @@ async def test_real_cloudflared_ha_connections_and_graceful_drain(
         await _read_until(proc, log, "Registered tunnel connection", count=4)
         conns = edge.registry.connections()
         assert sorted(c.conn_index for c in conns) == [0, 1, 2, 3], "".join(log)
+        async with held_requests(edge.public_address, result["hostname"], 4):
+            assert [c.in_flight for c in conns] == [1, 1, 1, 1]  # one on each connection
         for i in range(8):
             async with client.get(f"{base}/echo/{i}", headers=headers) as resp:
                 assert resp.status == 200
-        assert all(c.served >= 1 for c in conns), [c.served for c in conns]
 
         async with client.get(f"{base}/sse", headers=headers) as sse:
             assert sse.status == 200
