@@ -355,3 +355,33 @@ async def test_qh3_server_probes_its_path_mtu_like_the_client(ca: LocalCA) -> No
             (server_conn,) = server.connections
             assert server_conn._quic._max_datagram_size == 1452
             assert conn._quic._max_datagram_size == 1452
+
+
+async def test_a_reply_carries_the_ack_of_what_it_answers(
+    ca: LocalCA, pair: tuple[str, str]
+) -> None:
+    """Request/response at concurrency 1: the reply packet acknowledges the request, so the
+    server sends one datagram per exchange. (Both libraries write an ACK only once its 1 ms
+    delay has run out; without `ack_with_data` each exchange cost an ACK-only packet more.)"""
+    client_backend, server_backend = pair
+    async with edge(ca, server_backend, echo_handler) as server:
+        async with dial(ca, server, client_backend, keepalive=0) as conn:
+            stream = conn.open_stream()
+            await stream.write(b"warm")
+            assert await stream.readexactly(4) == b"warm"
+            protocol = conn._protocol
+            received = 0
+            deliver = protocol.datagram_received
+
+            def count(data: bytes, addr: object) -> None:
+                nonlocal received
+                received += 1
+                deliver(data, addr)
+
+            protocol.datagram_received = count  # type: ignore[method-assign]
+            rounds = 10
+            for _ in range(rounds):
+                await stream.write(b"ping")
+                assert await stream.readexactly(4) == b"ping"
+                await asyncio.sleep(0.005)  # think time: any delayed ACK would go out alone
+            assert received <= rounds + 2, received  # + the warm-up's ACK, a late one

@@ -1,6 +1,7 @@
 """aioquic 1.x backend: the fallback; needs the X25519MLKEM768 patch to serve cloudflared.
 
-Private state used (pinned to aioquic<1.8): ``QuicConnection._streams``,
+Private state used (pinned to aioquic<1.8): ``QuicConnection._streams``, ``_spaces``
+(a pending ACK's ``ack_at``),
 ``_local_max_streams_bidi``, ``_write_stream_limits`` (wrapped per instance),
 ``QuicStreamSender._buffer`` (bytes not yet acknowledged), ``tls._x25519_private_key`` /
 ``_ec_private_keys`` (which group was chosen) and the protocol's
@@ -19,6 +20,7 @@ from aioquic.asyncio.server import QuicServer as _AioquicServer
 from aioquic.quic import events as aioquic_events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from aioquic.tls import Epoch
 
 from nbtunnel.transport.quic import _aioquic_mlkem
 from nbtunnel.transport.quic.backend import (
@@ -106,6 +108,11 @@ class AioquicBackend(Backend):
     def send_buffer_size(self, quic: Any, stream_id: int) -> int:
         stream = quic._streams.get(stream_id)
         return 0 if stream is None else len(stream.sender._buffer)
+
+    def ack_with_data(self, quic: Any, now: float) -> None:
+        space = quic._spaces.get(Epoch.ONE_RTT)
+        if space is not None and space.ack_at is not None and space.ack_at > now:
+            space.ack_at = now
 
     def cipher(self, quic: Any) -> str | None:
         schedule = getattr(quic.tls, "key_schedule", None)

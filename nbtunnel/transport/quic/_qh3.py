@@ -1,6 +1,7 @@
 """qh3 1.9.x backend: the default, because it serves cloudflared without any TLS patch.
 
-Private state used (pinned to qh3>=1.9.4,<2): ``QuicConnection._streams``,
+Private state used (pinned to qh3>=1.9.4,<2): ``QuicConnection._streams``, ``_spaces``
+(a pending ACK's ``ack_at``),
 ``_streams_dirty_limits``, ``_local_max_streams_bidi``, ``QuicStream.max_stream_data_local*``,
 ``QuicStreamSender._pending`` (Rust; bytes not yet sent or waiting for retransmission),
 ``tls._supported_groups``, the TLS private keys (which group was chosen), the send queue
@@ -36,7 +37,7 @@ from qh3.quic import events as qh3_events
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
 from qh3.quic.packet_builder import MTU_PROBE_SIZES
-from qh3.tls import Group
+from qh3.tls import Epoch, Group
 
 from nbtunnel.transport.quic.backend import (
     Backend,
@@ -214,6 +215,11 @@ class Qh3Backend(Backend):
         stream = quic._streams.get(stream_id)
         if stream is not None and not isinstance(stream.sender, _ResetSender):
             stream.sender = _ResetSender(stream.sender)
+
+    def ack_with_data(self, quic: Any, now: float) -> None:
+        space = quic._spaces.get(Epoch.ONE_RTT)
+        if space is not None and space.ack_at is not None and space.ack_at > now:
+            space.ack_at = now
 
     def cipher(self, quic: Any) -> str | None:
         suite = quic.get_cipher()

@@ -224,6 +224,13 @@ class Backend(abc.ABC):
         """Hook run after each ``datagrams_to_send``."""
         return None
 
+    def ack_with_data(self, quic: Any, now: float) -> None:
+        """Stream data is about to go out: make a pending 1-RTT ACK due now so it rides in
+        the same packet. Both libraries write an ACK only once its delay (1 ms) has run out,
+        so a request/response exchange faster than that costs an ACK-only packet each way
+        when the timer fires, although a data packet left just before."""
+        return None
+
     def grant_credit(self, quic: Any, stream_id: int) -> None:
         """Make sure the library (re)considers this stream's MAX_STREAM_DATA."""
         return None

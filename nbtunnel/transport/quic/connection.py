@@ -81,6 +81,7 @@ class QuicTunnelConnection(ProtocolOwner):
         self._terminated = asyncio.Event()
         self._transport: asyncio.DatagramTransport | None = None
         self._transmit_handle: asyncio.Handle | None = None
+        self._data_queued = False  # stream data went to the library since the last transmit
         self._keepalive_handle: asyncio.TimerHandle | None = None
         self._handshake_timer: asyncio.TimerHandle | None = self._loop.call_later(
             settings.handshake_timeout, self._on_handshake_timeout
@@ -181,6 +182,7 @@ class QuicTunnelConnection(ProtocolOwner):
             # The library already reset this send side: the peer's STOP_SENDING arrived
             # before the stream's first bytes did, so the stream never heard of it.
             raise StreamResetError(0, exc) from exc
+        self._data_queued = True
         self._schedule_transmit()
 
     def _send_buffer_size(self, stream_id: int) -> int:
@@ -264,6 +266,9 @@ class QuicTunnelConnection(ProtocolOwner):
 
     def _before_transmit(self) -> None:
         self._backend.before_transmit(self._quic, self._credit_for)
+        if self._data_queued:  # a pending ACK rides along (backend.ack_with_data)
+            self._data_queued = False
+            self._backend.ack_with_data(self._quic, self._loop.time())
 
     def _after_transmit(self) -> None:
         self._backend.after_transmit(self._quic)
