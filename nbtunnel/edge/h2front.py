@@ -7,11 +7,12 @@ the client new credit only once the handler forwarded it to the tunnel, and resp
 sent within the client's window, so a slow side bounds what we buffer.
 
 An unauthenticated client must not be able to make the edge work for nothing (h2guard.py):
-at most MAX_STREAMS request tasks per connection whether or not the client acknowledged our
-SETTINGS (more: REFUSED_STREAM), a budget for resets, pings, settings and other frames
-without requests, header blocks bounded in size and time; over a limit the connection ends
-with GOAWAY ENHANCE_YOUR_CALM. Deadlines: every idle period, a header block (the head
-deadline), and a client that stops reading (the send deadline, for the window and the socket).
+at most MAX_STREAMS request tasks per connection, reset streams whose task is still ending
+included (more: REFUSED_STREAM, where h2 would end the whole connection), a budget for
+resets, pings, settings and other frames without requests, header blocks bounded in size
+and time; over a limit the connection ends with GOAWAY ENHANCE_YOUR_CALM. Deadlines: every
+idle period, a header block (the head deadline), and a client that stops reading (the send
+deadline, for the window and the socket).
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ class H2FrontConnection:
         self.h2.local_settings = self._settings(MAX_STREAMS)
         self.h2.decoder.max_header_list_size = self.max_header_list  # also before the ACK
         self.h2.initiate_connection()  # advertises MAX_STREAMS
-        # ... which _dispatch enforces with REFUSED_STREAM (a stream error, RFC 9113 5.1.2)
-        # whether or not the client acknowledged it; h2 would end the connection instead
+        # ... which _dispatch enforces on request tasks with REFUSED_STREAM (a stream error,
+        # RFC 9113 5.1.2); h2 counts only open streams, and would end the whole connection
         self.h2.local_settings = self._settings(2**31 - 1)
         self.h2.increment_flow_control_window(8 * WINDOW)
         self.flush()

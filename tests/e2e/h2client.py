@@ -158,8 +158,7 @@ def goaway_code(raw: bytes) -> int | None:
 
 class RawH2:
     """Frames written by hand, as an attacker would: no h2 state machine to refuse breaking
-    the rules, and our SETTINGS are never acknowledged (so h2's own stream limit on the
-    server does not apply yet)."""
+    the rules, and the server's SETTINGS are never acknowledged."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader

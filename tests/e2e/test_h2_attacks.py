@@ -77,9 +77,9 @@ async def test_rapid_reset_gets_goaway_and_puts_no_connector_to_work(
     await _still_served(edge, evil.hostname)
 
 
-async def test_streams_over_the_cap_are_refused_without_a_settings_ack(edge: Edge) -> None:
-    """h2 applies our MAX_CONCURRENT_STREAMS only once the client acknowledged it; the front
-    caps its request tasks itself."""
+async def test_streams_over_the_cap_are_refused_not_the_connection(edge: Edge) -> None:
+    """A client past our MAX_CONCURRENT_STREAMS gets REFUSED_STREAM for the extra streams
+    (h2 alone ended the whole connection, the 128 streams in flight with it)."""
     async def hold(stream: QuicStream) -> None:
         await asyncio.Event().wait()
 
