@@ -147,7 +147,8 @@ def run_workers(args: argparse.Namespace, argv: list[str]) -> int:
     log.info("edge %s: %d workers (pids %s)", base, len(workers),
              ", ".join(str(w.proc.pid) for w in workers))
     failed = False
-    while any(w.proc.poll() is None for w in workers):
+    while True:
+        ended = all(w.proc.poll() is not None for w in workers)  # before: every exit is seen
         for worker in workers:
             worker.poll_ready()
             code = worker.proc.poll()
@@ -163,6 +164,8 @@ def run_workers(args: argparse.Namespace, argv: list[str]) -> int:
                           name, pid, code, why)
                 failed = True
                 stop(signal.SIGTERM, None)
+        if ended and all(w.proc.poll() is not None for w in workers):
+            break
         time.sleep(0.2)
     for worker in workers:
         worker.close()
