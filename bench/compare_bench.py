@@ -364,6 +364,10 @@ def render(res: dict[str, Any]) -> str:
              f"{meta['cpus']} CPUs, load average {meta['loadavg_1min_at_start']} at start",
              f"  cloudflared: {meta['cloudflared'] or 'not run (set NBTUNNEL_CLOUDFLARED)'}; "
              f"nginx: {meta['nginx'] or 'not installed'}; one edge and one origin for every path",
+             "  QUIC datagrams between loopback addresses: "
+             + (f"probed up to {meta['loopback_datagram']} bytes (NOT what cloudflared or a "
+                f"real network path does)" if meta.get("loopback_datagram")
+                else "1452 bytes at most, as quic-go"),
              ""]
     paths = [p for p in res["paths"] if "error" not in res["paths"][p]]
     for conns in meta["conns"]:
@@ -518,6 +522,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--loop", choices=["auto", "asyncio"], default="auto",
                         help="event loop of edge and connector (auto: uvloop when installed)")
+    parser.add_argument("--loopback-datagram", type=int, default=0, metavar="BYTES",
+                        help="QUIC datagram size our edge and connector probe for between "
+                             "loopback addresses (NBTUNNEL_QUIC_LOOPBACK_DATAGRAM; default 0: "
+                             "off, 1452 at most like quic-go; cloudflared's connector caps the "
+                             "edge at 1452 either way)")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args(argv)
@@ -557,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         "idle_conns": plan.idle_conns,
         "cloudflared": cf_version, "nginx": bool(shutil.which("nginx")
                                                  or Path("/usr/sbin/nginx").exists()),
-        "skipped": skipped, "ha_ours": args.ha,
+        "skipped": skipped, "ha_ours": args.ha, "loopback_datagram": args.loopback_datagram,
         "loop": "asyncio" if args.loop == "asyncio" or not uvloop_installed() else "uvloop",
     }, "paths": {}}
 
@@ -571,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
     env["PYTHONUNBUFFERED"] = "1"
     if args.loop == "asyncio":
         env["NBTUNNEL_LOOP"] = "asyncio"
+    if args.loopback_datagram:
+        env["NBTUNNEL_QUIC_LOOPBACK_DATAGRAM"] = str(args.loopback_datagram)
     procs: list[Proc] = []
     ok = False
     try:

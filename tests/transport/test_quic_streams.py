@@ -385,3 +385,43 @@ async def test_a_reply_carries_the_ack_of_what_it_answers(
                 assert await stream.readexactly(4) == b"ping"
                 await asyncio.sleep(0.005)  # think time: any delayed ACK would go out alone
             assert received <= rounds + 2, received  # + the warm-up's ACK, a late one
+
+
+@pytest.mark.skipif("qh3" not in available_backends(), reason="qh3 not installed")
+@pytest.mark.parametrize(("client_size", "server_size", "expected"), [
+    (16384, 16384, 16384),  # both ends allow it: probes 4096, 16384 both ways
+    (65527, 65527, 16384),  # qh3 builds malformed STREAM frames beyond 16383 bytes
+    (16384, 0, 1452),  # the edge keeps it off: it advertises nothing, probes stop at 1452
+    (0, 16384, 1472),  # the connector advertises qh3's 1472: the edge's probes are capped
+])
+async def test_loopback_datagram_size_is_probed_both_ways(
+    ca: LocalCA, client_size: int, server_size: int, expected: int
+) -> None:
+    payload = os.urandom(4 << 20)
+    sent = asyncio.Event()
+
+    async def send_down(conn: QuicTunnelConnection) -> None:
+        stream = await conn.accept_stream()
+        while data := await stream.read():
+            if data.endswith(b"!"):
+                break
+        await stream.write(payload)
+        stream.write_eof()
+        sent.set()
+        await conn.wait_closed()
+
+    async with edge(ca, "qh3", send_down, loopback_datagram_size=server_size) as server:
+        async with dial(ca, server, "qh3", loopback_datagram_size=client_size) as conn:
+            stream = conn.open_stream()
+            await stream.write(payload + b"!")
+            got = bytearray()
+            while data := await stream.read():
+                got += data
+            assert got == payload
+            await sent.wait()
+            (server_conn,) = server.connections
+            client_max = conn._quic._max_datagram_size
+            server_max = server_conn._quic._max_datagram_size
+    # the client probes the server's limit (none advertised: 65527): only its own setting
+    assert client_max == max(1452, min(client_size, 16384))
+    assert server_max == expected

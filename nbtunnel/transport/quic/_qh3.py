@@ -14,6 +14,10 @@ edge's sends grow past 1280 bytes as quic-go's do. ``_Server`` hands a 1-RTT pac
 the protocol that owns its connection ID (qh3's server parses every packet's header into a
 ``QuicHeader`` first, which the connection then does again).
 
+``QuicSettings.loopback_datagram_size`` extends the probe sizes towards a loopback peer
+(``peer_address``); a client then also advertises that size as its max_udp_payload_size
+(qh3 hard-codes 1472), or the server's probes would be capped below it.
+
 qh3's sender keeps transmitting (and retransmitting) bytes it buffered before a reset,
 past the RESET_STREAM's final size: the peer then closes the whole connection with
 FINAL_SIZE_ERROR. ``after_send_reset`` puts a guard in front of such a sender (aioquic drops
@@ -30,6 +34,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import qh3.quic.connection as _qh3_connection
+from qh3._hazmat import Buffer
 from qh3.asyncio._transport import create_optimized_datagram_transport  # GRO/GSO, as qh3.connect
 from qh3.asyncio.protocol import QuicConnectionProtocol
 from qh3.asyncio.server import QuicServer as _Qh3Server
@@ -44,11 +49,19 @@ from nbtunnel.transport.quic.backend import (
     CreditFn,
     QuicSettings,
     held_back_limit,
+    is_loopback,
     share_epoch_sets,
 )
 from nbtunnel.transport.quic.protocol import ProtocolHooks
 
 share_epoch_sets(_qh3_connection)
+
+MAX_DATAGRAM = 16384
+"""Largest datagram we let qh3 build: it writes a STREAM frame's length as a 2-byte varint
+(at most 16383), so bigger packets come out malformed (the peer closes with FRAME_ENCODING)."""
+LOOPBACK_PROBE_SIZES = (4096,)
+"""Steps between qh3's probes and ``loopback_datagram_size`` (a lost probe stops at the last
+size that got through)."""
 
 
 class _Protocol(ProtocolHooks, QuicConnectionProtocol):
@@ -140,6 +153,14 @@ class _ClientConnection(QuicConnection):
 
     pq_only = False
     zero_length_cid = False
+    receive_payload_size = 0
+    """Advertise this max_udp_payload_size instead of qh3's 1472 (0: leave it)."""
+
+    def _serialize_transport_parameters(self) -> bytes:
+        data: bytes = super()._serialize_transport_parameters()
+        if self.receive_payload_size:
+            data = _with_max_udp_payload(data, self.receive_payload_size)
+        return data
 
     def _replenish_connection_ids(self) -> None:
         if not self.zero_length_cid:  # with an empty CID there is nothing to issue (RFC 9000)
@@ -181,6 +202,19 @@ class Qh3Backend(Backend):
 
     def library_streams(self, quic: Any) -> int:
         return len(quic._streams)
+
+    def peer_address(self, quic: Any, settings: QuicSettings, addr: Any) -> None:
+        size = min(settings.loopback_datagram_size, MAX_DATAGRAM)
+        if size <= MTU_PROBE_SIZES[-1] or not is_loopback(addr):
+            return
+        if quic._is_client:
+            if not quic._configuration.probe_datagram_size:
+                return
+            quic.receive_payload_size = size
+        elif not quic._mtu_probe_sizes:
+            return  # probing is off
+        probes = [s for s in (*MTU_PROBE_SIZES, *LOOPBACK_PROBE_SIZES) if s < size]
+        quic._mtu_probe_sizes = [s for s in (*probes, size) if s > quic._max_datagram_size]
 
     def send_buffer_size(self, quic: Any, stream_id: int) -> int:
         stream = quic._streams.get(stream_id)
@@ -238,3 +272,22 @@ class Qh3Backend(Backend):
             if getattr(tls, attr, None) is not None:
                 return name
         return None
+
+
+def _with_max_udp_payload(params: bytes, size: int) -> bytes:
+    """Encoded transport parameters with max_udp_payload_size (id 0x03) set to ``size``;
+    every other parameter (GREASE included) is copied as it was."""
+    buf = Buffer(data=params)
+    out = Buffer(capacity=len(params) + 16)
+    while not buf.eof():
+        start = buf.tell()
+        param_id = buf.pull_uint_var()
+        buf.pull_bytes(buf.pull_uint_var())
+        if param_id != 0x03:
+            out.push_bytes(params[start:buf.tell()])
+    value = Buffer(capacity=8)
+    value.push_uint_var(size)
+    out.push_uint_var(0x03)
+    out.push_uint_var(len(value.data))
+    out.push_bytes(value.data)
+    return bytes(out.data)

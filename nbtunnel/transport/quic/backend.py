@@ -12,16 +12,29 @@ from __future__ import annotations
 import abc
 import asyncio
 import functools
+import ipaddress
+import os
 import socket
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from nbtunnel.transport.quic.udp import open_endpoint
 
 ALPN = "argotunnel"
 DEFAULT_SERVER_NAME = "quic.cftunnel.com"
+
+LOOPBACK_DATAGRAM_ENV = "NBTUNNEL_QUIC_LOOPBACK_DATAGRAM"
+
+
+def _env_size(name: str) -> int:
+    value = os.environ.get(name, "").strip()
+    try:
+        return max(0, int(value)) if value else 0
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected a size in bytes (0: off)") from None
+
 
 # Target credit for a stream id, or None to leave the library's own window logic alone.
 CreditFn = Callable[[int], "int | None"]
@@ -53,6 +66,13 @@ class QuicSettings:
     """Client: use a zero-length source connection ID, as quic-go (cloudflared) does."""
     pq_key_share_only: bool = False
     """Client: offer only an X25519MLKEM768 key share, like cloudflared's Go TLS (qh3 only)."""
+    loopback_datagram_size: int = field(default_factory=lambda: _env_size(LOOPBACK_DATAGRAM_ENV))
+    """With a peer on a loopback address only: probe the path MTU up to this UDP payload
+    size (qh3 only; 0: off, the default; ``NBTUNNEL_QUIC_LOOPBACK_DATAGRAM`` sets it for a
+    whole process). Loopback carries 64 KiB datagrams, so a bulk transfer between an edge
+    and a connector on one host costs far fewer packets. Real probing: a lost probe stops
+    it, and the peer's max_udp_payload_size caps it (quic-go, so
+    cloudflared, allows 1452). Never used towards a non-loopback address."""
 
 
 class ProtocolOwner(abc.ABC):
@@ -231,6 +251,11 @@ class Backend(abc.ABC):
         when the timer fires, although a data packet left just before."""
         return None
 
+    def peer_address(self, quic: Any, settings: QuicSettings, addr: Any) -> None:
+        """The peer's address is known (client: before connecting; server: at its first
+        datagram, before the library reads it)."""
+        return None
+
     def grant_credit(self, quic: Any, stream_id: int) -> None:
         """Make sure the library (re)considers this stream's MAX_STREAM_DATA."""
         return None
@@ -245,6 +270,16 @@ class Backend(abc.ABC):
 
     def tls_group(self, quic: Any) -> str | None:
         return None
+
+
+def is_loopback(addr: Any) -> bool:
+    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback addresses."""
+    try:
+        ip = ipaddress.ip_address(str(addr[0]).split("%", 1)[0])
+    except (ValueError, IndexError, TypeError):
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool((mapped or ip).is_loopback)
 
 
 def held_back_limit(target: int, highest_offset: int) -> int:

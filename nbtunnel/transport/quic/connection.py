@@ -233,6 +233,8 @@ class QuicTunnelConnection(ProtocolOwner):
 
     def _on_datagram(self, addr: Any, now: float) -> None:
         self._last_received = now
+        if self._last_addr is None and not self._is_client:
+            self._backend.peer_address(self._quic, self._settings, addr)
         self._last_addr = addr
 
     def _on_stream_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:

@@ -109,6 +109,7 @@ async def connect(
         raise HandshakeError(f"cannot open UDP socket {local}: {exc}", exc) from exc
     conn._attach_transport(transport)
     conn.remote_address = (str(addr[0]), int(addr[1]))
+    backend.peer_address(quic, settings, addr)
     try:
         protocol.connect(addr)
         await conn._wait_handshake()
