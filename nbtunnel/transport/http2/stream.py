@@ -25,6 +25,7 @@ from nbtunnel.core.h2headers import (
     response_headers,
 )
 from nbtunnel.core.streams import ConnectionType, ConnectRequest, ConnectResponse
+from nbtunnel.transport.chunks import take
 from nbtunnel.transport.errors import StreamResetError, TransportError
 from nbtunnel.transport.http2.configuration import H2ConfigurationPush
 
@@ -117,10 +118,7 @@ class H2Stream:
                 await self._waiter
             finally:
                 self._waiter = None
-        chunk = self._chunks.popleft()
-        if len(chunk) > n:
-            self._chunks.appendleft(chunk[n:])
-            chunk = chunk[:n]
+        chunk = take(self._chunks, n)
         if not self._gone and self.stream_id is not None:
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 self.conn.h2.acknowledge_received_data(len(chunk), self.stream_id)

@@ -16,6 +16,7 @@ import contextlib
 from collections import deque
 from typing import TYPE_CHECKING
 
+from nbtunnel.transport.chunks import take
 from nbtunnel.transport.errors import StreamAbortedError, StreamResetError, TransportError
 
 if TYPE_CHECKING:
@@ -72,21 +73,7 @@ class QuicStream:
                 await self._read_waiter
             finally:
                 self._read_waiter = None
-        chunks = self._chunks
-        chunk = chunks[0]
-        if len(chunk) >= n:
-            if len(chunk) > n:
-                chunks[0] = chunk[n:]
-                chunk = chunk[:n]
-            else:
-                chunks.popleft()
-        elif len(chunks) == 1:
-            chunks.popleft()
-        elif self._buffered <= n:
-            chunk = b"".join(chunks)  # events carry ~1 packet each: hand over all at once
-            chunks.clear()
-        else:
-            chunk = _take(chunks, n)
+        chunk = take(self._chunks, n)
         self._buffered -= len(chunk)
         self._consumed += len(chunk)
         self._maybe_grant_credit()
@@ -238,18 +225,3 @@ class QuicStream:
     def _done(self) -> bool:
         return self._recv_closed and self._fin_sent
 
-
-def _take(chunks: deque[bytes], n: int) -> bytes:
-    """Exactly ``n`` bytes off the front of ``chunks`` (which hold more than that), joined:
-    one packet's worth per read() would cost the consumer one socket write per packet."""
-    parts: list[bytes] = []
-    missing = n
-    while missing:
-        chunk = chunks[0]
-        if len(chunk) > missing:
-            parts.append(chunk[:missing])
-            chunks[0] = chunk[missing:]
-            break
-        parts.append(chunks.popleft())
-        missing -= len(chunk)
-    return b"".join(parts)
