@@ -16,6 +16,7 @@ from nbtunnel.core.h2headers import encode_serialized_headers
 from nbtunnel.core.httpmeta import build_connect_request, parse_http_response
 from nbtunnel.transport.errors import TransportClosedError
 from nbtunnel.transport.http2 import WINDOW, EdgeH2Connection, H2Stream
+from nbtunnel.transport.http2.connection import FRAME_SIZE
 
 GET = [(":method", "GET"), (":scheme", "http"), (":authority", "a"), (":path", "/")]
 
@@ -120,6 +121,8 @@ async def test_unread_response_holds_at_most_one_window(
     assert stream.stream_id is not None
     await _until(lambda: bool(fake.requests))
     fake.h2.send_headers(stream.stream_id, [(":status", "200")])
+    # the edge announced 64 KiB frames and takes them from the start
+    assert fake.h2.max_outbound_frame_size == FRAME_SIZE
     sent = 0
     while (room := fake.h2.local_flow_control_window(stream.stream_id)) > 0:
         n = min(room, fake.h2.max_outbound_frame_size)

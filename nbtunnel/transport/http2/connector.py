@@ -16,7 +16,7 @@ import h2.settings
 
 from nbtunnel.core.h2headers import UPGRADE_HEADER, Headers
 from nbtunnel.transport.errors import HandshakeError, TransportError
-from nbtunnel.transport.http2.connection import WINDOW, H2Connection
+from nbtunnel.transport.http2.connection import FRAME_SIZE, WINDOW, H2Connection
 from nbtunnel.transport.http2.stream import H2Stream
 
 log = logging.getLogger("nbtunnel.transport.http2")
@@ -51,7 +51,8 @@ class ConnectorH2Connection(H2Connection):
     client_side = False
     peer_name = "edge"
     settings = {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: WINDOW,
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 2**31 - 1}
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 2**31 - 1,
+                h2.settings.SettingCodes.MAX_FRAME_SIZE: FRAME_SIZE}
 
     def __init__(self) -> None:
         super().__init__()

@@ -20,7 +20,7 @@ import h2.settings
 from nbtunnel.core.h2headers import UPGRADE_HEADER
 from nbtunnel.transport.errors import TransportError
 from nbtunnel.transport.handlers import ConnectionHandlers
-from nbtunnel.transport.http2.connection import WINDOW, H2Connection
+from nbtunnel.transport.http2.connection import FRAME_SIZE, WINDOW, H2Connection
 from nbtunnel.transport.http2.stream import H2Stream
 
 CONTROL_REQUEST = [(":method", "GET"), (":scheme", "http"), (":authority", "localhost:8080"),
@@ -35,7 +35,8 @@ class EdgeH2Connection(H2Connection):
     client_side = True
     peer_name = "connector"
     settings = {h2.settings.SettingCodes.ENABLE_PUSH: 0,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: WINDOW}
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: WINDOW,
+                h2.settings.SettingCodes.MAX_FRAME_SIZE: FRAME_SIZE}
 
     def __init__(self) -> None:
         super().__init__()
