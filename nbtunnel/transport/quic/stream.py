@@ -98,7 +98,8 @@ class QuicStream:
         settings = self._conn._settings
         for start in range(0, len(view), WRITE_CHUNK):
             self._check_writable()
-            self._hand_over(bytes(view[start : start + WRITE_CHUNK]), False)
+            piece = data if len(data) <= WRITE_CHUNK else bytes(view[start : start + WRITE_CHUNK])
+            self._hand_over(piece, False)
             while self._conn._send_buffer_size(self.stream_id) > settings.stream_high_water:
                 self._write_waiter = asyncio.get_running_loop().create_future()
                 self._conn._blocked_writers.add(self)
