@@ -56,6 +56,7 @@ PATHS = ("direct", "nginx", "nbtunnel-quic", "nbtunnel-http2", "cloudflared-quic
 TARGET_CPU_US = 200  # edge + connector CPU per small request (issue 14)
 TARGET_MS_PER_MB = 6.0  # per process, bulk over QUIC
 TARGET_ADDED_P50_MS = 1.0  # c=1 latency the tunnel adds
+TARGET_IDLE_CONN_KIB = 100.0  # the edge's RSS per idle tunnel connection
 
 
 @dataclass(frozen=True)
@@ -408,10 +409,12 @@ def render(res: dict[str, Any]) -> str:
         lines.append("")
     idle = {p: res["paths"][p]["idle_conns"] for p in paths if "idle_conns" in res["paths"][p]}
     if idle:
-        lines.append("RSS of the edge per idle tunnel connection (target <= 100 KiB)")
+        lines.append(f"RSS of the edge per idle tunnel connection (target <= "
+                     f"{TARGET_IDLE_CONN_KIB:g} KiB)")
         for p, d in idle.items():
-            lines.append(f"  {p:<18} {d['n']} connections: {_n(d.get('edge_kib_per_conn'), 1)} "
-                         f"KiB each")
+            kib = d.get("edge_kib_per_conn")
+            verdict = "" if kib is None else "ok" if kib <= TARGET_IDLE_CONN_KIB else "MISS"
+            lines.append(f"  {p:<18} {d['n']} connections: {_n(kib, 1)} KiB each  {verdict}")
         lines.append("")
     lines += ratio_lines(res)
     for p, r in res["paths"].items():

@@ -1,7 +1,7 @@
 """aioquic 1.x backend: the fallback; needs the X25519MLKEM768 patch to serve cloudflared.
 
 Private state used (pinned to aioquic<1.8): ``QuicConnection._streams``, ``_spaces``
-(a pending ACK's ``ack_at``),
+(a pending ACK's ``ack_at``), ``_crypto_buffers`` (dropped after the handshake),
 ``_local_max_streams_bidi``, ``_write_stream_limits`` (wrapped per instance),
 ``QuicStreamSender._buffer`` (bytes not yet acknowledged), ``tls._x25519_private_key`` /
 ``_ec_private_keys`` (which group was chosen) and the protocol's
@@ -17,6 +17,7 @@ from typing import Any, cast
 import aioquic.quic.connection as _aioquic_connection
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer as _AioquicServer
+from aioquic.buffer import Buffer
 from aioquic.quic import events as aioquic_events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
@@ -108,6 +109,10 @@ class AioquicBackend(Backend):
     def send_buffer_size(self, quic: Any, stream_id: int) -> int:
         stream = quic._streams.get(stream_id)
         return 0 if stream is None else len(stream.sender._buffer)
+
+    def after_handshake(self, quic: Any) -> None:
+        # TLS wrote its last flight into these before the completion event was delivered
+        quic._crypto_buffers = {epoch: Buffer(capacity=0) for epoch in quic._crypto_buffers}
 
     def ack_with_data(self, quic: Any, now: float) -> None:
         space = quic._spaces.get(Epoch.ONE_RTT)

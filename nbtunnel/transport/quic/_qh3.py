@@ -1,7 +1,7 @@
 """qh3 1.9.x backend: the default, because it serves cloudflared without any TLS patch.
 
 Private state used (pinned to qh3>=1.9.4,<2): ``QuicConnection._streams``, ``_spaces``
-(a pending ACK's ``ack_at``),
+(a pending ACK's ``ack_at``), ``_crypto_buffers`` (dropped after the handshake),
 ``_streams_dirty_limits``, ``_local_max_streams_bidi``, ``QuicStream.max_stream_data_local*``,
 ``QuicStreamSender._pending`` (Rust; bytes not yet sent or waiting for retransmission),
 ``tls._supported_groups``, the TLS private keys (which group was chosen), the send queue
@@ -249,6 +249,10 @@ class Qh3Backend(Backend):
         stream = quic._streams.get(stream_id)
         if stream is not None and not isinstance(stream.sender, _ResetSender):
             stream.sender = _ResetSender(stream.sender)
+
+    def after_handshake(self, quic: Any) -> None:
+        # TLS wrote its last flight into these before the completion event was delivered
+        quic._crypto_buffers = {epoch: Buffer(capacity=0) for epoch in quic._crypto_buffers}
 
     def ack_with_data(self, quic: Any, now: float) -> None:
         space = quic._spaces.get(Epoch.ONE_RTT)

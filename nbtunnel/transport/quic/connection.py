@@ -293,6 +293,7 @@ class QuicTunnelConnection(ProtocolOwner):
 
     def _on_handshake_completed(self, alpn: str | None) -> None:
         self.alpn = alpn
+        self._backend.after_handshake(self._quic)
         if self._last_addr is not None:  # the datagram that completed the handshake
             self.remote_address = (str(self._last_addr[0]), int(self._last_addr[1]))
         if self._handshake_timer is not None:
