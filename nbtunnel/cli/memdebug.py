@@ -63,6 +63,38 @@ def malloc_stats() -> str:
             f" MiB, mmapped {info.hblkhd / mib:.1f} MiB ({info.hblks} chunks)")
 
 
+def rss_by_mapping() -> str:
+    """Where the RSS lives (/proc/self/smaps): the malloc heap, 1 MiB anonymous mappings
+    (Python's object arenas), other anonymous ones (big malloc chunks, thread arenas,
+    extension allocators) and files (code, shared libraries)."""
+    kinds: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
+    kind = "other"
+    try:
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                head = line.split()
+                if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                    start, end = (int(x, 16) for x in head[0].split("-"))
+                    path = head[5] if len(head) > 5 else ""
+                    if path == "[heap]":
+                        kind = "heap"
+                    elif path.startswith("/"):
+                        kind = "files"
+                    elif path:
+                        kind = "other"
+                    else:
+                        kind = "arenas" if end - start == 1 << 20 else "anon"
+                    counts[kind] += 1
+                elif head[0] == "Rss:":
+                    kinds[kind] += int(head[1])
+    except OSError:
+        return "rss by mapping: n/a"
+    return "rss by mapping (MiB): " + ", ".join(
+        f"{k} {kinds[k] / 1024:.1f} ({counts[k]})" for k in ("heap", "arenas", "anon", "files",
+                                                             "other"))
+
+
 def malloc_trim() -> None:
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -144,6 +176,25 @@ def back_references(target: object, depth: int = 4, width: int = 3) -> list[str]
     return lines
 
 
+def largest_containers(top: int = 6) -> list[str]:
+    """The biggest lists, dicts, sets and deques and who holds each: a container that only
+    grows is the usual leak whose elements (ints, bytes) gc does not track."""
+    sized = [(len(o), o) for o in gc.get_objects()
+             if isinstance(o, (list, dict, set, collections.deque))]
+    sized.sort(key=lambda pair: pair[0], reverse=True)
+    biggest = [o for _, o in sized[:top]]
+    del sized
+    lines = ["-- largest containers and their holders"]
+    mine = {id(biggest)}
+    for obj in biggest:
+        holders = [r for r in gc.get_referrers(obj) if id(r) not in mine
+                   and not isinstance(r, types.FrameType)][:2]
+        mine.add(id(holders))
+        held_by = "; ".join(_describe(h, nested=False)[:160] for h in holders)
+        lines.append(f"  {_describe(obj, nested=False)[:80]} <- {held_by}")
+    return lines
+
+
 class MemoryReporter:
     """Writes the periodic report; ``report()`` can also be called directly (tests, REPL).
 
@@ -170,7 +221,8 @@ class MemoryReporter:
         if self._reports <= 2:
             self._base = counts
         lines = [f"=== t={time.monotonic() - self._t0:.0f}s rss={_rss_mib():.1f}MiB "
-                 f"objects={sum(counts.values())}", f"-- {malloc_stats()}"]
+                 f"objects={sum(counts.values())}", f"-- {malloc_stats()}",
+                 f"-- {rss_by_mapping()}"]
         if self.trim:
             malloc_trim()
             lines.append(f"-- after malloc_trim: rss={_rss_mib():.1f}MiB; {malloc_stats()}")
@@ -183,6 +235,7 @@ class MemoryReporter:
             lines.append(f"  {grew:+8d} ({counts[name] - self._last[name]:+d}) "
                          f"[{counts[name]}] {name}")
         self._last = counts
+        lines.extend(largest_containers())
         if self.refs and self._reports > 2:
             lines.extend(self._back_references())
         if tracemalloc.is_tracing():
