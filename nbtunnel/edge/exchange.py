@@ -67,6 +67,9 @@ class ResponseOut(Protocol):
     keep_alive: bool
     started: bool
     status: int
+    deadline: Deadline | None
+    """The writing task's deadline: the HTTP/1.1 writer waits for the client under it
+    (`FrontLimits.send_timeout`); the HTTP/2 side bounds its sends in h2front."""
 
     def page(self, status: int, detail: str, *, as_html: bool = False, close: bool = False,
              extra: list[tuple[str, str]] | None = None) -> None: ...
@@ -253,9 +256,14 @@ class Exchange:
         return await self.stream.receive_response()
 
     async def _respond(self, deadline: Deadline | None = None) -> None:
-        """The response: head (under the response deadline), checks, then the body. Runs in
-        its own task for requests with a body, else in the client connection's task under
-        that connection's ``deadline``."""
+        """The response: head (under the response deadline), checks, then the body (each wait
+        for the client under the send deadline, in the writer). Runs in the client
+        connection's task under that connection's ``deadline``, else (requests with a body or
+        an upgrade) in its own task under a deadline of its own."""
+        own = deadline is None
+        if deadline is None:
+            deadline = Deadline()
+        writes_under, self.out.deadline = self.out.deadline, deadline
         try:
             try:
                 resp = await self._read_head_with_deadline(deadline)
@@ -287,12 +295,14 @@ class Exchange:
             if self._head_decided is not None and not self._head_decided.done():
                 self._head_decided.set_result(False)
             self._done()
+            self.out.deadline = writes_under
+            if own:
+                deadline.close()
 
-    async def _read_head_with_deadline(self, deadline: Deadline | None) -> ConnectResponse:
+    async def _read_head_with_deadline(self, deadline: Deadline) -> ConnectResponse:
         """The response head; TimeoutError once the response deadline (from the moment the
         whole request was handed over) passed."""
-        own = deadline is None
-        self._deadline = deadline = deadline or Deadline()
+        self._deadline = deadline
         if self._sent_at is not None:
             deadline.arm(self._sent_at + self.limits.response_timeout)
         try:
@@ -303,10 +313,7 @@ class Exchange:
             raise
         finally:
             self._deadline = None
-            if own:
-                deadline.close()
-            else:
-                deadline.disarm()
+            deadline.disarm()
 
     async def _relay(self, head: CheckedHead) -> None:
         out = self.out

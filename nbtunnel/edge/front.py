@@ -5,8 +5,8 @@ Sans-I/O `RequestReader` and handles the requests in order (pipelined ones inclu
 proxied request gets its own data stream on one of the tunnel's registered connections (the
 least busy one, registry.py). Bodies stream both ways with back-pressure. Every wait has a
 deadline (`FrontLimits`): the whole head, each silence in a body and its average rate
-(body_rate.py), the connector's answer (inside the exchange), and the idle time between
-requests.
+(body_rate.py), the connector's answer (inside the exchange), a client that takes no byte of
+its response (response_writer.py), and the idle time between requests.
 """
 
 from __future__ import annotations
@@ -174,7 +174,8 @@ class _ClientConnection:
                 continue
             event = self.events.popleft()
             if isinstance(event, RequestHead):
-                self.handler = RequestHandler(self.front, self._request(event), self.writer)
+                self.handler = RequestHandler(self.front, self._request(event), self.writer,
+                                              self.deadline)
                 self.rate = None
                 await self.handler.begin()
             elif isinstance(event, Body):
@@ -253,7 +254,8 @@ class _ClientConnection:
             await handler.refuse(status, detail)
         else:
             self.front.count(status)
-            out = ResponseWriter(self.writer, ray=self.front.new_ray(), keep_alive=False)
+            out = ResponseWriter(self.writer, ray=self.front.new_ray(), keep_alive=False,
+                                 deadline=self.deadline, send_timeout=self.limits.send_timeout)
             out.page(status, detail)
             await out.end()
         if status != 408:

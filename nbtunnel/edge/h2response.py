@@ -16,6 +16,7 @@ from nbtunnel.core.h2headers import response_fields
 from nbtunnel.edge.pages import error_page
 
 if TYPE_CHECKING:
+    from nbtunnel.edge.deadline import Deadline
     from nbtunnel.edge.h2stream import FrontStream
 
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -29,6 +30,7 @@ class H2ResponseWriter:
         self.ray = ray
         self.method = method
         self.keep_alive = True  # one stream: the connection is never at stake
+        self.deadline: Deadline | None = None  # unused: h2front bounds every send itself
         self.started = False
         self.status = 0
         self.overflow = False

@@ -53,12 +53,14 @@ def repicker(front: PublicFront, tunnel_id: uuid.UUID) -> Repick:
 class RequestHandler:
     """One request on a client connection: an edge page, an API call, or a tunnel exchange."""
 
-    def __init__(self, front: PublicFront, req: Request, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, front: PublicFront, req: Request, writer: asyncio.StreamWriter,
+                 deadline: Deadline | None = None) -> None:
         self.front = front
         self.req = req
         self.writer = writer
         self.out = ResponseWriter(writer, ray=req.ray, method=req.method, version=req.version,
-                                  keep_alive=req.keep_alive)
+                                  keep_alive=req.keep_alive, deadline=deadline,
+                                  send_timeout=front.limits.send_timeout)
         self.exchange: Exchange | None = None
         self.local: tuple[int, str] | None = None  # an edge page to send once the body is read
         self.api_body: bytearray | None = None

@@ -25,8 +25,9 @@ class FrontLimits:
     response_timeout: float = 100.0
     """Wait for the connector's response head; then 524, like Cloudflare's edge."""
     send_timeout: float = 60.0
-    """HTTPS front, HTTP/2: how long a client may leave a response unread (its window
-    closed, or the socket full); then the stream is reset or the connection closed."""
+    """How long a client may leave a response unread (the socket full, or its HTTP/2 window
+    closed) without taking a byte; then the connection is closed (HTTP/2: the stream is
+    reset, or the connection closed) and the data stream reset."""
     keepalive_timeout: float = 75.0
     """Idle time between requests on a kept-alive connection; then it is closed."""
     max_head_bytes: int = 64 * 1024

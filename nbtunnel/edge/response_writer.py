@@ -9,15 +9,25 @@ that is kept alive: extra bytes are cut and the connection is closed.
 Output is *held* until the writer is flushed (``flush()``, ``end()``): a relay adds what its
 stream has ready and flushes before it would wait, so a small response (head, body and the
 last chunk) leaves in one ``send()`` instead of two or three.
+
+A flush waits for the client to take the bytes (back-pressure), under the send deadline: a
+visitor that takes no byte for `FrontLimits.send_timeout` (a slow reader, a zero TCP window)
+has its connection closed, so it cannot hold the connector's origin request forever. The wait
+uses the writing task's lazy `Deadline`, and only when the socket's buffer holds bytes: a
+response the kernel takes at once arms nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from nbtunnel.core.http1 import LAST_CHUNK, encode_chunk, encode_head
+from nbtunnel.edge.deadline import Deadline
 from nbtunnel.edge.pages import error_page
+
+log = logging.getLogger("nbtunnel.edge.front")
 
 _NO_BODY_STATUS = frozenset({204, 304})
 FLUSH_AT = 64 << 10
@@ -27,12 +37,18 @@ FLUSH_AT = 64 << 10
 class ResponseWriter:
     """One response on one visitor connection."""
 
-    __slots__ = ("_chunked", "_ended", "_held", "_length", "_no_body", "_sent", "keep_alive",
-                 "method", "overflow", "ray", "started", "status", "version", "writer")
+    __slots__ = ("_chunked", "_ended", "_held", "_length", "_no_body", "_sent", "deadline",
+                 "keep_alive", "method", "overflow", "ray", "send_timeout", "started", "status",
+                 "version", "writer")
 
     def __init__(self, writer: asyncio.StreamWriter, *, ray: str, method: str = "GET",
-                 version: str = "1.1", keep_alive: bool = True) -> None:
+                 version: str = "1.1", keep_alive: bool = True,
+                 deadline: Deadline | None = None, send_timeout: float = 60.0) -> None:
         self.writer = writer
+        self.deadline = deadline
+        """The writing task's deadline (deadline.py): flushes wait under it. An exchange that
+        relays from a task of its own sets its own while it writes."""
+        self.send_timeout = send_timeout
         self.ray = ray
         self.method = method
         self.version = version
@@ -101,7 +117,39 @@ class ResponseWriter:
         """Send what is held, with back-pressure."""
         if self._held:
             self._send()
-            await self.writer.drain()
+            writer = self.writer
+            if self.deadline is None or not writer.transport.get_write_buffer_size():
+                await writer.drain()  # nothing buffered: it does not wait
+            else:
+                await self._wait_for_client(self.deadline)
+
+    async def _wait_for_client(self, deadline: Deadline) -> None:
+        """Wait until the socket's buffer is low again; ConnectionResetError (and the
+        connection closed) once the client has taken no byte for `send_timeout` seconds."""
+        writer = self.writer
+        transport = writer.transport
+        left = transport.get_write_buffer_size()
+        loop = asyncio.get_running_loop()
+        deadline.arm(loop.time() + self.send_timeout)
+        try:
+            while True:
+                try:
+                    await writer.drain()
+                    return
+                except asyncio.CancelledError:
+                    if not deadline.expired():
+                        raise
+                before, left = left, transport.get_write_buffer_size()
+                if left >= before:
+                    log.debug("response %s: the client took no byte for %g s; closed",
+                              self.ray, self.send_timeout)
+                    self.keep_alive = False
+                    transport.abort()
+                    raise ConnectionResetError(
+                        f"the client took no byte for {self.send_timeout:g} s")
+                deadline.arm(loop.time() + self.send_timeout)  # slow but moving: wait on
+        finally:
+            deadline.disarm()
 
     def _send(self) -> None:
         held = self._held
@@ -144,7 +192,10 @@ class ResponseWriter:
         if self._held:
             self._send()
         with contextlib.suppress(ConnectionError):
-            await self.writer.drain()
+            if self.deadline is None or not self.writer.transport.get_write_buffer_size():
+                await self.writer.drain()
+            else:
+                await self._wait_for_client(self.deadline)
         return self.keep_alive
 
     def abort(self) -> None:

@@ -18,7 +18,8 @@ from nbtunnel.edge.server import Edge, EdgeConfig
 from tests.e2e.conftest import Origin, Tunnel, eventually, start_tunnel, stop_tunnel
 from tests.e2e.rawhttp import read_response, wait_closed
 
-LIMITS = FrontLimits(head_timeout=1.0, body_timeout=1.0, keepalive_timeout=1.0)
+LIMITS = FrontLimits(head_timeout=1.0, body_timeout=1.0, keepalive_timeout=1.0,
+                     send_timeout=1.0)
 
 
 @pytest.fixture
@@ -71,6 +72,53 @@ async def test_stalled_body_gets_408_and_the_exchange_is_released(quick: Tunnel)
         assert await wait_closed(reader, 5)
         conns = quick.edge.registry.connections(quick.quick.credentials.tunnel_id)
         await eventually(lambda: all(c.in_flight == 0 for c in conns))
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(("method", "target", "body"), [
+    ("GET", f"/download/{1 << 30}", b""),  # relayed in the client connection's task
+    ("POST", "/echo/big", b"x" * (8 << 20)),  # relayed by the exchange's own task
+], ids=["download", "upload-echo"])
+async def test_client_that_never_reads_is_cut_at_the_send_deadline(
+    quick: Tunnel, method: str, target: str, body: bytes
+) -> None:
+    """A visitor that never reads its response (a tiny receive buffer, a zero TCP window)
+    held the connector's origin request forever: the front's writes waited with no deadline.
+    Once it has taken no byte for send_timeout the edge closes its connection and resets the
+    data stream, so the connector releases the origin request."""
+    edge_conns = quick.edge.registry.connections(quick.quick.credentials.tunnel_id)
+    connector_conns = list(quick.connector.connections.values())
+    served = sum(c.served for c in edge_conns)
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, quick.edge.public_address)
+        await loop.sock_sendall(sock, f"{method} {target} HTTP/1.1\r\nHost: {quick.hostname}\r\n"
+                                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        # the exchange ended on the edge, and the connector let go of the origin request
+        await eventually(lambda: sum(c.served for c in edge_conns) == served + 1
+                         and not any(c.in_flight for c in edge_conns)
+                         and not any(c.in_flight for c in connector_conns))
+        received = bytearray()
+        async with asyncio.timeout(10):  # what the kernel holds, then EOF or a reset
+            with contextlib.suppress(ConnectionResetError):
+                while data := await loop.sock_recv(sock, 65536):
+                    received += data
+        head, _, rest = bytes(received).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        assert len(rest) < length  # cut, not the whole response
+    finally:
+        sock.close()
+    reader, writer = await asyncio.open_connection(*quick.edge.public_address)
+    try:
+        writer.write(f"GET /echo/fresh HTTP/1.1\r\nHost: {quick.hostname}\r\n\r\n".encode())
+        async with asyncio.timeout(10):
+            assert (await read_response(reader)).status == 200
     finally:
         writer.close()
 

@@ -1,5 +1,6 @@
-"""Unit tests of the front's response writer (held output: one send per small response) and
-of the lazy deadline its connection waits under."""
+"""Unit tests of the front's response writer (held output: one send per small response; the
+send deadline for a client that takes no byte) and of the lazy deadline its connection waits
+under."""
 
 from __future__ import annotations
 
@@ -117,3 +118,41 @@ async def test_deadline_moved_later_or_disarmed_does_not_fire_early() -> None:
     deadline.disarm()
     await asyncio.sleep(0.05)  # the timer runs out while disarmed: nothing happens
     deadline.close()
+
+
+class _Stuck(_Recorder):
+    """A socket whose buffer the client empties by ``per_wait`` bytes each time the writer
+    waits on it (0: a client that never reads), answering on the ``answer_at``-th wait."""
+
+    def __init__(self, buffered: int, per_wait: int, answer_at: int = 0) -> None:
+        super().__init__()
+        self.buffered, self.per_wait, self.answer_at, self.waits = buffered, per_wait, answer_at, 0
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    async def drain(self) -> None:
+        self.waits += 1
+        self.buffered -= self.per_wait
+        if self.waits != self.answer_at:
+            await _wait_forever()
+
+
+async def test_a_client_that_takes_nothing_is_cut_at_the_send_deadline() -> None:
+    sock = _Stuck(buffered=1 << 20, per_wait=0)
+    out = ResponseWriter(sock, ray="r", deadline=Deadline(), send_timeout=0.01)  # type: ignore[arg-type]
+    out.start(200, [], length=None)
+    with pytest.raises(ConnectionResetError, match=r"took no byte for 0\.01 s"):
+        await out.flush()
+    assert sock.writes[-1] == b"<abort>" and not out.keep_alive and sock.waits == 1
+    assert not await out.end()  # after the cut the connection is not reused
+
+
+async def test_a_slow_client_that_keeps_taking_bytes_is_not_cut() -> None:
+    """Each send deadline finds fewer bytes buffered than the one before: the wait goes on
+    (the deadline is for a client that takes no byte at all, not for a slow one)."""
+    sock = _Stuck(buffered=1 << 20, per_wait=1, answer_at=4)
+    out = ResponseWriter(sock, ray="r", deadline=Deadline(), send_timeout=0.01)  # type: ignore[arg-type]
+    out.start(200, [], length=None)
+    await out.flush()
+    assert sock.waits == 4 and b"<abort>" not in sock.writes and out.keep_alive
