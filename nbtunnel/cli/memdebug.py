@@ -176,16 +176,18 @@ def back_references(target: object, depth: int = 4, width: int = 3) -> list[str]
     return lines
 
 
-def largest_containers(top: int = 6) -> list[str]:
-    """The biggest lists, dicts, sets and deques and who holds each: a container that only
-    grows is the usual leak whose elements (ints, bytes) gc does not track."""
+def largest_containers(top: int = 6, skip: tuple[object, ...] = ()) -> list[str]:
+    """The biggest lists, dicts, sets and deques and who holds each (``skip``: the caller's
+    own): a container that only grows is the usual leak whose elements (ints, bytes) gc does
+    not track."""
+    mine = {id(o) for o in skip}
     sized = [(len(o), o) for o in gc.get_objects()
-             if isinstance(o, (list, dict, set, collections.deque))]
+             if isinstance(o, (list, dict, set, collections.deque)) and id(o) not in mine]
     sized.sort(key=lambda pair: pair[0], reverse=True)
     biggest = [o for _, o in sized[:top]]
     del sized
     lines = ["-- largest containers and their holders"]
-    mine = {id(biggest)}
+    mine.add(id(biggest))
     for obj in biggest:
         holders = [r for r in gc.get_referrers(obj) if id(r) not in mine
                    and not isinstance(r, types.FrameType)][:2]
@@ -235,7 +237,7 @@ class MemoryReporter:
             lines.append(f"  {grew:+8d} ({counts[name] - self._last[name]:+d}) "
                          f"[{counts[name]}] {name}")
         self._last = counts
-        lines.extend(largest_containers())
+        lines.extend(largest_containers(skip=(counts, grown, self._base, self.__dict__)))
         if self.refs and self._reports > 2:
             lines.extend(self._back_references())
         if tracemalloc.is_tracing():
