@@ -152,3 +152,30 @@ async def test_goaway_fails_unprocessed_streams(
     assert edge.closed and not edge.terminated
     with pytest.raises(TransportClosedError):
         edge.open_stream()
+
+
+async def test_a_request_head_body_and_end_leave_in_one_write(
+    pair: tuple[EdgeH2Connection, FakeConnector],
+) -> None:
+    """Frames queued in one pass of the loop go out together (one TLS record and one
+    send() on a real connection), not one write per frame."""
+    edge, fake = pair
+    await _until(lambda: not edge._flush_handle)  # the preface and SETTINGS are out
+    transport = edge._transport
+    assert transport is not None
+    writes: list[bytes] = []
+    write = transport.write
+
+    def counting(data: bytes) -> None:
+        writes.append(bytes(data))
+        write(data)
+
+    transport.write = counting  # type: ignore[method-assign]
+    stream = edge.open_stream()
+    await stream.send_request(build_connect_request(
+        "POST", "app.example", "/", [("Content-Length", "4")], scheme="http"),
+        end_stream=False)
+    await stream.write(b"body")
+    stream.write_eof()
+    await _until(lambda: bool(fake.requests) and bool(writes))
+    assert len(writes) == 1, writes

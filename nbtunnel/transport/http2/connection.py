@@ -60,6 +60,8 @@ class H2Connection(asyncio.Protocol):
         self._write_paused = False
         self._write_waiters: list[asyncio.Future[None]] = []
         self._lost = False
+        self._loop = asyncio.get_running_loop()
+        self._flush_handle: asyncio.Handle | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.remote_address} {self.close_reason}>"
@@ -136,6 +138,14 @@ class H2Connection(asyncio.Protocol):
 
     # -- used by the streams -----------------------------------------------------------------
     def flush(self) -> None:
+        """Send what h2 queued, once per pass of the event loop: the HEADERS, DATA and
+        END_STREAM of a response (and the WINDOW_UPDATEs its reads earned) leave in one
+        TLS record and one ``send()`` instead of one each."""
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_handle = None
         out = self.h2.data_to_send()
         if out and self._transport is not None and not self._transport.is_closing():
             self._transport.write(out)
@@ -184,7 +194,7 @@ class H2Connection(asyncio.Protocol):
         if not self.terminated:
             with contextlib.suppress(Exception):
                 self.h2.close_connection(error_code)
-                self.flush()
+                self._flush_now()  # the GOAWAY goes before the close
             us = "edge" if self.client_side else "connector"
             self._terminate(reason or f"closed by the {us}")
         if self._transport is not None:
