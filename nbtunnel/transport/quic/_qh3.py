@@ -15,6 +15,12 @@ edge's sends grow past 1280 bytes as quic-go's do. ``_Server`` hands a 1-RTT pac
 the protocol that owns its connection ID (qh3's server parses every packet's header into a
 ``QuicHeader`` first, which the connection then does again).
 
+Pacing: qh3's pacer wakes the connection one packet time after its bucket (at most 16
+packets) runs dry, tens of microseconds on a fast path, so a bulk sender ran a timer callback
+and a whole ``datagrams_to_send`` per handful of packets. ``_Pacer`` keeps qh3's rate
+(congestion window / smoothed RTT) with quic-go's granularity: bursts of up to 2 ms of that
+rate (at least 10 packets) and at least 1 ms between wake-ups.
+
 ``QuicSettings.loopback_datagram_size`` extends the probe sizes towards a loopback peer
 (``peer_address``); a client then also advertises that size as its max_udp_payload_size
 (qh3 hard-codes 1472), or the server's probes would be capped below it.
@@ -61,6 +67,11 @@ MAX_DATAGRAM = 16384
 """Largest datagram we let qh3 build: it writes a STREAM frame's length as a 2-byte varint
 (at most 16383), so bigger packets come out malformed (the peer closes with FRAME_ENCODING)."""
 LOOPBACK_PROBE_SIZES = (4096,)
+PACING_MIN_DELAY = 0.001
+PACING_BURST_TIME = 0.002
+PACING_BURST_PACKETS = 10
+"""quic-go's pacer: MinPacingDelay 1 ms; a burst is MinPacingDelay + TimerGranularity (1 ms)
+worth of the pacing rate, and at least maxBurstSizePackets (10)."""
 """Steps between qh3's probes and ``loopback_datagram_size`` (a lost probe stops at the last
 size that got through)."""
 
@@ -99,6 +110,52 @@ class _Server(_Qh3Server):
                 protocol.datagram_received(data, addr)
                 return
         super().datagram_received(data, addr)
+
+
+class _Pacer:
+    """qh3's pacing rate with quic-go's burst size and timer granularity (see the module
+    docstring); same interface as qh3's ``QuicPacketPacer``. A token bucket in seconds of
+    sending: a packet costs one packet time (datagram size / rate) and goes out only when the
+    bucket holds it (qh3's let a packet out on any credit left, ~8 % over the rate)."""
+
+    __slots__ = ("_quic", "bucket_max", "bucket_time", "evaluation_time", "packet_time")
+
+    def __init__(self, quic: Any) -> None:
+        self._quic = quic
+        self.bucket_max = 0.0
+        self.bucket_time = 0.0
+        self.evaluation_time = 0.0
+        self.packet_time: float | None = None
+
+    def start_pacing(self, now: float, congestion_window: int, smoothed_rtt: float) -> None:
+        self.update_rate(congestion_window, smoothed_rtt)
+        self.evaluation_time = now
+        self.bucket_time = self.bucket_max
+
+    def next_send_time(self, now: float) -> float | None:
+        if self.packet_time is None:
+            return None
+        self.update_bucket(now)
+        if self.bucket_time >= self.packet_time * 0.999:  # (float sums of packet times)
+            return None
+        return now + max(self.packet_time - self.bucket_time, PACING_MIN_DELAY)
+
+    def update_after_send(self, now: float) -> None:
+        if self.packet_time is not None:
+            self.update_bucket(now)
+            self.bucket_time = max(0.0, self.bucket_time - self.packet_time)
+
+    def update_bucket(self, now: float) -> None:
+        if now > self.evaluation_time:
+            self.bucket_time = min(self.bucket_time + now - self.evaluation_time,
+                                   self.bucket_max)
+            self.evaluation_time = now
+
+    def update_rate(self, congestion_window: int, smoothed_rtt: float) -> None:
+        rate = congestion_window / max(smoothed_rtt, 1e-6)  # bytes per second
+        self.packet_time = max(1e-6, min(self._quic._max_datagram_size / rate, 1.0))
+        self.bucket_max = max(PACING_BURST_PACKETS * self.packet_time, PACING_BURST_TIME)
+        self.bucket_time = min(self.bucket_time, self.bucket_max)
 
 
 class _ResetSender:
@@ -222,6 +279,7 @@ class Qh3Backend(Backend):
     def prepare_connection(self, quic: Any, settings: QuicSettings, credit: CreditFn) -> None:
         limit = quic._local_max_streams_bidi
         limit.value = limit.sent = max(limit.value, settings.max_incoming_streams)
+        quic._loss._pacer = _Pacer(quic)
         quic._streams_finished = FinishedStreams()
         if not quic._is_client and quic._configuration.probe_datagram_size:
             # the client's probing, for the server (capped once the client's transport
