@@ -32,6 +32,23 @@ def head(status: int, headers: list[tuple[str, str]]) -> bytes:
     return encode_connect_response(build_connect_response(status, headers))
 
 
+BAD_HEADS = {
+    "status 999": head(999, []),
+    "status 103 as the answer": head(103, []),
+    "101 without an upgrade": head(101, [("Connection", "Upgrade"), ("Upgrade", "websocket")]),
+    "two Content-Lengths": head(200, [("Content-Length", "3"), ("Content-Length", "4")]),
+    "NUL in a value": head(200, [("X-A", "a\x00b")]),
+    "CR LF in a value": head(200, [("X-A", "a\r\nSet-Cookie: injected=1")]),
+    "invalid header name": head(200, [("Bad Name", "x")]),
+    "NUL in a header name": head(200, [("X-\x00A", "x")]),
+}
+"""Response heads the edge must refuse (502) on either front, by what is wrong with them."""
+
+
+async def never_answer(stream: QuicStream) -> None:
+    """Read the request head, answer nothing (the edge's response deadline is what ends it)."""
+
+
 def answer_with(data: bytes, *, fin: bool = True) -> Answer:
     async def answer(stream: QuicStream) -> None:
         await stream.write(data)

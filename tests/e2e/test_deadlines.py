@@ -76,6 +76,16 @@ async def test_stalled_body_gets_408_and_the_exchange_is_released(quick: Tunnel)
         writer.close()
 
 
+async def _a_new_client_is_served(t: Tunnel) -> None:
+    reader, writer = await asyncio.open_connection(*t.edge.public_address)
+    try:
+        writer.write(f"GET /echo/new HTTP/1.1\r\nHost: {t.hostname}\r\n\r\n".encode())
+        async with asyncio.timeout(10):
+            assert (await read_response(reader)).status == 200
+    finally:
+        writer.close()
+
+
 @pytest.mark.parametrize(("method", "target", "body"), [
     ("GET", f"/download/{1 << 30}", b""),  # relayed in the client connection's task
     ("POST", "/echo/big", b"x" * (8 << 20)),  # relayed by the exchange's own task
@@ -114,13 +124,7 @@ async def test_client_that_never_reads_is_cut_at_the_send_deadline(
         assert len(rest) < length  # cut, not the whole response
     finally:
         sock.close()
-    reader, writer = await asyncio.open_connection(*quick.edge.public_address)
-    try:
-        writer.write(f"GET /echo/fresh HTTP/1.1\r\nHost: {quick.hostname}\r\n\r\n".encode())
-        async with asyncio.timeout(10):
-            assert (await read_response(reader)).status == 200
-    finally:
-        writer.close()
+    await _a_new_client_is_served(quick)
 
 
 async def test_idle_keepalive_connection_is_closed(quick: Tunnel) -> None:
@@ -161,13 +165,7 @@ async def test_out_of_descriptors_backs_off_with_one_log_line(
         for sock in clients:
             sock.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    reader, writer = await asyncio.open_connection(*address)
-    try:
-        writer.write(f"GET /echo/again HTTP/1.1\r\nHost: {quick.hostname}\r\n\r\n".encode())
-        async with asyncio.timeout(10):
-            assert (await read_response(reader)).status == 200
-    finally:
-        writer.close()
+    await _a_new_client_is_served(quick)
     starved = [r for r in caplog.records if "file descriptors" in r.getMessage()]
     assert len(starved) == 1 and starved[0].exc_info is None
     assert not [r for r in caplog.records if r.name == "asyncio"]  # no traceback per attempt

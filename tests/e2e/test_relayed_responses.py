@@ -10,9 +10,8 @@ import pytest
 
 from nbtunnel.edge.limits import FrontLimits
 from nbtunnel.edge.server import Edge, EdgeConfig
-from nbtunnel.transport.quic import QuicStream
 from tests.e2e.conftest import eventually
-from tests.e2e.hostile import answer_with, head, hostile_connector
+from tests.e2e.hostile import BAD_HEADS, answer_with, head, hostile_connector, never_answer
 from tests.e2e.rawhttp import roundtrip
 
 
@@ -26,17 +25,6 @@ async def short_edge(tmp_path: Path) -> AsyncIterator[Edge]:
 
 def _get(hostname: str, path: str = "/", extra: str = "") -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: {hostname}\r\n{extra}\r\n".encode()
-
-
-BAD_HEADS = {
-    "status 999": head(999, []),
-    "status 103 as the answer": head(103, []),
-    "101 without an upgrade": head(101, [("Connection", "Upgrade"), ("Upgrade", "websocket")]),
-    "two Content-Lengths": head(200, [("Content-Length", "3"), ("Content-Length", "4")]),
-    "NUL in a value": head(200, [("X-A", "a\x00b")]),
-    "CR LF in a value": head(200, [("X-A", "a\r\nSet-Cookie: injected=1")]),
-    "invalid header name": head(200, [("Bad Name", "x")]),
-}
 
 
 @pytest.mark.parametrize("case", list(BAD_HEADS))
@@ -69,10 +57,7 @@ async def test_duplicate_equal_content_length_is_one(short_edge: Edge) -> None:
 
 
 async def test_silent_connector_gets_524_and_the_stream_reset(short_edge: Edge) -> None:
-    async def never(stream: QuicStream) -> None:
-        return None  # read the head, answer nothing
-
-    async with hostile_connector(short_edge, never) as evil:
+    async with hostile_connector(short_edge, never_answer) as evil:
         (resp,), _ = await roundtrip(short_edge.public_address, _get(evil.hostname), ["GET"])
         assert resp.status == 524
         assert b"did not answer within 1 seconds" in resp.body

@@ -2,41 +2,39 @@
 
 from __future__ import annotations
 
+import pytest
+
 from nbtunnel.edge.body_rate import BodyRate
 
 
-def test_a_dripping_body_is_refused_once_the_grace_period_is_over() -> None:
-    rate = BodyRate(min_rate=100, grace=10)
+def _reads(rate: BodyRate, n: int, size: int, wait: float, held: float = 0.0) -> list[str | None]:
+    """``n`` reads of ``size`` bytes, each after ``wait`` s of waiting for the client and
+    followed by ``held`` s the edge spends forwarding it; the verdict on each."""
     now = 0.0
     verdicts = []
-    for _ in range(3):  # one byte every 9 s: each silence is short, the average is not
+    for _ in range(n):
         rate.waiting(now)
-        now += 9
-        verdicts.append(rate.received(1, now))
+        now += wait
+        verdicts.append(rate.received(size, now))
+        now += held
+    return verdicts
+
+
+def test_a_dripping_body_is_refused_once_the_grace_period_is_over() -> None:
+    # one byte every 9 s: each silence is short, the average is not
+    verdicts = _reads(BodyRate(min_rate=100, grace=10), 3, 1, wait=9)
     assert verdicts[:1] == [None]  # 9 s waited: still in the grace period
     assert verdicts[1] is not None and "2 bytes in 18 s" in verdicts[1]
     assert "the minimum is 100 bytes/s" in verdicts[1]
 
 
-def test_a_steady_body_passes() -> None:
+@pytest.mark.parametrize("held", [0, 60], ids=["steady", "held-up-a-minute-per-read"])
+def test_a_steady_body_passes_and_time_the_edge_is_held_up_does_not_count(held: float) -> None:
+    """Between reads the edge may wait on the connector (back-pressure): not the client's
+    time."""
     rate = BodyRate(min_rate=100, grace=10)
-    now = 0.0
-    for _ in range(100):
-        rate.waiting(now)
-        now += 1
-        assert rate.received(150, now) is None
-
-
-def test_time_the_edge_is_held_up_does_not_count() -> None:
-    """Between reads the edge waits on the connector (back-pressure): not the client's time."""
-    rate = BodyRate(min_rate=100, grace=10)
-    now = 0.0
-    for _ in range(10):
-        rate.waiting(now)
-        now += 1
-        assert rate.received(200, now) is None
-        now += 60  # forwarding the chunk took a minute
-    assert rate.waited == 10
+    assert _reads(rate, 100, 150, wait=1, held=held) == [None] * 100
+    assert rate.waited == 100
 
 
 def test_a_quick_start_buys_time_and_then_runs_out() -> None:
