@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import ssl
 import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import h2.config
 import h2.connection
@@ -14,13 +17,22 @@ import h2.events
 import h2.settings
 import hpack
 
-from nbtunnel.edge.server import Edge
+from nbtunnel.edge.limits import FrontLimits
+from nbtunnel.edge.server import Edge, EdgeConfig
 
 # frame types (RFC 9113 section 6)
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = (
     0, 1, 2, 3, 4, 6, 7, 8, 9)
 END_STREAM, END_HEADERS = 0x1, 0x4
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+@asynccontextmanager
+async def https_edge(tmp_path: Path, limits: FrontLimits) -> AsyncIterator[Edge]:
+    """An edge with an HTTPS front (HTTP/2 and HTTP/1.1) and these front limits."""
+    async with Edge(EdgeConfig(state_dir=tmp_path / "edge", quic_port=0, http_port=0,
+                               https_port=0, front=limits)) as e:
+        yield e
 
 
 def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:

@@ -14,7 +14,7 @@ import pytest
 from nbtunnel.edge.h2front import MAX_STREAMS
 from nbtunnel.edge.h2guard import BUDGET
 from nbtunnel.edge.limits import FrontLimits
-from nbtunnel.edge.server import Edge, EdgeConfig
+from nbtunnel.edge.server import Edge
 from nbtunnel.transport.errors import TransportError
 from nbtunnel.transport.quic import QuicStream
 from tests.e2e.conftest import eventually
@@ -28,6 +28,7 @@ from tests.e2e.h2client import (
     RawH2,
     frame,
     goaway_code,
+    https_edge,
     resets,
 )
 from tests.e2e.hostile import Hostile, answer_with, head, hostile_connector
@@ -37,9 +38,7 @@ ENHANCE_YOUR_CALM, FLOW_CONTROL_ERROR, REFUSED_STREAM, CANCEL = 11, 3, 7, 8
 
 @pytest.fixture
 async def edge(tmp_path: Path) -> AsyncIterator[Edge]:
-    limits = FrontLimits(head_timeout=1.0, send_timeout=1.0)
-    async with Edge(EdgeConfig(state_dir=tmp_path / "edge", quic_port=0, http_port=0,
-                               https_port=0, front=limits)) as e:
+    async with https_edge(tmp_path, FrontLimits(head_timeout=1.0, send_timeout=1.0)) as e:
         yield e
 
 

@@ -9,17 +9,15 @@ from pathlib import Path
 import pytest
 
 from nbtunnel.edge.limits import FrontLimits
-from nbtunnel.edge.server import Edge, EdgeConfig
+from nbtunnel.edge.server import Edge
 from tests.e2e.conftest import eventually
-from tests.e2e.h2client import H2Client
+from tests.e2e.h2client import H2Client, https_edge
 from tests.e2e.hostile import BAD_HEADS, Hostile, answer_with, head, hostile_connector, never_answer
 
 
 @pytest.fixture
 async def h2_edge(tmp_path: Path) -> AsyncIterator[Edge]:
-    limits = FrontLimits(response_timeout=1.0, body_timeout=1.0)
-    async with Edge(EdgeConfig(state_dir=tmp_path / "edge", quic_port=0, http_port=0,
-                               https_port=0, front=limits)) as e:
+    async with https_edge(tmp_path, FrontLimits(response_timeout=1.0, body_timeout=1.0)) as e:
         yield e
 
 

@@ -17,12 +17,12 @@ import tracemalloc
 
 import pytest
 
-from nbtunnel.transport.errors import TransportClosedError, TransportError
+from nbtunnel.transport.errors import TransportError
 from nbtunnel.transport.quic import QuicStream, QuicTunnelConnection
 from nbtunnel.transport.tls import LocalCA
 
 from .test_quic_streams import echo_handler
-from .util import dial, edge
+from .util import dial, each_stream, edge
 
 ABORTS = 40
 BULK = 8 << 20
@@ -56,13 +56,7 @@ async def test_aborts_behind_full_packets_end_on_both_peers(
 
     async def handler(conn: QuicTunnelConnection) -> None:
         server_conns.append(conn)
-        async with asyncio.TaskGroup() as tg:
-            while True:
-                try:
-                    stream = await conn.accept_stream()
-                except TransportClosedError:
-                    return
-                tg.create_task(_sink(stream))
+        await each_stream(conn, _sink)
 
     async with edge(ca, server_backend, handler) as server:
         async with dial(ca, server, client_backend) as conn:

@@ -12,7 +12,6 @@ import pytest
 from nbtunnel.transport.errors import (
     HandshakeError,
     StreamResetError,
-    TransportClosedError,
     TransportError,
 )
 from nbtunnel.transport.quic import (
@@ -25,7 +24,7 @@ from nbtunnel.transport.quic import (
 )
 from nbtunnel.transport.tls import LocalCA
 
-from .util import dial, edge
+from .util import dial, each_stream, edge
 
 
 async def echo_stream(stream: QuicStream) -> None:
@@ -35,13 +34,7 @@ async def echo_stream(stream: QuicStream) -> None:
 
 
 async def echo_handler(conn: QuicTunnelConnection) -> None:
-    async with asyncio.TaskGroup() as tg:
-        while True:
-            try:
-                stream = await conn.accept_stream()
-            except TransportClosedError:
-                return
-            tg.create_task(echo_stream(stream))
+    await each_stream(conn, echo_stream)
 
 
 async def test_handshake_alpn_and_stream0_echo(ca: LocalCA, pair: tuple[str, str]) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+from nbtunnel.transport.errors import TransportClosedError
 from nbtunnel.transport.quic import (
     QuicServer,
     QuicSettings,
+    QuicStream,
     QuicTunnelConnection,
     available_backends,
     connect,
@@ -20,6 +23,18 @@ BACKENDS = available_backends()
 PAIRS = [f"{c}->{s}" for c, s in itertools.product(BACKENDS, BACKENDS)]
 
 Handler = Callable[[QuicTunnelConnection], Awaitable[None]]
+
+
+async def each_stream(conn: QuicTunnelConnection,
+                      serve: Callable[[QuicStream], Awaitable[None]]) -> None:
+    """A connection handler body: `serve` every stream the peer opens, until it closes."""
+    async with asyncio.TaskGroup() as tg:
+        while True:
+            try:
+                stream = await conn.accept_stream()
+            except TransportClosedError:
+                return
+            tg.create_task(serve(stream))
 
 
 @asynccontextmanager
