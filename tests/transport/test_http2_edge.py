@@ -179,3 +179,19 @@ async def test_a_request_head_body_and_end_leave_in_one_write(
     stream.write_eof()
     await _until(lambda: bool(fake.requests) and bool(writes))
     assert len(writes) == 1, writes
+
+
+async def test_the_ray_of_each_request_stays_out_of_the_hpack_table(
+    pair: tuple[EdgeH2Connection, FakeConnector],
+) -> None:
+    edge, fake = pair
+    for i in range(3):
+        stream = edge.open_stream()
+        await stream.send_request(build_connect_request(
+            "GET", "app.example", "/", [("Cf-Ray", f"{i:016x}-LOC"), ("Accept", "*/*")],
+            scheme="http"), end_stream=True)
+    await _until(lambda: len(fake.requests) == 3)
+    rays = [value for head in fake.requests.values() for name, value in head if name == "cf-ray"]
+    assert rays == [f"{i:016x}-LOC" for i in range(3)]
+    indexed = [bytes(n) for n, _ in fake.h2.decoder.header_table.dynamic_entries]
+    assert b"accept" in indexed and b"cf-ray" not in indexed

@@ -20,6 +20,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+from hpack import NeverIndexedHeaderTuple
 
 from nbtunnel.core.h2headers import Headers
 from nbtunnel.transport.errors import TransportClosedError, TransportError
@@ -36,6 +37,12 @@ sends a 64 KiB body write as one DATA frame, one h2 event and one acknowledgemen
 four (bulk: about 1 ms less CPU per MB on each side). Not more: h2's frame buffer copies a
 partly received frame at every socket read, so 256 KiB frames cost the receiver more than
 they save. Each side still sends no bigger frames than the other one advertised."""
+
+
+_UNIQUE = frozenset({b"cf-ray"})
+"""Request fields that differ in every request: sent as literals, never added to the HPACK
+table, where each would push out a field that repeats (and lengthen every later search of
+the table, a Python loop in hpack)."""
 
 
 class H2Connection(asyncio.Protocol):
@@ -177,6 +184,7 @@ class H2Connection(asyncio.Protocol):
         self.streams[stream_id] = stream
         # values may carry raw (non-UTF-8) bytes as surrogate escapes: send those bytes
         raw = [(n.encode("latin-1"), v.encode("utf-8", "surrogateescape")) for n, v in headers]
+        raw = [NeverIndexedHeaderTuple(*f) if f[0] in _UNIQUE else f for f in raw]
         try:
             self.h2.send_headers(stream_id, raw, end_stream=end_stream)
         except h2.exceptions.ProtocolError as exc:
