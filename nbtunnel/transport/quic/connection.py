@@ -178,9 +178,11 @@ class QuicTunnelConnection(ProtocolOwner):
     def _send(self, stream_id: int, data: bytes, end_stream: bool) -> None:
         try:
             self._quic.send_stream_data(stream_id, data, end_stream)
-        except (AssertionError, RuntimeError) as exc:
+        except (AssertionError, RuntimeError, ValueError) as exc:
             # The library already reset this send side: the peer's STOP_SENDING arrived
-            # before the stream's first bytes did, so the stream never heard of it.
+            # before the stream's first bytes did, so the stream never heard of it; or it
+            # reset it and, the peer's side being over too, forgot the stream (ValueError:
+            # "unknown peer-initiated stream").
             raise StreamResetError(0, exc) from exc
         self._data_queued = True
         self._schedule_transmit()
