@@ -54,10 +54,13 @@ class H2Connection(asyncio.Protocol):
     """Who is on the other end, for messages: "connector" or "edge"."""
     settings: ClassVar[dict[h2.settings.SettingCodes, int]]
     """Our SETTINGS, sent first (before the preface's window update)."""
+    validate_inbound: ClassVar[bool] = True
+    """h2's checks of each received header block (a chain of generators per field)."""
 
     def __init__(self) -> None:
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
-            client_side=self.client_side, header_encoding=None))  # bytes: see _text
+            client_side=self.client_side, header_encoding=None,  # bytes: see _text
+            validate_inbound_headers=self.validate_inbound))
         self.streams: dict[int, H2Stream] = {}
         self.remote_address: tuple[str, int] = ("", 0)
         self.close_reason = ""
