@@ -51,8 +51,9 @@ from tunnel_bench import (
     version_of,
 )
 
-PATHS = ("direct", "nginx", "nbtunnel-quic", "nbtunnel-http2", "cloudflared-quic",
-         "cloudflared-http2")
+PATHS = ("direct", "nginx", "jupyter-proxy", "nbtunnel-quic", "nbtunnel-http2",
+         "cloudflared-quic", "cloudflared-http2")
+TARGET_X_JUPYTER_PROXY = 4.0  # through the tunnel vs jupyter-server-proxy's hop, c=50 req/s
 TARGET_CPU_US = 200  # edge + connector CPU per small request (issue 14)
 TARGET_MS_PER_MB = 6.0  # per process, bulk over QUIC
 TARGET_ADDED_P50_MS = 1.0  # c=1 latency the tunnel adds
@@ -152,20 +153,44 @@ http {{
     return proc, url
 
 
+def jupyter_proxy_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("jupyter_server_proxy") is not None
+
+
+def start_jupyter_proxy(work: Path, origin_url: str, env: dict[str, str],
+                        started: list[Proc]) -> tuple[Proc, str]:
+    """A Jupyter server with jupyter-server-proxy (no token: loopback only), the hop a
+    notebook user has without a tunnel: /proxy/PORT/ on the server's own port."""
+    port = free_port()
+    proc = Proc("jupyter-proxy", [
+        sys.executable, "-m", "jupyter_server", "--no-browser", "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}", "--ServerApp.port_retries=0", "--IdentityProvider.token=",
+        "--ServerApp.password=", "--allow-root", f"--ServerApp.root_dir={work}",
+        f"--ServerApp.runtime_dir={work / 'jupyter-runtime'}",
+    ], work, env)
+    started.append(proc)
+    prefix = f"/proxy/{origin_url.rsplit(':', 1)[1]}"
+    wait_serving(("127.0.0.1", port), f"127.0.0.1:{port}", proc, timeout=60, path=prefix + "/")
+    return proc, f"http://127.0.0.1:{port}{prefix}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def wait_serving(addr: tuple[str, int], host: str, proc: Proc, timeout: float = 15) -> None:
+def wait_serving(addr: tuple[str, int], host: str, proc: Proc, timeout: float = 15,
+                 path: str = "/") -> None:
     deadline = time.monotonic() + timeout
     status: int | str = 0
     while time.monotonic() < deadline:
         if not proc.alive():
             raise BenchError(f"{proc.name} exited:\n{proc.tail()}")
         try:
-            status, body = http_get(addr, host, "/")
+            status, body = http_get(addr, host, path)
             if status == 200 and body == b"hello world\n":
                 return
         except OSError as exc:
@@ -437,6 +462,11 @@ def ratio_lines(res: dict[str, Any]) -> list[str]:
         parts = [f"c=50 req/s {_n(c50[0])}"]
         if c50[1]:
             parts.append(f"vs {_n(c50[1])} = {c50[0] / c50[1]:.2f}x" if c50[0] else "")
+        jsp = paths.get("jupyter-proxy", {}).get("c50", {}).get("rps")
+        if jsp and c50[0]:
+            x = c50[0] / jsp
+            parts.append(f"{x:.1f}x jupyter-server-proxy (target >= {TARGET_X_JUPYTER_PROXY:g}: "
+                         f"{'ok' if x >= TARGET_X_JUPYTER_PROXY else 'MISS'})")
         both = fo.get("c50", {}).get("both")
         parts.append(f"edge+conn {_n(both)} us/req (target <= {TARGET_CPU_US}: "
                      f"{'ok' if both is not None and both <= TARGET_CPU_US else 'MISS'})")
@@ -483,6 +513,10 @@ def run_path(path: str, r: dict[str, Any], plan: Plan, args: argparse.Namespace,
         nginx, url = start_nginx(work, origin_url, env, started)
         hop = Hop(path, url + "/", "origin", nginx)
         procs.append(nginx)
+    elif path == "jupyter-proxy":
+        jupyter, url = start_jupyter_proxy(work, origin_url, env, started)
+        hop = Hop(path, url + "/", url.split("/")[2], jupyter)
+        procs.append(jupyter)
     else:
         edge = start_edge(work, env, args.quic_backend, path)
         started.append(edge.proc)
@@ -549,10 +583,12 @@ def main(argv: list[str] | None = None) -> int:
         skipped += [p for p in wanted if p.startswith("cloudflared")]
     if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
         skipped += [p for p in wanted if p == "nginx"]
+    if not jupyter_proxy_installed():
+        skipped += [p for p in wanted if p == "jupyter-proxy"]
     wanted = [p for p in wanted if p not in skipped]
     if skipped:
         log(f"skipping {', '.join(skipped)} (cloudflared: set NBTUNNEL_CLOUDFLARED; nginx: "
-            f"apt-get install nginx-light)")
+            f"apt-get install nginx-light; jupyter-proxy: pip install jupyter-server-proxy)")
     if plan.bulk_bytes and not shutil.which("curl"):
         raise SystemExit("curl is needed for the transfers (or --bulk-mb 0)")
     loadgen = pick_loadgen(args.loadgen)
