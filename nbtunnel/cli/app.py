@@ -16,7 +16,6 @@ from nbtunnel.api.errors import TargetError
 from nbtunnel.api.options import OptionError, options_from_args
 from nbtunnel.api.targets import normalize_target
 from nbtunnel.cli.logs import setup_logging
-from nbtunnel.cli.memdebug import install_from_env as install_memdebug
 from nbtunnel.cli.parser import build_parser
 from nbtunnel.cli.serve import run_with_signals
 
@@ -32,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     setup_logging(args.loglevel, args.log_format)
-    install_memdebug()
+    if os.environ.get("NBTUNNEL_MEMDEBUG"):  # a leak hunt: its imports only then
+        from nbtunnel.cli.memdebug import install_from_env
+
+        install_from_env()
     code = dispatch(parser, args)
     if code is not None:
         return code if isinstance(code, int) else run_with_signals(code)

@@ -98,9 +98,8 @@ async def named_edge(choice: EdgeChoice, options: CloudflareOptions
     except NbtunnelError as exc:
         if choice.kind == "cloudflare":
             raise CloudflareUnavailable(f"cannot use Cloudflare's edge: {exc}") from exc
-        log.warning("%s", fallback_line(exc).replace(
-            "started a local edge: its URL works on this machine only",
-            "using the self-hosted edge at 127.0.0.1:7844"))
+        log.warning("%s", fallback_line(exc, f"using the self-hosted edge at 127.0.0.1:"
+                                             f"{DEFAULT_EDGE_PORT}"))
         return None, EdgeChoice("address", (("127.0.0.1", DEFAULT_EDGE_PORT),), "default")
     log.info("Edge discovery: %s", edge.describe())
     return edge, choice

@@ -111,12 +111,12 @@ def is_cloudflare_service(url: str) -> bool:
     return url.rstrip("/").startswith(CLOUDFLARE_QUICK_SERVICE)
 
 
-def fallback_line(exc: BaseException) -> str:
-    """The one line `auto` prints when it starts a local edge instead."""
+def fallback_line(exc: BaseException, instead: str = "started a local edge: its URL works on "
+                  "this machine only") -> str:
+    """The one line `auto` prints when it uses another edge (`instead` says which)."""
     reason = str(exc) or type(exc).__name__
-    return (f"Cloudflare's edge is not reachable: {reason}; started a local edge: its URL "
-            "works on this machine only (use --edge cloudflare to insist, --edge local to "
-            "skip this check)")
+    return (f"Cloudflare's edge is not reachable: {reason}; {instead} (use --edge cloudflare "
+            "to insist, --edge local to skip this check)")
 
 
 def quick_box(url: str) -> str:

@@ -41,6 +41,7 @@ from nbtunnel.connector.origin_parts import (  # noqa: F401 - re-exported
     _response_headers,
     _Target,
 )
+from nbtunnel.core.http1 import LAST_CHUNK, encode_chunk
 from nbtunnel.core.httpmeta import HttpRequestHead
 
 
@@ -294,10 +295,10 @@ async def _send_body(conn: Http1Connection, body: AsyncIterator[bytes], chunked:
         async for chunk in body:
             if not chunk:
                 continue
-            conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+            conn.write(encode_chunk(chunk) if chunked else chunk)
             await conn.drain()
         if chunked:
-            conn.write(b"0\r\n\r\n")
+            conn.write(LAST_CHUNK)
     except ResponseError:
         raise
     except Exception as exc:

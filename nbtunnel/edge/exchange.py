@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from nbtunnel.core.errors import NbtunnelError, ProtocolError
+from nbtunnel.core.http1 import strip_port
 from nbtunnel.core.httpmeta import build_connect_request, parse_http_response, request_has_body
 from nbtunnel.core.streams import ConnectRequest, ConnectResponse
 from nbtunnel.edge.deadline import Deadline
@@ -53,7 +54,7 @@ def metadata_headers(req: Request) -> list[tuple[str, str]]:
 
 def switched_page(host: str) -> str:
     """The 502 detail when the connector switched protocols for a plain request."""
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = strip_port(host)
     return (f"The connector answered 101 Switching Protocols to a request that did not ask to "
             f"upgrade: {name} serves a TCP service (a tcp:// or ssh:// rule), not a web page. "
             f"Reach it with `nbtunnel access tcp --hostname {name} --url 127.0.0.1:PORT` or "

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nbtunnel.edge.h2front")
 
-IDLE_TIMEOUT = 75.0
 MAX_STREAMS = 128
 WINDOW = 1 << 20
 
@@ -154,7 +153,7 @@ class H2FrontConnection:
         if since is not None:
             waited = self.front.clock.monotonic() - since
             return max(self.front.limits.head_timeout - waited, 0.0)
-        return None if self.streams else IDLE_TIMEOUT
+        return None if self.streams else self.front.limits.keepalive_timeout
 
     def _charge(self, why: str) -> bool:
         """Spend one unit of the guard's budget; True (and GOAWAY) when it ran out."""

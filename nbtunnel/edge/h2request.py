@@ -18,11 +18,12 @@ import logging
 from typing import TYPE_CHECKING
 
 from nbtunnel.core.errors import NbtunnelError
+from nbtunnel.core.http1 import strip_port
 from nbtunnel.edge.body_rate import BodyRate
 from nbtunnel.edge.exchange import Exchange, ExchangeError, HeadTooLargeError
 from nbtunnel.edge.front import Request
 from nbtunnel.edge.h2response import H2ResponseWriter
-from nbtunnel.edge.handler import pick_live, repicker, strip_port
+from nbtunnel.edge.handler import MAX_API_BODY, pick_live, repicker
 from nbtunnel.edge.pages import wants_html
 
 if TYPE_CHECKING:
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
     from nbtunnel.edge.registry import LiveConnection
 
 log = logging.getLogger("nbtunnel.edge.h2front")
-
-MAX_API_BODY = 1024 * 1024
 
 
 class BodyRefusedError(NbtunnelError):

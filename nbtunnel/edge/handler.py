@@ -7,7 +7,7 @@ import asyncio
 import uuid
 from typing import TYPE_CHECKING
 
-from nbtunnel.core.http1 import encode_head
+from nbtunnel.core.http1 import encode_head, strip_port
 from nbtunnel.edge.exchange import Exchange, ExchangeError, HeadTooLargeError, Repick
 from nbtunnel.edge.pages import wants_html
 from nbtunnel.edge.registry import LiveConnection
@@ -19,12 +19,6 @@ if TYPE_CHECKING:
     from nbtunnel.edge.listener import ClientReader
 
 MAX_API_BODY = 1024 * 1024
-
-
-def strip_port(host: str) -> str:
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 async def pick_live(front: PublicFront, tunnel_id: uuid.UUID) -> LiveConnection | None:

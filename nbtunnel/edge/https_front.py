@@ -15,6 +15,7 @@ import contextlib
 import logging
 import ssl
 
+from nbtunnel.core.http1 import strip_port
 from nbtunnel.edge.certs import CertStore
 from nbtunnel.edge.front import PublicFront, Request
 from nbtunnel.edge.h2front import H2FrontConnection
@@ -53,7 +54,7 @@ class HttpsFront:
         port = self.sockname[1]
 
         def location(req: Request) -> str | None:
-            host = req.host.rsplit(":", 1)[0] if req.host.count(":") == 1 else req.host
+            host = strip_port(req.host)
             if not host:
                 return None
             return f"https://{host}{'' if port == 443 else f':{port}'}{req.target}"

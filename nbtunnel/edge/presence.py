@@ -23,6 +23,10 @@ PushLocal = Callable[[uuid.UUID, int, bytes], Awaitable[list[dict[str, Any]]]]
 CloseLocal = Callable[[uuid.UUID, str | None, str], int]
 
 
+P = "nbt:"
+"""The prefix of every Redis key and channel of a deployment."""
+
+
 @dataclass(frozen=True)
 class EdgeInfo:
     """One live edge as the others see it."""

@@ -14,11 +14,10 @@ import uuid
 from typing import Any
 
 from nbtunnel.edge.config_push import PUSH_TIMEOUT
-from nbtunnel.edge.presence import CloseLocal, PushLocal
+from nbtunnel.edge.presence import CloseLocal, P, PushLocal
 
 log = logging.getLogger("nbtunnel.edge.presence")
 
-P = "nbt:"
 REPLY_TIMEOUT = PUSH_TIMEOUT + 2.0
 
 

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from nbtunnel.edge.presence import EdgeInfo, Presence
+from nbtunnel.edge.presence import EdgeInfo, P, Presence
 from nbtunnel.edge.presence_commands import Commands
 from nbtunnel.edge.registry import LiveConnection, Registry
 from nbtunnel.edge.stores.base import StoreError
@@ -30,7 +30,6 @@ from nbtunnel.edge.stores.postgres import redact
 
 log = logging.getLogger("nbtunnel.edge.presence")
 
-P = "nbt:"
 HEARTBEAT = 2.0
 TTL = 6.0
 CACHE_TTL = 1.0

@@ -6,9 +6,7 @@ import json
 import time
 from typing import Any
 
-from nbtunnel.edge.presence import EdgeInfo
-
-P = "nbt:"
+from nbtunnel.edge.presence import EdgeInfo, P
 
 
 async def read_status(url: str) -> tuple[list[EdgeInfo], list[dict[str, Any]]]:

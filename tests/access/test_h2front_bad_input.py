@@ -12,6 +12,7 @@ import h2.events
 
 from nbtunnel.edge.server import Edge
 from tests.access.conftest import StartTunnel
+from tests.e2e.h2client import goaway_code
 
 
 async def _h2_client(edge: Edge) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -60,7 +61,7 @@ async def test_garbage_gets_goaway_and_others_are_served(start: StartTunnel) -> 
     async with asyncio.timeout(10):
         while data := await reader.read(65536):
             got += data
-    assert b"\x07" in got  # a GOAWAY frame (type 7) before the close
+    assert goaway_code(got) is not None  # a GOAWAY frame before the close
     writer.close()
     assert await _get(t.edge, t.hostname) == (204, b"")
     status, body = await _get(t.edge, "nobody.localhost")

@@ -10,7 +10,6 @@ import hashlib
 import os
 import re
 import shutil
-import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.access.conftest import EchoServer, StartTunnel
+from tests.scale.services import free_port
 
 SSHD = "/usr/sbin/sshd"
 SSH = shutil.which("ssh")
@@ -29,12 +29,6 @@ _ENTRY = Path(sys.executable).with_name("nbtunnel")
 ACCESS = [str(_ENTRY), "access"] if _ENTRY.exists() else [sys.executable, "-m", "nbtunnel",
                                                           "access"]
 MB = 1024 * 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -72,7 +66,7 @@ def _sshd_dir(d: Path) -> int:
     os.chmod(d / "authorized_keys", 0o600)
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
-    port = _free_port()
+    port = free_port()
     (d / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\n"
         f"PidFile {d / 'sshd.pid'}\nAuthorizedKeysFile {d / 'authorized_keys'}\n"
@@ -103,6 +97,8 @@ async def sshd(tmp_path: Path) -> AsyncIterator[Sshd]:
                     assert proc.stderr is not None
                     pytest.fail(f"sshd exited: {(await proc.stderr.read()).decode()}")
                 await asyncio.sleep(0.02)
+        else:
+            pytest.fail(f"sshd did not listen on port {port} within 10 s")
         import pwd
 
         yield Sshd(port, d / "client_key", pwd.getpwuid(os.geteuid()).pw_name)

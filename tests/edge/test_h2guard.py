@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import struct
-
 from nbtunnel.edge.h2guard import (
     CONTINUATION,
     DATA,
@@ -16,13 +14,7 @@ from nbtunnel.edge.h2guard import (
     WINDOW_UPDATE,
     H2Guard,
 )
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-
-def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(
-        ">I", stream_id) + payload
+from tests.e2e.h2client import PREFACE, frame
 
 
 def guard(budget: float = 1000.0, leak: float = 100.0) -> H2Guard:

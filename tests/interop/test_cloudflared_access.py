@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import re
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from nbtunnel.access import connect
 from nbtunnel.edge.server import Edge, EdgeConfig
 from tests.access.conftest import EchoServer, StartTunnel, echo, start  # noqa: F401
 from tests.interop.test_cloudflared import quick_cloudflared
+from tests.scale.services import free_port
 
 CLOUDFLARED = os.environ.get("NBTUNNEL_CLOUDFLARED")
 pytestmark = [
@@ -35,12 +35,6 @@ async def edge(tmp_path: Path) -> AsyncIterator[Edge]:
     async with Edge(EdgeConfig(state_dir=tmp_path / "edge", quic_port=0, http_port=0,
                                https_port=0)) as e:
         yield e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _connect_when_listening(port: int, timeout: float = 20) -> tuple[
@@ -58,7 +52,7 @@ async def test_cloudflared_access_tcp_against_our_https_front(
     assert CLOUDFLARED is not None
     t = await start(f"tcp://{echo.address}")
     https_host, https_port = t.edge.https_address  # type: ignore[misc]
-    local = _free_port()
+    local = free_port()
     proc = await asyncio.create_subprocess_exec(
         CLOUDFLARED, "access", "tcp", "--hostname", t.hostname, "--url", f"127.0.0.1:{local}",
         "--connect-to", f"{t.hostname}:{https_port}:{https_host}",

@@ -10,7 +10,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+
+from tests.scale.services import free_port
 
 CHROMIUM = os.environ.get("NBTUNNEL_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -33,12 +34,6 @@ if not (os.path.exists(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
                 "when apt is usable)", allow_module_level=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def run_lab(tmp_path: Path, cells: list[str]) -> Iterator[str]:
     """A JupyterLab server on 127.0.0.1 with its own config/runtime/settings dirs, serving a
@@ -50,7 +45,7 @@ def run_lab(tmp_path: Path, cells: list[str]) -> Iterator[str]:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
                                  "language": "python"}
     nbformat.write(nb, root / "tunnel.ipynb")
-    token, port = secrets.token_hex(16), _free_port()
+    token, port = secrets.token_hex(16), free_port()
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
                JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
     proc = subprocess.Popen(

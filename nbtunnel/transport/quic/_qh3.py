@@ -209,10 +209,6 @@ class FinishedStreams:
     def __len__(self) -> int:
         return sum(stop - start for ranges in self._ranges for start, stop in ranges)
 
-    def spans(self) -> int:
-        """How many ranges are stored (what the memory grows with)."""
-        return sum(len(ranges) for ranges in self._ranges)
-
 
 def requeue_dropped_streams(quic: Any) -> None:
     """Put back the streams qh3 dropped from its send queue.
