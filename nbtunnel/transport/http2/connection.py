@@ -39,10 +39,12 @@ partly received frame at every socket read, so 256 KiB frames cost the receiver 
 they save. Each side still sends no bigger frames than the other one advertised."""
 
 
-_UNIQUE = frozenset({b"cf-ray"})
-"""Request fields that differ in every request: sent as literals, never added to the HPACK
-table, where each would push out a field that repeats (and lengthen every later search of
-the table, a Python loop in hpack)."""
+_NEVER_INDEXED = frozenset({b"cf-ray", b"authorization", b"proxy-authorization", b"cookie"})
+"""Request fields sent as never-indexed HPACK literals. ``cf-ray`` differs in every request:
+in the table it would push out a field that repeats (and lengthen every later search of the
+table, a Python loop in hpack). Credentials and cookies stay out of the compression context
+shared by every visitor's requests (what h2's outbound normalization did: nghttp2's and
+Firefox's rule, against compression oracles)."""
 
 
 class H2Connection(asyncio.Protocol):
@@ -60,7 +62,15 @@ class H2Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=self.client_side, header_encoding=None,  # bytes: see _text
-            validate_inbound_headers=self.validate_inbound))
+            validate_inbound_headers=self.validate_inbound,
+            # Every head we send is built by our own code from checked parts (h2's per-field
+            # generator chain was ~10 % of each side's CPU per request): the connector's
+            # response heads are `:status` plus base64 and JSON fields (core/h2headers.py); the
+            # edge's request heads come from a visitor's head that its front parsed and
+            # checked (httptools, or h2 with its inbound checks on the HTTPS front), with
+            # names lower-cased and connection-specific fields dropped by request_headers(),
+            # plus fields the edge adds itself. The receiving side checks what it receives.
+            validate_outbound_headers=False, normalize_outbound_headers=False))
         self.streams: dict[int, H2Stream] = {}
         self.remote_address: tuple[str, int] = ("", 0)
         self.close_reason = ""
@@ -187,7 +197,7 @@ class H2Connection(asyncio.Protocol):
         self.streams[stream_id] = stream
         # values may carry raw (non-UTF-8) bytes as surrogate escapes: send those bytes
         raw = [(n.encode("latin-1"), v.encode("utf-8", "surrogateescape")) for n, v in headers]
-        raw = [NeverIndexedHeaderTuple(*f) if f[0] in _UNIQUE else f for f in raw]
+        raw = [NeverIndexedHeaderTuple(*f) if f[0] in _NEVER_INDEXED else f for f in raw]
         try:
             self.h2.send_headers(stream_id, raw, end_stream=end_stream)
         except h2.exceptions.ProtocolError as exc:
