@@ -20,6 +20,8 @@ from typing import cast
 
 import httptools
 
+from nbtunnel.transport.tls_buffer import trim_read_buffer
+
 HIGH_WATER = 256 * 1024  # buffered response body at which the socket stops being read
 LOW_WATER = 64 * 1024
 MAX_HEAD = 1024 * 1024  # response head size limit (aiohttp's was 64 KiB per field)
@@ -121,6 +123,7 @@ class Http1Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        trim_read_buffer(transport)  # a TLS origin's
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser

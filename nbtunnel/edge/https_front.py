@@ -20,6 +20,7 @@ from nbtunnel.edge.certs import CertStore
 from nbtunnel.edge.front import PublicFront, Request
 from nbtunnel.edge.h2front import H2FrontConnection
 from nbtunnel.edge.listener import ClientReader, start_server
+from nbtunnel.transport.tls_buffer import trim_read_buffer
 
 log = logging.getLogger("nbtunnel.edge.https")
 
@@ -73,6 +74,7 @@ class HttpsFront:
 
     async def _on_client(self, reader: ClientReader,
                          writer: asyncio.StreamWriter) -> None:
+        trim_read_buffer(writer.transport)
         ssl_obj = writer.get_extra_info("ssl_object")
         alpn = ssl_obj.selected_alpn_protocol() if isinstance(ssl_obj, ssl.SSLObject) else None
         if alpn != "h2" or not self.http2:

@@ -25,6 +25,7 @@ from hpack import NeverIndexedHeaderTuple
 from nbtunnel.core.h2headers import Headers
 from nbtunnel.transport.errors import TransportClosedError, TransportError
 from nbtunnel.transport.http2.stream import H2Stream
+from nbtunnel.transport.tls_buffer import trim_read_buffer
 
 log = logging.getLogger("nbtunnel.transport.http2")
 
@@ -110,6 +111,7 @@ class H2Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._transport = transport
+        trim_read_buffer(transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         self.remote_address = (str(peer[0]), int(peer[1]))
         self.h2.local_settings = h2.settings.Settings(client=self.client_side,
