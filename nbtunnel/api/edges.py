@@ -68,20 +68,26 @@ def config_path() -> Path:
     return default_home() / "config.json"
 
 
+def read_config() -> dict[str, Any]:
+    """`$NBTUNNEL_HOME/config.json` as a dict (empty when there is none)."""
+    path = config_path()
+    if not path.exists():
+        return {}
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise EdgeConfigError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise EdgeConfigError(f"{path} must hold a JSON object")
+    return loaded
+
+
 def resolve_edge(edge: str | None = None, cacert: str | None = None,
                  quick_service: str | None = None, region: str | None = None) -> EdgeSettings:
     """Argument, then `NBTUNNEL_EDGE`, then `$NBTUNNEL_HOME/config.json`, else auto."""
     source = "argument"
-    doc: dict[str, Any] = {}
+    doc = read_config()
     path = config_path()
-    if path.exists():
-        try:
-            loaded = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise EdgeConfigError(f"cannot read {path}: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise EdgeConfigError(f"{path} must hold a JSON object")
-        doc = loaded
     if edge is None and os.environ.get("NBTUNNEL_EDGE"):
         edge, source = os.environ["NBTUNNEL_EDGE"].split(",")[0], "NBTUNNEL_EDGE"
     if edge is None and doc.get("edge"):

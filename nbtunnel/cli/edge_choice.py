@@ -9,13 +9,12 @@ self-hosted edge with several addresses); a keyword stands alone.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from dataclasses import dataclass
 from typing import Any
 
-from nbtunnel.api.edges import DEFAULT_EDGE_PORT, config_path
+from nbtunnel.api.edges import DEFAULT_EDGE_PORT, config_path, read_config
 from nbtunnel.api.options import edge_arg
 from nbtunnel.connector.cloudflare import (
     AUTO_BUDGET,
@@ -67,12 +66,7 @@ def choose_edge(values: list[EdgeValue] | None, config_value: Any = None,
 
 
 def _config_json_edge() -> list[str]:
-    path = config_path()
-    try:
-        doc = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError) as exc:
-        raise NbtunnelError(f"cannot read {path}: {exc}") from exc
-    value = doc.get("edge") if isinstance(doc, dict) else None
+    value = read_config().get("edge")
     return str(value).split(",") if value else []
 
 

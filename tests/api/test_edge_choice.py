@@ -35,6 +35,20 @@ def test_bad_config_value_is_a_clear_error() -> None:
         choose_edge(None, "127.0.0.1:notaport")
 
 
+def test_config_json_edge_and_its_errors(tmp_path: Path) -> None:
+    """config.json is read by one function for the CLI and the Python API."""
+    (tmp_path / "config.json").write_text('{"edge": "127.0.0.1:7000,127.0.0.1:7001"}')
+    choice = choose_edge(None, None)
+    assert choice.addresses == (("127.0.0.1", 7000), ("127.0.0.1", 7001))
+    assert choice.source == str(tmp_path / "config.json")
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(NbtunnelError, match=r"config\.json must hold a JSON object"):
+        choose_edge(None, None)
+    (tmp_path / "config.json").write_text("{")
+    with pytest.raises(NbtunnelError, match=r"cannot read .*config\.json"):
+        choose_edge(None, None)
+
+
 def _creds(tunnel_id: uuid.UUID) -> Credentials:
     return Credentials("acct", tunnel_id, b"s" * 32)
 
