@@ -43,6 +43,7 @@ from nbtunnel.connector.stream_origin import is_stream_service
 from nbtunnel.connector.supervisor import ConnectorConfig
 from nbtunnel.core.credentials import Credentials, CredentialsError
 from nbtunnel.core.errors import NbtunnelError
+from nbtunnel.core.http1 import http_url
 
 log = logging.getLogger("nbtunnel.tunnel")
 
@@ -80,7 +81,7 @@ async def _local(rt: Runtime, creds: Credentials | None, opts: TunnelOptions,
             raise TunnelError(f"cannot open a quick tunnel on {label}: {exc}") from exc
         creds, hostname = quick.credentials, quick.hostname
     port = edge.public_address[1]
-    url = (f"http://{hostname}" + ("" if port == 80 else f":{port}")) if hostname else ""
+    url = http_url(hostname, port) if hostname else ""
     where = {"edge": [edge.quic_address], "cacert": str(edge.ca_path), "embedded_edge": True}
     extra = [await _add_hostname(edge, creds.tunnel_id) for _ in range(targets - 1)]
     return _Plan(creds, opts.ha_connections, where, hostname, url, label, edge.public_address,
@@ -128,7 +129,7 @@ async def _address(settings: EdgeSettings, creds: Credentials | None,
             raise TunnelError(f"cannot open a quick tunnel on {label}: {api} failed: "
                               f"{exc}") from exc
         creds, hostname = quick.credentials, quick.hostname
-        url = f"http://{hostname}" + ("" if front[1] == 80 else f":{front[1]}")
+        url = http_url(hostname, front[1])
     where = {"edge": [settings.edge], "cacert": settings.cacert}
     return _Plan(creds, opts.ha_connections, where, hostname, url, label, front, False,
                  f"this URL is served by {label}", access=EdgeReach(None, settings.cacert))
@@ -180,9 +181,7 @@ async def _astart(rt: Runtime, services: list[str], target: int | str, settings:
     hostnames = [plan.hostname, *plan.extra_hostnames]
 
     def url_of(hostname: str) -> str:
-        port = plan.front[1]
-        return plan.url if hostname == plan.hostname else (
-            f"http://{hostname}" + ("" if port == 80 else f":{port}"))
+        return plan.url if hostname == plan.hostname else http_url(hostname, plan.front[1])
 
     ingress = quick_ingress(list(zip(hostnames, services, [h for h, _ in origins],
                                      strict=True)))

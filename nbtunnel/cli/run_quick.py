@@ -36,6 +36,7 @@ from nbtunnel.connector.quick import request_quick_tunnel
 from nbtunnel.connector.stream_origin import is_stream_service
 from nbtunnel.connector.supervisor import Connector, ConnectorConfig
 from nbtunnel.core.errors import NbtunnelError
+from nbtunnel.core.http1 import http_url
 from nbtunnel.edge.server import Edge, EdgeConfig
 from nbtunnel.home import default_home
 
@@ -43,13 +44,6 @@ log = logging.getLogger("nbtunnel")
 
 DEFAULT_HA = 4
 DEFAULT_GRACE = 30.0
-
-
-def banner(url: str) -> str:
-    lines = ["Your quick Tunnel has been created! Visit it at:", url]
-    width = max(len(line) for line in lines) + 4
-    border = "+" + "-" * width + "+"
-    return "\n".join([border, *(f"|  {line.ljust(width - 2)}|" for line in lines), border])
 
 
 @dataclass
@@ -176,8 +170,8 @@ async def _serve_quick(args: argparse.Namespace, service: _Serve, stop: asyncio.
     quick = await request_quick_tunnel(quick_service, user_agent=args.user_agent,
                                        extra_cafile=cacert)
     port = edge.public_address[1] if edge else _port_of(quick_service)
-    url = f"http://{quick.hostname}" + ("" if port == 80 else f":{port}")
-    print(banner(url), flush=True)
+    url = http_url(quick.hostname, port)
+    print(quick_box(url, headline="Your quick Tunnel has been created! Visit it at:"), flush=True)
     if quick.hostname.endswith(".localhost"):
         print(f"nbtunnel: {LOCAL_NOTICE}", flush=True)
     if quick.hostname.endswith(".localhost") and not service.stream:

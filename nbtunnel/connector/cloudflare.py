@@ -119,10 +119,11 @@ def fallback_line(exc: BaseException, instead: str = "started a local edge: its 
             "to insist, --edge local to skip this check)")
 
 
-def quick_box(url: str) -> str:
-    """The box cloudflared prints for a new quick tunnel."""
-    lines = ["Your quick Tunnel has been created! Visit it at (it may take some time to be "
-             "reachable):", url]
+def quick_box(url: str, headline: str = "Your quick Tunnel has been created! Visit it at "
+              "(it may take some time to be reachable):") -> str:
+    """The box cloudflared prints for a new quick tunnel (a local edge's is reachable at once:
+    its headline says so by leaving the delay out)."""
+    lines = [headline, url]
     width = max(len(line) for line in lines) + 4
     border = "+" + "-" * width + "+"
     return "\n".join([border, *(f"|  {line.ljust(width - 2)}|" for line in lines), border])

@@ -81,3 +81,8 @@ def strip_port(host: str) -> str:
     if host.startswith("["):
         return host[1 : host.find("]")] if "]" in host else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def http_url(hostname: str, port: int) -> str:
+    """A public hostname's plain-HTTP URL on a front listening on `port`."""
+    return f"http://{hostname}" + ("" if port == 80 else f":{port}")

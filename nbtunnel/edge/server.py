@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from nbtunnel.core.http1 import http_url
 from nbtunnel.edge.api import EdgeApi
 from nbtunnel.edge.certs import CertStore
 from nbtunnel.edge.clock import Clock
@@ -301,8 +302,7 @@ class Edge:
         return f"http://{host}:{port}"
 
     def public_url(self, hostname: str) -> str:
-        port = self.public_address[1]
-        return f"http://{hostname}" + ("" if port == 80 else f":{port}")
+        return http_url(hostname, self.public_address[1])
 
     @property
     def https_address(self) -> tuple[str, int] | None:

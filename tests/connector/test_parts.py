@@ -13,10 +13,11 @@ import pytest
 
 from nbtunnel.api.targets import normalize_target
 from nbtunnel.cli.parser import build_parser, duration, host_port
-from nbtunnel.cli.run_quick import banner
 from nbtunnel.connector.backoff import Backoff
+from nbtunnel.connector.cloudflare import quick_box
 from nbtunnel.connector.ingress import Ingress, IngressError
 from nbtunnel.core.credentials import Credentials, CredentialsError
+from nbtunnel.core.http1 import http_url
 from nbtunnel.home import read_credentials_file
 
 TID = uuid.UUID("11111111-2222-3333-4444-555555555555")
@@ -113,10 +114,17 @@ def test_cli_parsers() -> None:
     assert normalize_target("hello_world") == "hello_world"
 
 
-def test_banner_box_is_aligned() -> None:
-    lines = banner("http://x.localhost:8080").splitlines()
-    assert len({len(line) for line in lines}) == 1
-    assert "http://x.localhost:8080" in lines[2]
+def test_quick_box_is_aligned() -> None:
+    for headline in ("Visit it at:", "a much longer headline than the URL below it, to wrap"):
+        lines = quick_box("http://x.localhost:8080", headline=headline).splitlines()
+        assert len({len(line) for line in lines}) == 1
+        assert headline in lines[1] and "http://x.localhost:8080" in lines[2]
+    assert "may take some time" in quick_box("https://a-b.trycloudflare.com")
+
+
+def test_http_url_leaves_out_port_80() -> None:
+    assert http_url("a.localhost", 80) == "http://a.localhost"
+    assert http_url("a.localhost", 8080) == "http://a.localhost:8080"
 
 
 def test_cli_protocol_choices() -> None:
