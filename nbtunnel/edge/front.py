@@ -28,7 +28,7 @@ from nbtunnel.edge.limits import FrontLimits
 from nbtunnel.edge.listener import ClientReader, TcpListener
 from nbtunnel.edge.registry import LiveConnection, Registry
 from nbtunnel.edge.request_reader import Body, End, Event, Refusal, RequestHead, RequestReader
-from nbtunnel.edge.response_writer import ResponseWriter
+from nbtunnel.edge.response_writer import ResponseWriter, SendBatch
 from nbtunnel.edge.stores.base import ControlStore
 
 log = logging.getLogger("nbtunnel.edge.front")
@@ -92,6 +92,7 @@ class PublicFront:
         # set by the HTTPS front with --https-redirect: Location for a plain-HTTP request
         self.https_redirect: Callable[[Request], str | None] | None = None
         self._served: set[asyncio.Task[None]] = set()  # connections handed in by serve()
+        self.batch = SendBatch()  # the last sends of kept-alive responses (response_writer.py)
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
         await self._listener.start(host, port, reuse_port=reuse_port)
@@ -255,13 +256,15 @@ class _ClientConnection:
         else:
             self.front.count(status)
             out = ResponseWriter(self.writer, ray=self.front.new_ray(), keep_alive=False,
-                                 deadline=self.deadline, send_timeout=self.limits.send_timeout)
+                                 deadline=self.deadline, send_timeout=self.limits.send_timeout,
+                                 batch=self.front.batch)
             out.page(status, detail)
             await out.end()
         if status != 408:
             log.info("refused a request from %s: %d %s", self.client_ip, status, detail)
 
     async def release(self) -> None:
+        self.front.batch.release(self.writer.transport)  # before the connection closes
         self.deadline.close()
         if self.handler is not None:
             await self.handler.client_gone()

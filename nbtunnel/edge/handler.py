@@ -54,7 +54,7 @@ class RequestHandler:
         self.writer = writer
         self.out = ResponseWriter(writer, ray=req.ray, method=req.method, version=req.version,
                                   keep_alive=req.keep_alive, deadline=deadline,
-                                  send_timeout=front.limits.send_timeout)
+                                  send_timeout=front.limits.send_timeout, batch=front.batch)
         self.exchange: Exchange | None = None
         self.local: tuple[int, str] | None = None  # an edge page to send once the body is read
         self.api_body: bytearray | None = None
@@ -93,6 +93,7 @@ class RequestHandler:
             return
         if any(n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in req.headers):
             # curl waits a second for this before sending a large body
+            self.front.batch.release(self.writer.transport)  # a previous response first
             self.writer.write(encode_head(100, []))
 
     async def body(self, chunk: bytes) -> None:

@@ -15,12 +15,17 @@ visitor that takes no byte for `FrontLimits.send_timeout` (a slow reader, a zero
 has its connection closed, so it cannot hold the connector's origin request forever. The wait
 uses the writing task's lazy `Deadline`, and only when the socket's buffer holds bytes: a
 response the kernel takes at once arms nothing.
+
+The last send of a kept-alive response goes through the front's :class:`SendBatch`: it leaves
+at the next pass of the event loop, together with every other response that ended in this
+pass. A send to a visitor also pays for waking the visitor's process (on loopback, its whole
+TCP receive); sent back to back, the responses of one pass wake a busy client once, not once
+per response (about 10 % of the edge's CPU per small request at c=50).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from nbtunnel.core.http1 import LAST_CHUNK, encode_chunk, encode_head
@@ -34,17 +39,58 @@ FLUSH_AT = 64 << 10
 """A relay flushes once it holds more than this, even while its stream has more ready."""
 
 
+class SendBatch:
+    """The last sends of kept-alive responses, held until the next pass of the event loop and
+    then sent back to back (see the module docstring). One per front.
+
+    Order on a connection is kept: any other send to a transport (``release``) first sends
+    what the batch holds for it, and the front releases a connection before closing it.
+    Nothing waits for these sends: the response is complete, so the connector's origin
+    request is released already, and what the socket cannot take at once stays in asyncio's
+    buffer while the connection waits for the visitor's next request (the keep-alive
+    deadline bounds that; the next response's first flush waits under the send deadline).
+    """
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending: dict[asyncio.WriteTransport, bytes] = {}
+
+    def defer(self, transport: asyncio.WriteTransport, data: bytes) -> None:
+        pending = self._pending
+        if not pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        held = pending.get(transport)
+        pending[transport] = data if held is None else held + data
+
+    def release(self, transport: asyncio.WriteTransport) -> None:
+        """Send what is held for ``transport`` now (before another send to it, or a close)."""
+        if self._pending:
+            data = self._pending.pop(transport, None)
+            if data is not None and not transport.is_closing():
+                transport.write(data)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for transport, data in pending.items():
+            if not transport.is_closing():  # aborted meanwhile (the client left)
+                transport.write(data)
+
+
 class ResponseWriter:
     """One response on one visitor connection."""
 
-    __slots__ = ("_chunked", "_ended", "_held", "_length", "_no_body", "_sent", "deadline",
-                 "keep_alive", "method", "overflow", "ray", "send_timeout", "started", "status",
-                 "version", "writer")
+    __slots__ = ("_batch", "_chunked", "_ended", "_held", "_held_bytes", "_length", "_no_body",
+                 "_sent", "deadline", "keep_alive", "method", "overflow", "ray", "send_timeout",
+                 "started", "status", "version", "writer")
 
     def __init__(self, writer: asyncio.StreamWriter, *, ray: str, method: str = "GET",
                  version: str = "1.1", keep_alive: bool = True,
-                 deadline: Deadline | None = None, send_timeout: float = 60.0) -> None:
+                 deadline: Deadline | None = None, send_timeout: float = 60.0,
+                 batch: SendBatch | None = None) -> None:
         self.writer = writer
+        self._batch = batch
+        """Where the last send of a kept-alive response goes (None: sent at once)."""
         self.deadline = deadline
         """The writing task's deadline (deadline.py): flushes wait under it. An exchange that
         relays from a task of its own sets its own while it writes."""
@@ -61,6 +107,7 @@ class ResponseWriter:
         self._sent = 0
         self._ended = False
         self._held: list[bytes] = []  # written at the next flush()
+        self._held_bytes = 0
         self.overflow = False
         """The body ran past its Content-Length (the extra bytes were not sent)."""
 
@@ -106,12 +153,14 @@ class ResponseWriter:
         out.append(("Cf-Ray", self.ray))
         if not self.keep_alive and not upgraded:
             out.append(("Connection", "close"))
-        self._held.append(encode_head(status, out))
+        head = encode_head(status, out)
+        self._held.append(head)
+        self._held_bytes += len(head)
 
     @property
     def held(self) -> int:
         """Bytes held for the next flush."""
-        return sum(map(len, self._held))
+        return self._held_bytes
 
     async def flush(self) -> None:
         """Send what is held, with back-pressure."""
@@ -151,10 +200,17 @@ class ResponseWriter:
         finally:
             deadline.disarm()
 
-    def _send(self) -> None:
+    def _take(self) -> bytes:
         held = self._held
-        self.writer.write(held[0] if len(held) == 1 else b"".join(held))
+        data = held[0] if len(held) == 1 else b"".join(held)
         held.clear()
+        self._held_bytes = 0
+        return data
+
+    def _send(self) -> None:
+        if self._batch is not None:
+            self._batch.release(self.writer.transport)  # what it holds goes first
+        self.writer.write(self._take())
 
     async def body(self, data: bytes) -> bool:
         """Send body bytes (and the held head) with back-pressure; False once the body must
@@ -177,7 +233,10 @@ class ResponseWriter:
             self.keep_alive = False
         self._sent += len(data)
         if data:
-            self._held.append(encode_chunk(data) if self._chunked else data)
+            if self._chunked:
+                data = encode_chunk(data)
+            self._held.append(data)
+            self._held_bytes += len(data)
         return not self.overflow
 
     async def end(self) -> bool:
@@ -190,16 +249,24 @@ class ResponseWriter:
         if self._length is not None and not self._no_body and self._sent != self._length:
             self.keep_alive = False  # short body: the visitor sees the truncation, then EOF
         if self._held:
+            if self.keep_alive and self._batch is not None:
+                self._batch.defer(self.writer.transport, self._take())
+                return True
             self._send()
-        with contextlib.suppress(ConnectionError):
+        try:
             if self.deadline is None or not self.writer.transport.get_write_buffer_size():
                 await self.writer.drain()
             else:
                 await self._wait_for_client(self.deadline)
+        except ConnectionError:
+            pass
         return self.keep_alive
 
     def abort(self) -> None:
         """A relayed body broke: reset the connection so a truncated body never looks whole."""
         self._held.clear()
+        self._held_bytes = 0
         self.keep_alive = False
+        if self._batch is not None:
+            self._batch.release(self.writer.transport)  # an earlier response is whole
         self.writer.transport.abort()

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from nbtunnel.edge.deadline import Deadline
-from nbtunnel.edge.response_writer import ResponseWriter
+from nbtunnel.edge.response_writer import ResponseWriter, SendBatch
 
 
 class _Recorder:
@@ -156,3 +156,64 @@ async def test_a_slow_client_that_keeps_taking_bytes_is_not_cut() -> None:
     out.start(200, [], length=None)
     await out.flush()
     assert sock.waits == 4 and b"<abort>" not in sock.writes and out.keep_alive
+
+
+class _Transport(_Recorder):
+    """A recorder that is also the transport: closing state for the send batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closing = False
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+async def test_kept_alive_responses_of_one_pass_leave_together_at_the_next() -> None:
+    """The last send of a kept-alive response waits for the end of the loop's pass, so the
+    responses that end in one pass are sent back to back (one wake-up of a busy client)."""
+    batch = SendBatch()
+    socks = [_Transport(), _Transport(), _Transport()]
+    outs = [ResponseWriter(s, ray="r", batch=batch) for s in socks]  # type: ignore[arg-type]
+    for out in outs:
+        out.start(200, [("Content-Length", "2")], length=2)
+        out.add(b"ok")
+    assert all([await out.end() for out in outs])
+    socks[2].closing = True  # aborted meanwhile: nothing is written to it
+    assert all(s.writes == [] for s in socks)
+    await asyncio.sleep(0)
+    assert [len(s.writes) for s in socks] == [1, 1, 0]
+    assert socks[0].writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert socks[0].writes[0].endswith(b"\r\n\r\nok")
+
+
+async def test_a_held_response_goes_before_any_other_send_on_its_connection() -> None:
+    """Pipelined requests: the next response's first flush, a refusal, a 100-continue or the
+    connection's close release what the batch holds first, so order is kept."""
+    batch = SendBatch()
+    sock = _Transport()
+    first = ResponseWriter(sock, ray="r", batch=batch)  # type: ignore[arg-type]
+    first.start(200, [("Content-Length", "1")], length=1)
+    first.add(b"1")
+    await first.end()
+    second = ResponseWriter(sock, ray="r", batch=batch)  # type: ignore[arg-type]
+    second.start(200, [], length=None)
+    await second.flush()
+    assert len(sock.writes) == 2 and sock.writes[0].endswith(b"\r\n\r\n1")
+    assert b"Transfer-Encoding: chunked" in sock.writes[1]
+    await asyncio.sleep(0)
+    assert len(sock.writes) == 2  # released once, never sent twice
+    third = ResponseWriter(sock, ray="r", batch=batch)  # type: ignore[arg-type]
+    third.page(404, "no")
+    await third.end()
+    batch.release(sock)  # what the front does before it closes the connection
+    assert len(sock.writes) == 3 and sock.writes[2].startswith(b"HTTP/1.1 404 ")
+
+
+async def test_a_response_that_closes_the_connection_is_sent_at_once() -> None:
+    batch = SendBatch()
+    sock = _Transport()
+    out = ResponseWriter(sock, ray="r", batch=batch, keep_alive=False)  # type: ignore[arg-type]
+    out.page(400, "bad")
+    assert not await out.end()
+    assert len(sock.writes) == 1 and b"Connection: close" in sock.writes[0]
