@@ -27,14 +27,21 @@ Headers = list[tuple[str, str]]
 the bytes that are not (so Latin-1 and other raw bytes survive the tunnel unchanged)."""
 
 
+match_token = _TOKEN.fullmatch
+"""``match_token(name)``: a match when ``name`` is a valid field name (hot paths call it
+directly: no wrapper call)."""
+search_bad_value = _BAD_VALUE.search
+"""``search_bad_value(value)``: a match when ``value`` has a NUL, CR or LF."""
+
+
 def is_token(name: str) -> bool:
     """A valid field name (RFC 9110 tchar+)."""
-    return _TOKEN.fullmatch(name) is not None
+    return match_token(name) is not None
 
 
 def valid_value(value: str) -> bool:
     """No NUL, CR or LF: a value that cannot inject lines or truncate a C parser."""
-    return _BAD_VALUE.search(value) is None
+    return search_bad_value(value) is None
 
 
 def connection_nominated(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
@@ -61,12 +68,15 @@ def reason(status: int) -> str:
         return {530: "Tunnel Unavailable", 524: "A Timeout Occurred"}.get(status, "Unknown")
 
 
+_STATUS_LINES = {code: f"HTTP/1.1 {code} {reason(code)}\r\n" for code in range(100, 600)}
+"""Every status line the front can send (checked statuses are 100-599), built once."""
+
+
 def encode_head(status: int, headers: Iterable[tuple[str, str]]) -> bytes:
     """Status line and fields of an HTTP/1.1 response; the caller validated the fields."""
-    lines = [f"HTTP/1.1 {status} {reason(status)}\r\n"]
-    lines += [f"{name}: {value}\r\n" for name, value in headers]
-    lines.append("\r\n")
-    return "".join(lines).encode("utf-8", "surrogateescape")
+    line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} {reason(status)}\r\n"
+    fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
+    return f"{line}{fields}\r\n".encode("utf-8", "surrogateescape")
 
 
 def encode_chunk(data: bytes) -> bytes:

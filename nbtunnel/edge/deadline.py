@@ -28,11 +28,12 @@ _SLACK = 0.001  # the loop may run a timer up to its clock resolution early
 class Deadline:
     """One deadline for the task that creates it (see module docstring); any task may move it."""
 
-    __slots__ = ("_expired", "_handle", "_loop", "_task", "_when")
+    __slots__ = ("_expired", "_handle", "_loop", "_when", "task")
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._task = asyncio.current_task()
+        self.task = asyncio.current_task()
+        """The task this deadline cancels."""
         self._when: float | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._expired = False
@@ -59,8 +60,8 @@ class Deadline:
         if not self._expired:
             return False
         self._expired = False
-        assert self._task is not None
-        return self._task.uncancel() == 0
+        assert self.task is not None
+        return self.task.uncancel() == 0
 
     def close(self) -> None:
         self._when = None
@@ -77,6 +78,6 @@ class Deadline:
             self._handle = self._loop.call_at(when, self._fire)  # moved later meanwhile
             return
         self._when = None
-        if self._task is not None and not self._task.done():
+        if self.task is not None and not self.task.done():
             self._expired = True
-            self._task.cancel()
+            self.task.cancel()

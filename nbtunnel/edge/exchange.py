@@ -18,13 +18,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from nbtunnel.core.errors import NbtunnelError, ProtocolError
 from nbtunnel.core.http1 import strip_port
-from nbtunnel.core.httpmeta import build_connect_request, parse_http_response, request_has_body
 from nbtunnel.core.streams import ConnectRequest, ConnectResponse
 from nbtunnel.edge.deadline import Deadline
-from nbtunnel.edge.forwarding import forwarded_headers
+from nbtunnel.edge.forwarding import forwarded_request, metadata_size
 from nbtunnel.edge.limits import FrontLimits
 from nbtunnel.edge.pages import wants_html
-from nbtunnel.edge.response_check import BadResponseError, CheckedHead, check_response_head
+from nbtunnel.edge.response_check import BadResponseError, CheckedHead, check_connect_response
 from nbtunnel.edge.response_writer import FLUSH_AT
 from nbtunnel.transport.base import DataStream
 from nbtunnel.transport.errors import TransportClosedError, TransportError
@@ -36,20 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("nbtunnel.edge.exchange")
 
 _REPLAYABLE = {"GET", "HEAD", "OPTIONS"}
-
-
-def metadata_size(request: ConnectRequest) -> int:
-    """Bytes the request's metadata takes in Cap'n Proto (an upper bound: two words per
-    entry, each text NUL-terminated and word-padded), checked against the connector's limit
-    without encoding the head twice."""
-    return 64 + len(request.dest) + sum(
-        16 + (len(k) + 8) // 8 * 8 + (len(v) + 8) // 8 * 8 for k, v in request.metadata)
-
-
-def metadata_headers(req: Request) -> list[tuple[str, str]]:
-    """The request headers sent to the connector (see forwarding.py), for either front."""
-    return forwarded_headers(req.headers, client_ip=req.client_ip, ray=req.ray,
-                             scheme=req.scheme)
 
 
 def switched_page(host: str) -> str:
@@ -132,6 +117,7 @@ class Exchange:
         self.out = out
         self.stream: DataStream | None = None  # once start() opened it
         self.has_body = False
+        self.expects_continue = False  # the visitor sent Expect: 100-continue
         self._body_broken = False
         self._response: asyncio.Task[None] | None = None  # requests with a body or upgrade
         self._head_decided: asyncio.Future[bool] | None = None  # upgrade requests
@@ -142,11 +128,8 @@ class Exchange:
 
     async def start(self) -> None:
         req = self.req
-        headers = metadata_headers(req)
-        self.has_body = not req.upgrade and request_has_body(headers)
-        self._request = build_connect_request(
-            req.method, req.host, req.target, headers, scheme=req.scheme, websocket=req.upgrade
-        )
+        self._request, has_body, self.expects_continue = forwarded_request(req)
+        self.has_body = has_body and not req.upgrade
         size = metadata_size(self._request)
         if size > self.limits.max_metadata_bytes:
             raise HeadTooLargeError(
@@ -189,23 +172,21 @@ class Exchange:
             self._done()
             raise ExchangeError(f"could not open a data stream to the connector: {exc}") from exc
 
-    async def _read_head_or_retry(self) -> ConnectResponse:
+    async def _retry(self, exc: TransportClosedError) -> ConnectResponse:
         """A connection that dies before answering (a SIGKILLed replica) gets one retry on
         another connection, for requests that are safe to replay: idempotent, no body."""
-        try:
-            return await self._read_head()
-        except TransportClosedError as exc:
-            replayable = self.req.method in _REPLAYABLE and not self.has_body
-            other = None
-            if replayable and not self.req.upgrade and self.repick is not None:
-                other = await self.repick(self.live)
-            if other is None:
-                raise ExchangeError(f"the connector connection died: {exc}") from exc
-            log.info("retrying %s on connection %s: %s", self.req.ray, other.connection_id, exc)
-            self._done()
-            self.live = other
-            await self._send_head()
-            return await self._read_head()
+        replayable = self.req.method in _REPLAYABLE and not self.has_body
+        other = None
+        if replayable and not self.req.upgrade and self.repick is not None:
+            other = await self.repick(self.live)
+        if other is None:
+            raise ExchangeError(f"the connector connection died: {exc}") from exc
+        log.info("retrying %s on connection %s: %s", self.req.ray, other.connection_id, exc)
+        self._done()
+        self.live = other
+        await self._send_head()
+        assert self.stream is not None
+        return await self.stream.receive_response()
 
     async def request_body(self, chunk: bytes) -> None:
         if not self.has_body or self._body_broken:
@@ -252,10 +233,6 @@ class Exchange:
         if live.draining and live.in_flight == 0:
             live.transport.close(0, "unregistered")
 
-    async def _read_head(self) -> ConnectResponse:
-        assert self.stream is not None
-        return await self.stream.receive_response()
-
     async def _respond(self, deadline: Deadline | None = None) -> None:
         """The response: head (under the response deadline), checks, then the body (each wait
         for the client under the send deadline, in the writer). Runs in the client
@@ -264,29 +241,48 @@ class Exchange:
         own = deadline is None
         if deadline is None:
             deadline = Deadline()
-        writes_under, self.out.deadline = self.out.deadline, deadline
+        out = self.out
+        stream = self.stream
+        assert stream is not None
+        writes_under, out.deadline = out.deadline, deadline
         try:
             try:
-                resp = await self._read_head_with_deadline(deadline)
+                # the response deadline runs from the moment the whole request was handed
+                # over (_request_sent arms it then, if the body is still flowing now)
+                self._deadline = deadline
+                if self._sent_at is not None:
+                    deadline.arm(self._sent_at + self.limits.response_timeout)
+                try:
+                    try:
+                        resp = await stream.receive_response()
+                    except TransportClosedError as exc:
+                        resp = await self._retry(exc)
+                    finally:
+                        stream = self.stream or stream  # another one after a retry
+                except asyncio.CancelledError:
+                    if deadline.expired():
+                        raise TimeoutError from None
+                    raise
+                finally:
+                    self._deadline = None
+                    deadline.disarm()
                 if resp.error:
                     raise ExchangeError(resp.error)
-                status, headers = parse_http_response(resp)
-                head = check_response_head(status, headers, upgrade_requested=self.req.upgrade)
+                head = check_connect_response(resp, upgrade_requested=self.req.upgrade)
             except TimeoutError:
-                assert self.stream is not None
-                self.stream.reset(0)  # the connector cancels the origin request
+                stream.reset(0)  # the connector cancels the origin request
                 self._error_page(524, f"The origin did not answer within "
                                       f"{self.limits.response_timeout:g} seconds.")
-                await self.out.end()
+                await out.end()
                 return
             except (ExchangeError, ProtocolError, TransportError, BadResponseError) as exc:
                 detail = str(exc)
-                if isinstance(exc, BadResponseError) and self.stream is not None:
-                    self.stream.reset(0)
+                if isinstance(exc, BadResponseError):
+                    stream.reset(0)
                     if exc.switched:  # a stream origin (tcp://, ssh://) acks anything with 101
                         detail = switched_page(self.req.host)
                 self._error_page(502, detail)
-                await self.out.end()
+                await out.end()
                 return
             self.status = head.status
             if self._head_decided is not None:
@@ -296,25 +292,9 @@ class Exchange:
             if self._head_decided is not None and not self._head_decided.done():
                 self._head_decided.set_result(False)
             self._done()
-            self.out.deadline = writes_under
+            out.deadline = writes_under
             if own:
                 deadline.close()
-
-    async def _read_head_with_deadline(self, deadline: Deadline) -> ConnectResponse:
-        """The response head; TimeoutError once the response deadline (from the moment the
-        whole request was handed over) passed."""
-        self._deadline = deadline
-        if self._sent_at is not None:
-            deadline.arm(self._sent_at + self.limits.response_timeout)
-        try:
-            return await self._read_head_or_retry()
-        except asyncio.CancelledError:
-            if deadline.expired():
-                raise TimeoutError from None
-            raise
-        finally:
-            self._deadline = None
-            deadline.disarm()
 
     async def _relay(self, head: CheckedHead) -> None:
         out = self.out

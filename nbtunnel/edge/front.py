@@ -17,7 +17,6 @@ import random
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from nbtunnel.edge.body_rate import BodyRate
@@ -27,7 +26,7 @@ from nbtunnel.edge.handler import RequestHandler
 from nbtunnel.edge.limits import FrontLimits
 from nbtunnel.edge.listener import ClientReader, TcpListener
 from nbtunnel.edge.registry import LiveConnection, Registry
-from nbtunnel.edge.request_reader import Body, End, Event, Refusal, RequestHead, RequestReader
+from nbtunnel.edge.request_reader import END, Body, Event, Refusal, Request, RequestReader
 from nbtunnel.edge.response_writer import ResponseWriter, SendBatch
 from nbtunnel.edge.stores.base import ControlStore
 
@@ -46,22 +45,6 @@ class RemoteRouter(Protocol):
 
     def pick_cached(self, tunnel_id: uuid.UUID,
                     exclude: LiveConnection | None = None) -> LiveConnection | None: ...
-
-
-@dataclass
-class Request:
-    """A parsed request head as the front sees it."""
-
-    method: str
-    target: str
-    host: str
-    headers: Headers
-    version: str
-    keep_alive: bool
-    upgrade: bool
-    client_ip: str
-    ray: str
-    scheme: str = "http"  # what the client spoke to us: "https" on the HTTPS front
 
 
 class PublicFront:
@@ -159,7 +142,8 @@ class _ClientConnection:
         self.writer = writer
         self.client_ip = client_ip
         self.parser = RequestReader(max_head_bytes=self.limits.max_head_bytes,
-                                    max_fields=self.limits.max_fields)
+                                    max_fields=self.limits.max_fields, client_ip=client_ip,
+                                    scheme=scheme)
         self.events: deque[Event] = deque()
         self.handler: RequestHandler | None = None
         self.rate: BodyRate | None = None  # the current request body's rate check
@@ -174,17 +158,19 @@ class _ClientConnection:
                     return
                 continue
             event = self.events.popleft()
-            if isinstance(event, RequestHead):
-                self.handler = RequestHandler(self.front, self._request(event), self.writer,
-                                              self.deadline)
+            if event is END:
+                if not await self._end():
+                    return
+            elif isinstance(event, Request):
+                front = self.front
+                front.requests_total += 1
+                event.ray = front.new_ray()
+                self.handler = RequestHandler(front, event, self.writer, self.deadline)
                 self.rate = None
                 await self.handler.begin()
             elif isinstance(event, Body):
                 assert self.handler is not None
                 await self.handler.body(event.data)
-            elif isinstance(event, End):
-                if not await self._end():
-                    return
             else:
                 assert isinstance(event, Refusal)
                 await self._refuse(event.status, event.detail)
@@ -269,10 +255,3 @@ class _ClientConnection:
         if self.handler is not None:
             await self.handler.client_gone()
             self.handler = None
-
-    def _request(self, head: RequestHead) -> Request:
-        self.front.requests_total += 1
-        return Request(
-            method=head.method, target=head.target, host=head.host, headers=head.headers,
-            version=head.version, keep_alive=head.keep_alive, upgrade=head.upgrade,
-            client_ip=self.client_ip, ray=self.front.new_ray(), scheme=self.scheme)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from functools import partial
 from typing import TYPE_CHECKING
 
 from nbtunnel.core.http1 import encode_head, strip_port
@@ -29,19 +30,20 @@ async def pick_live(front: PublicFront, tunnel_id: uuid.UUID) -> LiveConnection 
     return live
 
 
+async def _repick(front: PublicFront, tunnel_id: uuid.UUID,
+                  failed: LiveConnection) -> LiveConnection | None:
+    other = front.registry.pick(tunnel_id, exclude=failed)
+    remote = front.remote
+    if other is None and remote is not None:
+        other = remote.pick_cached(tunnel_id, failed)
+        if other is None:  # nothing cached: ask presence (a draining edge is left out)
+            other = await remote.pick(tunnel_id)
+    return other
+
+
 def repicker(front: PublicFront, tunnel_id: uuid.UUID) -> Repick:
     """Another connection of the tunnel for a retry, excluding the one that failed."""
-    registry, remote = front.registry, front.remote
-
-    async def repick(failed: LiveConnection) -> LiveConnection | None:
-        other = registry.pick(tunnel_id, exclude=failed)
-        if other is None and remote is not None:
-            other = remote.pick_cached(tunnel_id, failed)
-            if other is None:  # nothing cached: ask presence (a draining edge is left out)
-                other = await remote.pick(tunnel_id)
-        return other
-
-    return repick
+    return partial(_repick, front, tunnel_id)
 
 
 class RequestHandler:
@@ -62,27 +64,28 @@ class RequestHandler:
 
     async def begin(self) -> None:
         req = self.req
+        front = self.front
         hostname = strip_port(req.host).lower()
-        if self.front.api is not None and hostname in self.front.api_hosts:
+        if front.api is not None and hostname in front.api_hosts:
             self.api_body = bytearray()
             return
-        tunnel_id = self.front.store.resolve(hostname)
+        tunnel_id = front.store.resolve(hostname)
         if tunnel_id is None:
             self.local = (404, f"No tunnel serves the hostname {hostname or '(none)'!r}.")
             return
-        if self.front.https_redirect is not None:
-            self.redirect = self.front.https_redirect(req)
+        if front.https_redirect is not None:
+            self.redirect = front.https_redirect(req)
             if self.redirect is not None:
                 self.local = (308, f"This site is served over HTTPS: {self.redirect}")
                 return
-        live = await pick_live(self.front, tunnel_id)
+        live = front.registry.pick(tunnel_id) or await pick_live(front, tunnel_id)
         if live is None:
             self.local = (530, f"The tunnel for {hostname} has no live connector connection.")
             return
-        self.exchange = Exchange(live, req, self.out, repicker(self.front, tunnel_id),
-                                 limits=self.front.limits)
+        self.exchange = exchange = Exchange(live, req, self.out, repicker(front, tunnel_id),
+                                            limits=front.limits)
         try:
-            await self.exchange.start()
+            await exchange.start()
         except HeadTooLargeError as exc:
             self.exchange = None
             self.local = (431, str(exc))
@@ -91,9 +94,9 @@ class RequestHandler:
             self.exchange = None
             self.local = (502, str(exc))
             return
-        if any(n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in req.headers):
+        if exchange.expects_continue:
             # curl waits a second for this before sending a large body
-            self.front.batch.release(self.writer.transport)  # a previous response first
+            front.batch.release(self.writer.transport)  # a previous response first
             self.writer.write(encode_head(100, []))
 
     async def body(self, chunk: bytes) -> None:
@@ -131,9 +134,10 @@ class RequestHandler:
         open (False when the client went away). Bytes the client sends meanwhile (a
         pipelined request) stay in the reader for the next read. ``deadline`` is the
         connection's (deadline.py): the response head waits under it."""
-        if self.exchange is None or reader.at_eof() or reader.exception() is not None:
+        exchange = self.exchange
+        if exchange is None or reader.at_eof() or reader.exception() is not None:
             return await self.finish(deadline)
-        task = asyncio.current_task()
+        task = deadline.task
         assert task is not None
         gone = False
 
@@ -145,7 +149,7 @@ class RequestHandler:
 
         reader.on_gone = on_gone
         try:
-            return await self.finish(deadline)
+            return await exchange.finish(deadline)
         except asyncio.CancelledError:
             if gone and task.uncancel() == 0:
                 await self.client_gone()
@@ -153,6 +157,7 @@ class RequestHandler:
             raise
         finally:
             reader.on_gone = None
+            self.front.count(self.out.status or 502)
 
     async def refuse(self, status: int, detail: str) -> None:
         """The request cannot go on (a stalled or malformed body): answer if nothing was

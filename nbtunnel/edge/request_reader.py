@@ -1,6 +1,6 @@
 """Sans-I/O reader of the requests a visitor sends to the public front.
 
-Bytes in, events out: `RequestHead` (everything the front needs about one message, captured
+Bytes in, events out: `Request` (everything the front needs about one message, captured
 inside the parser callbacks, so requests that share a TCP segment each keep their own method,
 version and keep-alive), body chunks, the end of each message, and a `Refusal` (status and
 reason) for anything the front must not forward. httptools (llhttp) parses; this module adds
@@ -20,9 +20,22 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_FIELDS = 256
 
 
-@dataclass
-class RequestHead:
-    """One parsed request head (names and values are the visitor's raw bytes)."""
+def _cases(name: str) -> frozenset[bytes]:
+    """``name`` in every mix of upper and lower case."""
+    out = {""}
+    for ch in name:
+        out = {s + c for s in out for c in {ch.lower(), ch.upper()}}
+    return frozenset(s.encode() for s in out)
+
+
+_HOST = _cases("host")
+"""b"host" in every case (a set lookup per field instead of a lower())."""
+
+
+@dataclass(slots=True)
+class Request:
+    """One request head as the fronts see it (names and values are the visitor's raw bytes;
+    the HTTPS front's HTTP/2 side builds the same from its decoded header list)."""
 
     method: str
     target: str
@@ -34,6 +47,10 @@ class RequestHead:
     keep_alive: bool
     upgrade: bool
     """The visitor asked for a WebSocket upgrade."""
+    client_ip: str = ""
+    ray: str = ""
+    """Set by the front when it takes the request."""
+    scheme: str = "http"  # what the client spoke to us: "https" on the HTTPS front
 
 
 @dataclass
@@ -49,12 +66,15 @@ class Body:
     data: bytes
 
 
-@dataclass
 class End:
-    pass
+    """The end of a request message (one instance: `END`)."""
+
+    __slots__ = ()
 
 
-Event = RequestHead | Body | End | Refusal
+END = End()
+
+Event = Request | Body | End | Refusal
 
 
 class RequestReader:
@@ -63,14 +83,17 @@ class RequestReader:
     After a `Refusal` (or an upgrade) nothing more is returned: the front answers and closes.
     """
 
-    def __init__(self, *, max_head_bytes: int = MAX_HEAD_BYTES, max_fields: int = MAX_FIELDS
-                 ) -> None:
+    def __init__(self, *, max_head_bytes: int = MAX_HEAD_BYTES, max_fields: int = MAX_FIELDS,
+                 client_ip: str = "", scheme: str = "http") -> None:
+        self.client_ip = client_ip
+        self.scheme = scheme
         self.max_head_bytes = max_head_bytes
         self.max_fields = max_fields
         self._parser = httptools.HttpRequestParser(self)
         self._events: list[Event] = []
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._hosts = 0  # Host fields of the current head
         self._head_bytes = 0
         self._in_head = False
         self._in_message = False
@@ -108,18 +131,25 @@ class RequestReader:
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
+        self._hosts = 0
         self._head_bytes = 0
         self._in_head = self._in_message = True
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._count(len(url))
+        self._head_bytes += len(url)
+        if self._head_bytes > self.max_head_bytes:
+            self._refuse(431, "The request head is too large.")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
             return  # a chunked trailer: dropped, never merged into the head
         self._headers.append((name, value))
-        self._count(len(name) + len(value) + 4)
+        if name in _HOST:
+            self._hosts += 1
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self.max_head_bytes:
+            self._refuse(431, "The request head is too large.")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -136,12 +166,13 @@ class RequestReader:
         if method == "CONNECT":
             self._refuse(405, "CONNECT is not supported by this edge.")
             return
-        hosts = [v for n, v in self._headers if n.lower() == b"host"]
-        if len(hosts) > 1:
+        if self._hosts > 1:
             self._refuse(400, "The request has more than one Host header.")
             return
+        headers = self._headers
         target = self._url.decode("latin-1")
-        host = hosts[0].decode("latin-1").strip() if hosts else ""
+        host = next((v for n, v in headers if n in _HOST), b"").decode("latin-1").strip() \
+            if self._hosts else ""
         if not target.startswith("/") and target != "*":
             parts = urlsplit(target)  # absolute-form (RFC 9112 3.2.2): its authority routes
             if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
@@ -149,18 +180,17 @@ class RequestReader:
                 return
             host = parts.netloc.rsplit("@", 1)[-1]
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            self._headers = [(n, v) for n, v in self._headers if n.lower() != b"host"]
-            self._headers.insert(0, (b"Host", host.encode("latin-1")))
+            headers = self._headers = [(n, v) for n, v in headers if n not in _HOST]
+            headers.insert(0, (b"Host", host.encode("latin-1")))
         if not host:
             self._refuse(400, "The request has no Host header.")
             return
         upgrade = bool(parser.should_upgrade()) and any(
             n.lower() == b"upgrade" and v.strip().lower() == b"websocket"
-            for n, v in self._headers)
-        self._events.append(RequestHead(
-            method=method, target=target, host=host, headers=self._headers,
-            version=parser.get_http_version(), keep_alive=bool(parser.should_keep_alive()),
-            upgrade=upgrade))
+            for n, v in headers)
+        self._events.append(Request(
+            method, target, host, headers, parser.get_http_version(),
+            bool(parser.should_keep_alive()), upgrade, self.client_ip, "", self.scheme))
 
     def on_body(self, body: bytes) -> None:
         if not self._done:
@@ -169,14 +199,9 @@ class RequestReader:
     def on_message_complete(self) -> None:
         self._in_message = False
         if not self._done:
-            self._events.append(End())
+            self._events.append(END)
 
     # internals --------------------------------------------------------------------------
-
-    def _count(self, n: int) -> None:
-        self._head_bytes += n
-        if self._head_bytes > self.max_head_bytes and not self._done:
-            self._refuse(431, "The request head is too large.")
 
     def _refuse(self, status: int, detail: str) -> None:
         if not self._done:
@@ -188,7 +213,7 @@ class RequestReader:
         any other upgrade (h2c, ...) was answered as a plain request: close after it."""
         if self._done:
             return
-        head = next((e for e in reversed(self._events) if isinstance(e, RequestHead)), None)
+        head = next((e for e in reversed(self._events) if isinstance(e, Request)), None)
         if head is not None and head.upgrade:
             self.upgraded_rest = rest
         elif head is not None:

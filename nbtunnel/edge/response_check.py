@@ -3,6 +3,12 @@
 A connector is authenticated but not trusted (a quick tunnel needs no login): its status,
 framing and header fields are validated here, and a head that fails becomes a 502 page with
 the reason. What passes carries no hop-by-hop fields and at most one Content-Length.
+
+:func:`check_connect_response` is what the exchange calls for every response: one pass over
+the metadata for the usual head (status first, final status 200-599, token names, clean
+values, no hop-by-hop field, at most one plain Content-Length); anything else goes through
+`parse_http_response` and :func:`check_response_head`, which decide (the same result either
+way: tests/edge/test_fast_paths.py).
 """
 
 from __future__ import annotations
@@ -10,7 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nbtunnel.core.errors import NbtunnelError
-from nbtunnel.core.http1 import HOP_BY_HOP, connection_nominated, is_token, valid_value
+from nbtunnel.core.http1 import (
+    HOP_BY_HOP,
+    connection_nominated,
+    is_token,
+    match_token,
+    search_bad_value,
+    valid_value,
+)
+from nbtunnel.core.httpmeta import HTTP_HEADER, HTTP_STATUS, parse_http_response
+from nbtunnel.core.streams import ConnectResponse
 
 
 class BadResponseError(NbtunnelError):
@@ -65,3 +80,38 @@ def check_response_head(status: int, headers: list[tuple[str, str]], *,
     if length is not None and not upgraded:
         clean.append(("Content-Length", str(length)))
     return CheckedHead(status, clean, None if upgraded else length, upgraded)
+
+
+_PREFIX = HTTP_HEADER + ":"
+_P = len(_PREFIX)
+_FINAL = {str(code): code for code in range(200, 600)}
+_FRAMING = HOP_BY_HOP | {"content-length"}
+
+
+def check_connect_response(resp: ConnectResponse, *, upgrade_requested: bool) -> CheckedHead:
+    """`check_response_head` of the connector's `ConnectResponse` (parsed as
+    `parse_http_response` does); raises BadResponseError or DecodeError with the reason."""
+    metadata = resp.metadata
+    status = _FINAL.get(metadata[0][1]) if metadata and metadata[0][0] == HTTP_STATUS else None
+    if status is not None:
+        clean: list[tuple[str, str]] = []
+        length: int | None = None
+        for key, value in metadata[1:]:
+            name = key[_P:]
+            if key[:_P] != _PREFIX or match_token(name) is None \
+                    or search_bad_value(value) is not None:
+                break
+            lname = name.lower()
+            if lname in _FRAMING:
+                if lname != "content-length" or length is not None or len(value) > 18 \
+                        or not (value.isascii() and value.isdigit()):
+                    break
+                length = int(value)
+                continue
+            clean.append((name, value))
+        else:
+            if length is not None:
+                clean.append(("Content-Length", str(length)))
+            return CheckedHead(status, clean, length, False)
+    status, headers = parse_http_response(resp)
+    return check_response_head(status, headers, upgrade_requested=upgrade_requested)

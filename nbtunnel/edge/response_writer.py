@@ -80,8 +80,8 @@ class SendBatch:
 class ResponseWriter:
     """One response on one visitor connection."""
 
-    __slots__ = ("_batch", "_chunked", "_ended", "_held", "_held_bytes", "_length", "_no_body",
-                 "_sent", "deadline", "keep_alive", "method", "overflow", "ray", "send_timeout",
+    __slots__ = ("_batch", "_chunked", "_ended", "_held", "_length", "_no_body", "_sent",
+                 "deadline", "held", "keep_alive", "method", "overflow", "ray", "send_timeout",
                  "started", "status", "version", "writer")
 
     def __init__(self, writer: asyncio.StreamWriter, *, ray: str, method: str = "GET",
@@ -107,7 +107,8 @@ class ResponseWriter:
         self._sent = 0
         self._ended = False
         self._held: list[bytes] = []  # written at the next flush()
-        self._held_bytes = 0
+        self.held = 0
+        """Bytes held for the next flush."""
         self.overflow = False
         """The body ran past its Content-Length (the extra bytes were not sent)."""
 
@@ -129,21 +130,22 @@ class ResponseWriter:
         if server:
             headers.append(("Server", "nbtunnel"))
         self.start(status, headers, length=len(body))
-        self._write_body(body)
+        self.add(body)
 
     # streamed responses -----------------------------------------------------------------
 
     def start(self, status: int, headers: list[tuple[str, str]], *, length: int | None,
               upgraded: bool = False) -> None:
         """Hold the head (it goes out with the first flush). ``headers`` are validated and
-        carry no framing fields except the one Content-Length that ``length`` states."""
+        carry no framing fields except the one Content-Length that ``length`` states; the
+        writer appends its own fields to the list (it is the caller's no more)."""
         assert not self.started
         self.started = True
         self.status = status
         self._length = length
         self._no_body = not upgraded and (
             self.method == "HEAD" or status in _NO_BODY_STATUS or 100 <= status < 200)
-        out = list(headers)
+        out = headers
         if not self._no_body and length is None and not upgraded:
             if self.version == "1.1":
                 self._chunked = True
@@ -155,12 +157,7 @@ class ResponseWriter:
             out.append(("Connection", "close"))
         head = encode_head(status, out)
         self._held.append(head)
-        self._held_bytes += len(head)
-
-    @property
-    def held(self) -> int:
-        """Bytes held for the next flush."""
-        return self._held_bytes
+        self.held += len(head)
 
     async def flush(self) -> None:
         """Send what is held, with back-pressure."""
@@ -204,7 +201,7 @@ class ResponseWriter:
         held = self._held
         data = held[0] if len(held) == 1 else b"".join(held)
         held.clear()
-        self._held_bytes = 0
+        self.held = 0
         return data
 
     def _send(self) -> None:
@@ -222,9 +219,6 @@ class ResponseWriter:
     def add(self, data: bytes) -> bool:
         """Hold body bytes; False once the body must stop (it reached a stated
         Content-Length: whatever comes after is not sent)."""
-        return self._write_body(data)
-
-    def _write_body(self, data: bytes) -> bool:
         if self._no_body or not data:
             return True
         if self._length is not None and self._sent + len(data) > self._length:
@@ -236,7 +230,7 @@ class ResponseWriter:
             if self._chunked:
                 data = encode_chunk(data)
             self._held.append(data)
-            self._held_bytes += len(data)
+            self.held += len(data)
         return not self.overflow
 
     async def end(self) -> bool:
@@ -265,7 +259,7 @@ class ResponseWriter:
     def abort(self) -> None:
         """A relayed body broke: reset the connection so a truncated body never looks whole."""
         self._held.clear()
-        self._held_bytes = 0
+        self.held = 0
         self.keep_alive = False
         if self._batch is not None:
             self._batch.release(self.writer.transport)  # an earlier response is whole

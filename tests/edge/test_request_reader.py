@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nbtunnel.edge.request_reader import Body, End, Refusal, RequestHead, RequestReader
+from nbtunnel.edge.request_reader import Body, End, Refusal, Request, RequestReader
 from tests.edge.front_corpus import ABSOLUTE_FORM, CORPUS, STRICTER_THAN_H11
 
 HOST = "t.localhost"
@@ -64,11 +64,11 @@ def with_h11(data: bytes) -> tuple[list[Seen], bool]:
 def with_reader(chunks: list[bytes]) -> tuple[list[Seen], bool]:
     reader = RequestReader()
     out: list[Seen] = []
-    head: RequestHead | None = None
+    head: Request | None = None
     body = b""
     for chunk in chunks:
         for event in reader.feed(chunk):
-            if isinstance(event, RequestHead):
+            if isinstance(event, Request):
                 head, body = event, b""
             elif isinstance(event, Body):
                 body += event.data
@@ -162,7 +162,7 @@ def _never_raises(data: bytes, cuts: list[int]) -> None:
     for chunk in _splits(data, cuts):
         for event in reader.feed(chunk):
             assert not refused  # nothing after a refusal
-            if isinstance(event, RequestHead):
+            if isinstance(event, Request):
                 assert not in_message
                 in_message = True
             elif isinstance(event, Body):
