@@ -30,6 +30,7 @@ class FakeEdge:
     responses: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
     data: dict[int, bytes] = field(default_factory=dict)
     resets: dict[int, int] = field(default_factory=dict)
+    goaway: dict[int, int] = field(default_factory=dict)  # {0: error code}
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def request(self, headers: list[tuple[str, str]], body: bytes | None = None) -> int:
@@ -69,6 +70,8 @@ async def pair() -> AsyncIterator[tuple[ConnectorH2Connection, FakeEdge]]:
                     conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                 elif isinstance(event, h2.events.StreamReset):
                     fake.resets[event.stream_id] = event.error_code
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    fake.goaway[0] = event.error_code
                 fake.changed.set()
             writer.write(conn.data_to_send())
 
@@ -150,3 +153,16 @@ async def test_goaway_from_the_edge_ends_the_connection(
     with pytest.raises(TransportClosedError):
         await asyncio.wait_for(accepting, 5)
     assert connector.terminated and "GOAWAY" in connector.close_reason
+
+
+async def test_a_protocol_error_from_the_edge_ends_the_connection_with_goaway(
+    pair: tuple[ConnectorH2Connection, FakeEdge],
+) -> None:
+    connector, edge = pair
+    accepting = asyncio.create_task(connector.accept_stream())
+    edge.writer.write(b"\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00")  # increment 0
+    with pytest.raises(TransportClosedError):
+        await asyncio.wait_for(accepting, 5)
+    assert connector.terminated and "PROTOCOL_ERROR" in connector.close_reason
+    await edge.until("goaway", 0)
+    assert edge.goaway[0] == 1  # PROTOCOL_ERROR

@@ -1,11 +1,11 @@
 """cloudflared's HTTP/2 transport (`--protocol http2`): one connection core for both roles.
 
 The connector dials TCP+TLS (SNI h2.cftunnel.com, no ALPN) and then, roles inverted, serves
-HTTP/2: the edge is the HTTP/2 *client* (h2's ``client_side``) and opens every stream. This
-core owns the h2 state machine as an ``asyncio.Protocol`` (no reader task: frames are handled
-as they arrive, like the QUIC shell), flow-control waiters, write back-pressure and the
-connection's end. The roles on top (edge.py, connector.py) add who opens which stream, the
-control stream and the configuration push.
+HTTP/2: the edge is the HTTP/2 *client* and opens every stream. This shell drives the sans-I/O
+connection (core/h2: frames, HPACK, flow control, stream states) as an ``asyncio.Protocol`` (no
+reader task: frames are handled as they arrive, like the QUIC shell) and owns the flow-control
+waiters, write back-pressure and the connection's end. The roles on top (edge.py,
+connector.py) add who opens which stream, the control stream and the configuration push.
 """
 
 from __future__ import annotations
@@ -13,15 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, ClassVar, cast
+from typing import ClassVar, cast
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
-import h2.settings
-from hpack import NeverIndexedHeaderTuple
-
+from nbtunnel.core.h2 import connection as h2c
+from nbtunnel.core.h2.connection import H2Core, H2ProtocolError
+from nbtunnel.core.h2.frames import ErrorCode, Setting
 from nbtunnel.core.h2headers import Headers
 from nbtunnel.transport.errors import TransportClosedError, TransportError
 from nbtunnel.transport.http2.stream import H2Stream
@@ -33,19 +29,15 @@ WINDOW = 1 << 20
 """Per-stream receive window; bounds what an unread stream may buffer."""
 CONN_WINDOW = 16 << 20
 FRAME_SIZE = 1 << 16
-"""Our SETTINGS_MAX_FRAME_SIZE (the protocol's default is 16 KiB): a peer that honours it
-sends a 64 KiB body write as one DATA frame, one h2 event and one acknowledgement instead of
-four (bulk: about 1 ms less CPU per MB on each side). Not more: h2's frame buffer copies a
-partly received frame at every socket read, so 256 KiB frames cost the receiver more than
-they save. Each side still sends no bigger frames than the other one advertised."""
+"""Our SETTINGS_MAX_FRAME_SIZE (the protocol's default is 16 KiB), accepted from the start: a
+peer that honours it sends a 64 KiB body write as one DATA frame, one event and one
+acknowledgement instead of four (bulk: about 1 ms less CPU per MB on each side). Each side
+still sends no bigger frames than the other one advertised."""
 
 
-_NEVER_INDEXED = frozenset({b"cf-ray", b"authorization", b"proxy-authorization", b"cookie"})
-"""Request fields sent as never-indexed HPACK literals. ``cf-ray`` differs in every request:
-in the table it would push out a field that repeats (and lengthen every later search of the
-table, a Python loop in hpack). Credentials and cookies stay out of the compression context
-shared by every visitor's requests (what h2's outbound normalization did: nghttp2's and
-Firefox's rule, against compression oracles)."""
+ACK_FLOOD = 10_000
+"""PING and SETTINGS frames answered while the peer reads none of our bytes: past this many the
+connection ends (ENHANCE_YOUR_CALM) instead of queueing ACKs without bound."""
 
 
 class H2Connection(asyncio.Protocol):
@@ -55,23 +47,20 @@ class H2Connection(asyncio.Protocol):
     client_side: ClassVar[bool]
     peer_name: ClassVar[str]
     """Who is on the other end, for messages: "connector" or "edge"."""
-    settings: ClassVar[dict[h2.settings.SettingCodes, int]]
+    settings: ClassVar[dict[Setting, int]]
     """Our SETTINGS, sent first (before the preface's window update)."""
-    validate_inbound: ClassVar[bool] = True
-    """h2's checks of each received header block (a chain of generators per field)."""
 
     def __init__(self) -> None:
-        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
-            client_side=self.client_side, header_encoding=None,  # bytes: see _text
-            validate_inbound_headers=self.validate_inbound,
-            # Every head we send is built by our own code from checked parts (h2's per-field
-            # generator chain was ~10 % of each side's CPU per request): the connector's
-            # response heads are `:status` plus base64 and JSON fields (core/h2headers.py); the
-            # edge's request heads come from a visitor's head that its front parsed and
-            # checked (httptools, or h2 with its inbound checks on the HTTPS front), with
-            # names lower-cased and connection-specific fields dropped by request_headers(),
-            # plus fields the edge adds itself. The receiving side checks what it receives.
-            validate_outbound_headers=False, normalize_outbound_headers=False))
+        # Heads we send are built by our own code from checked parts: the connector's response
+        # heads are `:status` plus base64 and JSON fields (core/h2headers.py); the edge's
+        # request heads come from a visitor's head its front parsed and checked (httptools, or
+        # h2 with its inbound checks on the HTTPS front), names lower-cased and connection-
+        # specific fields dropped by request_headers(), plus fields the edge adds itself.
+        # Received heads are checked where they are used (connect_request, the origin client;
+        # connect_response and the edge's response checks); the core checks a response's
+        # `:status`.
+        self.h2 = H2Core(client=self.client_side, settings=self.settings,
+                         connection_window=CONN_WINDOW)
         self.streams: dict[int, H2Stream] = {}
         self.remote_address: tuple[str, int] = ("", 0)
         self.close_reason = ""
@@ -83,6 +72,7 @@ class H2Connection(asyncio.Protocol):
         self._lost = False
         self._loop = asyncio.get_running_loop()
         self._flush_handle: asyncio.Handle | None = None
+        self._acks_at_pause = 0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.remote_address} {self.close_reason}>"
@@ -114,32 +104,30 @@ class H2Connection(asyncio.Protocol):
         trim_read_buffer(transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         self.remote_address = (str(peer[0]), int(peer[1]))
-        self.h2.local_settings = h2.settings.Settings(client=self.client_side,
-                                                      initial_values=self.settings)
-        # h2 applies a MAX_FRAME_SIZE only when it changes at the peer's ACK, and initial
-        # values never change: accept what we announce from the start
-        self.h2.max_inbound_frame_size = self.h2.local_settings.max_frame_size
-        self.h2.initiate_connection()
-        self.h2.increment_flow_control_window(CONN_WINDOW)
+        self.h2.initiate()
         self.flush()
 
     def data_received(self, data: bytes) -> None:
         if self.terminated:
             return
         try:
-            events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
+            events = self.h2.receive(data)
+        except H2ProtocolError as exc:
             log.warning("HTTP/2 protocol error from the %s %s: %s", self.peer_name,
                         self.remote_address, exc)
-            self.close(1, f"HTTP/2 protocol error: {exc}")
+            self._flush_now()  # the GOAWAY goes before the close
+            self._terminate(f"HTTP/2 protocol error: {exc}")
             return
-        for event in events:
-            try:
+        try:
+            for event in events:
                 self._on_event(event)
-            except Exception as exc:  # a bug here must end this connection, nothing else
-                log.exception("HTTP/2 connection with the %s failed", self.peer_name)
-                self._terminate(f"internal error: {exc}")
-                return
+        except Exception as exc:  # a bug here must end this connection, nothing else
+            log.exception("HTTP/2 connection with the %s failed", self.peer_name)
+            self._terminate(f"internal error: {exc}")
+            return
+        if self._write_paused and self.h2.acks_queued - self._acks_at_pause > ACK_FLOOD:
+            self.close(ErrorCode.ENHANCE_YOUR_CALM, "PING/SETTINGS flood while not reading")
+            return
         self.flush()
 
     def eof_received(self) -> bool:
@@ -153,6 +141,7 @@ class H2Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        self._acks_at_pause = self.h2.acks_queued
 
     def resume_writing(self) -> None:
         self._write_paused = False
@@ -195,16 +184,11 @@ class H2Connection(asyncio.Protocol):
         """Open a request stream with HEADERS (client role); returns its id."""
         if self.closed:
             raise self.closed_error()
-        stream_id = self.h2.get_next_available_stream_id()
-        self.streams[stream_id] = stream
-        # values may carry raw (non-UTF-8) bytes as surrogate escapes: send those bytes
-        raw = [(n.encode("latin-1"), v.encode("utf-8", "surrogateescape")) for n, v in headers]
-        raw = [NeverIndexedHeaderTuple(*f) if f[0] in _NEVER_INDEXED else f for f in raw]
         try:
-            self.h2.send_headers(stream_id, raw, end_stream=end_stream)
-        except h2.exceptions.ProtocolError as exc:
-            del self.streams[stream_id]
+            stream_id = self.h2.open_stream(headers, end_stream=end_stream)
+        except h2c.StreamStateError as exc:
             raise TransportError(f"cannot open an HTTP/2 stream: {exc}") from exc
+        self.streams[stream_id] = stream
         self.flush()
         return stream_id
 
@@ -216,7 +200,7 @@ class H2Connection(asyncio.Protocol):
         """GOAWAY, then close the TCP connection."""
         if not self.terminated:
             with contextlib.suppress(Exception):
-                self.h2.close_connection(error_code)
+                self.h2.close(error_code)
                 self._flush_now()  # the GOAWAY goes before the close
             us = "edge" if self.client_side else "connector"
             self._terminate(reason or f"closed by the {us}")
@@ -242,30 +226,33 @@ class H2Connection(asyncio.Protocol):
         """Role hook: the connection ended."""
 
     # -- events ------------------------------------------------------------------------------
-    def _on_event(self, event: Any) -> None:
-        sid = getattr(event, "stream_id", None)
-        stream = self.streams.get(sid) if sid else None
-        if isinstance(event, h2.events.RequestReceived):
-            self._on_request(event.stream_id, _text(event.headers),
-                             ended=event.stream_ended is not None)
-        elif isinstance(event, h2.events.ResponseReceived) and stream is not None:
-            stream.on_response(_text(event.headers))
-        elif isinstance(event, h2.events.DataReceived):
-            pad = event.flow_controlled_length - len(event.data)
-            if stream is None:
-                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                return
-            if pad:
-                self.h2.acknowledge_received_data(pad, event.stream_id)
-            stream.on_data(event.data)
-        elif isinstance(event, h2.events.StreamEnded) and stream is not None:
-            stream.on_end()
-        elif isinstance(event, h2.events.StreamReset) and stream is not None:
-            stream.on_reset(event.error_code)
-        elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
-            self._wake(self._window_waiters)
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self._on_goaway(int(event.error_code or 0), event.last_stream_id)
+    def _on_event(self, event: h2c.Event) -> None:
+        kind = event[0]
+        if kind == h2c.DATA_RECEIVED:
+            stream = self.streams.get(event[1])
+            if stream is None:  # nobody reads it: credit it back at once
+                self.h2.ack_data(event[1], len(event[2]))
+            else:
+                stream.on_data(event[2])
+        elif kind == h2c.HEADERS_RECEIVED:
+            if self.client_side:
+                if (stream := self.streams.get(event[1])) is not None:
+                    stream.on_response(event[2])
+                    if event[3]:
+                        stream.on_end()
+            else:
+                self._on_request(event[1], event[2], ended=event[3])
+        elif kind == h2c.STREAM_ENDED:
+            if (stream := self.streams.get(event[1])) is not None:
+                stream.on_end()
+        elif kind == h2c.WINDOW_OPENED:
+            if self._window_waiters:
+                self._wake(self._window_waiters)
+        elif kind == h2c.STREAM_RESET:
+            if (stream := self.streams.get(event[1])) is not None:
+                stream.on_reset(event[2])
+        elif kind == h2c.GOAWAY_RECEIVED:
+            self._on_goaway(event[1], event[2])
 
     def _on_request(self, stream_id: int, headers: Headers, *, ended: bool) -> None:
         """Server role: the peer opened a request stream."""
@@ -280,10 +267,3 @@ class H2Connection(asyncio.Protocol):
         for fut in pending:
             if not fut.done():
                 fut.set_result(None)
-
-
-def _text(headers: list[tuple[bytes, bytes]]) -> Headers:
-    """Received fields as text; bytes that are not UTF-8 (a visitor's Latin-1) are kept as
-    surrogate escapes instead of failing the whole connection."""
-    return [(bytes(n).decode("utf-8", "surrogateescape"),
-             bytes(v).decode("utf-8", "surrogateescape")) for n, v in headers]

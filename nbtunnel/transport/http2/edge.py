@@ -15,8 +15,7 @@ import json
 import ssl
 from collections.abc import Awaitable, Callable
 
-import h2.settings
-
+from nbtunnel.core.h2.frames import Setting
 from nbtunnel.core.h2headers import UPGRADE_HEADER
 from nbtunnel.transport.errors import TransportError
 from nbtunnel.transport.handlers import ConnectionHandlers
@@ -34,9 +33,9 @@ class EdgeH2Connection(H2Connection):
 
     client_side = True
     peer_name = "connector"
-    settings = {h2.settings.SettingCodes.ENABLE_PUSH: 0,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: WINDOW,
-                h2.settings.SettingCodes.MAX_FRAME_SIZE: FRAME_SIZE}
+    settings = {Setting.ENABLE_PUSH: 0,
+                Setting.INITIAL_WINDOW_SIZE: WINDOW,
+                Setting.MAX_FRAME_SIZE: FRAME_SIZE}
 
     def __init__(self) -> None:
         super().__init__()

@@ -13,9 +13,8 @@ import contextlib
 from collections import deque
 from typing import TYPE_CHECKING
 
-import h2.errors
-import h2.exceptions
-
+from nbtunnel.core.h2.connection import StreamStateError
+from nbtunnel.core.h2.frames import ErrorCode
 from nbtunnel.core.h2headers import (
     UPGRADE_HEADER,
     Headers,
@@ -91,7 +90,7 @@ class H2Stream:
         self.responded = True
         try:
             self.conn.h2.send_headers(self.stream_id, headers, end_stream=end_stream)
-        except h2.exceptions.ProtocolError as exc:
+        except StreamStateError as exc:
             raise TransportError(f"cannot send the response head: {exc}") from exc
         self.sent_end = end_stream
         self.conn.flush()
@@ -120,8 +119,7 @@ class H2Stream:
                 self._waiter = None
         chunk = take(self._chunks, n)
         if not self._gone and self.stream_id is not None:
-            with contextlib.suppress(h2.exceptions.ProtocolError):
-                self.conn.h2.acknowledge_received_data(len(chunk), self.stream_id)
+            self.conn.h2.ack_data(self.stream_id, len(chunk))
             self.conn.flush()
         return chunk
 
@@ -130,18 +128,17 @@ class H2Stream:
         while view:
             self._check_writable()
             assert self.stream_id is not None
+            core = self.conn.h2
             try:
-                window = self.conn.h2.local_flow_control_window(self.stream_id)
-            except h2.exceptions.ProtocolError as exc:
+                window = core.window(self.stream_id)
+            except StreamStateError as exc:
                 raise self._write_error() from exc
-            size = min(window, self.conn.h2.max_outbound_frame_size, len(view))
+            size = min(window, core.max_outbound_frame_size, len(view))
             if size <= 0:
                 await self.conn.wait_window()
                 continue
-            try:
-                self.conn.h2.send_data(self.stream_id, bytes(view[:size]))
-            except h2.exceptions.ProtocolError as exc:
-                raise self._write_error() from exc
+            whole = size == len(data) and type(data) is bytes  # one frame: no copy
+            core.send_data(self.stream_id, data if whole else bytes(view[:size]))
             view = view[size:]
             self.conn.flush()
             await self.conn.drain()
@@ -150,7 +147,7 @@ class H2Stream:
         if self.sent_end or self._gone or self._reset is not None or self.stream_id is None:
             return
         self.sent_end = True
-        with contextlib.suppress(h2.exceptions.ProtocolError):
+        with contextlib.suppress(StreamStateError):  # the peer reset it meanwhile
             self.conn.h2.end_stream(self.stream_id)
         self.conn.flush()
         if self._eof:
@@ -158,11 +155,11 @@ class H2Stream:
 
     def reset(self, code: int = 0) -> None:
         """RST_STREAM(CANCEL): cloudflared cancels the request and its origin request."""
-        self._send_reset(h2.errors.ErrorCodes.CANCEL, code)
+        self._send_reset(ErrorCode.CANCEL, code)
 
     def finish(self) -> None:
         """End the control stream with RST_STREAM(NO_ERROR), as cloudflared does."""
-        self._send_reset(h2.errors.ErrorCodes.NO_ERROR, 0)
+        self._send_reset(ErrorCode.NO_ERROR, 0)
 
     async def wait_peer_stopped(self) -> None:
         """Resolves when the peer resets the stream (its client left) or the connection ends."""
@@ -171,11 +168,10 @@ class H2Stream:
     def peer_stopped(self) -> asyncio.Future[None]:
         return self._stopped
 
-    def _send_reset(self, error: h2.errors.ErrorCodes, code: int) -> None:
+    def _send_reset(self, error: ErrorCode, code: int) -> None:
         if self._reset is None and not self._gone and self.stream_id is not None:
-            with contextlib.suppress(h2.exceptions.ProtocolError):  # already closed both ways
-                self.conn.h2.reset_stream(self.stream_id, error)
-            self.conn.flush()
+            if self.conn.h2.reset_stream(self.stream_id, error):  # False: over both ways
+                self.conn.flush()
         self._reset = code
         self._stop()
         self._forget()
