@@ -3,7 +3,9 @@ against hand-made hostile frames."""
 
 from __future__ import annotations
 
+import os
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import h2.config
@@ -12,7 +14,7 @@ import h2.events
 import h2.settings
 import hpack
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nbtunnel.core.h2 import frames as f
@@ -35,6 +37,20 @@ SERVER_SETTINGS = {Setting.INITIAL_WINDOW_SIZE: 1 << 20, Setting.MAX_FRAME_SIZE:
                    Setting.MAX_CONCURRENT_STREAMS: 2**31 - 1}
 CLIENT_SETTINGS = {Setting.ENABLE_PUSH: 0, Setting.INITIAL_WINDOW_SIZE: 1 << 20,
                    Setting.MAX_FRAME_SIZE: 1 << 16}
+FAST = settings(max_examples=200, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow])
+LONG = settings(max_examples=int(os.environ.get("NBTUNNEL_FUZZ_EXAMPLES", "5000")),
+                deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def fuzz_target(*strategies: Any) -> Callable[[Callable[..., None]], tuple[Any, Any]]:
+    """(fast derandomized test, long randomized test marked `fuzz`) for one property."""
+    def pair(prop: Callable[..., None]) -> tuple[Any, Any]:
+        return (FAST(given(*strategies)(prop)),
+                pytest.mark.fuzz(LONG(given(*strategies)(prop))))
+    return pair
+
+
 GET = [(":method", "GET"), (":scheme", "http"), (":authority", "a.example"), (":path", "/x")]
 
 
@@ -365,11 +381,10 @@ def test_self_dependency_and_bad_status_are_stream_errors() -> None:
         client.receive(f.frame(f.HEADERS, 4, sid + 2, bytes([0x88])))
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 12), st.integers(0, 255), st.integers(0, 9),
-                          st.binary(max_size=64)), max_size=12),
-       st.integers(1, 64))
-def test_any_frames_end_in_events_or_a_protocol_error(
+@fuzz_target(st.lists(st.tuples(st.integers(0, 12), st.integers(0, 255), st.integers(0, 9),
+                                st.binary(max_size=64)), max_size=12),
+             st.integers(1, 64))
+def _any_frames_end_in_events_or_a_protocol_error(
         frames_: list[tuple[int, int, int, bytes]], step: int) -> None:
     """Arbitrary frames, cut anywhere: events or H2ProtocolError, nothing else, and a GOAWAY
     with the error; the work and the output stay within the input's size."""
@@ -383,11 +398,10 @@ def test_any_frames_end_in_events_or_a_protocol_error(
     assert len(core.data_to_send()) <= 64 + 17 * len(wire)
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.lists(st.tuples(st.sampled_from([":path", "accept", "x-a", "x-b", "cookie"]),
-                                   st.text(max_size=40)), max_size=8), max_size=10),
-       st.sampled_from([0, 64, 256, 4096]))
-def test_decoder_follows_hpack_encoder(heads: list[list[tuple[str, str]]], size: int) -> None:
+@fuzz_target(st.lists(st.lists(st.tuples(
+    st.sampled_from([":path", "accept", "x-a", "x-b", "cookie"]), st.text(max_size=40)),
+    max_size=8), max_size=10), st.sampled_from([0, 64, 256, 4096]))
+def _decoder_follows_hpack_encoder(heads: list[list[tuple[str, str]]], size: int) -> None:
     """Whatever the hpack library's encoder indexes, evicts or resizes, our decoder agrees."""
     enc = hpack.Encoder()
     dec = Decoder()
@@ -400,11 +414,19 @@ def test_decoder_follows_hpack_encoder(heads: list[list[tuple[str, str]]], size:
         assert dec.size == enc.header_table._current_size
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.text(min_size=1, max_size=20), st.text(max_size=100)), max_size=10))
-def test_our_encoding_decodes_with_hpack(head: list[tuple[str, str]]) -> None:
+@fuzz_target(st.lists(st.tuples(st.text(min_size=1, max_size=20), st.text(max_size=100)),
+                     max_size=10))
+def _our_encoding_decodes_with_hpack(head: list[tuple[str, str]]) -> None:
     enc = Encoder()
     block = enc.encode(head) + enc.encode(head)
     assert hpack.Decoder().decode(block, raw=True) == [
         (n.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape"))
         for n, v in head * 2]
+
+
+test_any_frames_end_in_events_or_a_protocol_error, test_fuzz_any_frames = (
+    _any_frames_end_in_events_or_a_protocol_error)
+test_decoder_follows_hpack_encoder, test_fuzz_decoder_follows_hpack_encoder = (
+    _decoder_follows_hpack_encoder)
+test_our_encoding_decodes_with_hpack, test_fuzz_our_encoding_decodes_with_hpack = (
+    _our_encoding_decodes_with_hpack)

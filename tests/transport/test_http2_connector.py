@@ -17,6 +17,7 @@ from nbtunnel.core.httpmeta import build_connect_response, parse_http_request
 from nbtunnel.core.streams import ConnectRequest
 from nbtunnel.transport.errors import TransportClosedError
 from nbtunnel.transport.http2 import ConnectorH2Connection, H2ConfigurationPush
+from nbtunnel.transport.http2.connection import ACK_FLOOD
 
 UPGRADE = "cf-cloudflared-proxy-connection-upgrade"
 
@@ -166,3 +167,17 @@ async def test_a_protocol_error_from_the_edge_ends_the_connection_with_goaway(
     assert connector.terminated and "PROTOCOL_ERROR" in connector.close_reason
     await edge.until("goaway", 0)
     assert edge.goaway[0] == 1  # PROTOCOL_ERROR
+
+
+async def test_pings_while_the_edge_reads_nothing_end_the_connection(
+    pair: tuple[ConnectorH2Connection, FakeEdge],
+) -> None:
+    """ACKs are not queued without bound for a peer that sends PINGs but reads nothing."""
+    connector, edge = pair
+    connector.pause_writing()  # what the socket does once the edge stops reading
+    accepting = asyncio.create_task(connector.accept_stream())
+    ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"12345678"
+    edge.writer.write(ping * (ACK_FLOOD + 1))
+    with pytest.raises(TransportClosedError):
+        await asyncio.wait_for(accepting, 5)
+    assert "flood" in connector.close_reason

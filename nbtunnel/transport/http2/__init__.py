@@ -1,8 +1,8 @@
 """cloudflared's HTTP/2 transport (`--protocol http2`), both roles, written once.
 
-``connection`` is the HTTP/2 connection core (h2 with ``client_side`` for the role) and
-``stream`` the one stream class; ``edge`` (client role + listener) and ``connector`` (server
-role + dial) add the control stream and the configuration push.
+``connection`` is the asyncio shell of the sans-I/O HTTP/2 connection in core/h2 (``client``
+picks the role) and ``stream`` the one stream class; ``edge`` (client role + listener) and
+``connector`` (server role + dial) add the control stream and the configuration push.
 """
 
 from __future__ import annotations

@@ -149,7 +149,7 @@ class H2Connection(asyncio.Protocol):
 
     # -- used by the streams -----------------------------------------------------------------
     def flush(self) -> None:
-        """Send what h2 queued, once per pass of the event loop: the HEADERS, DATA and
+        """Send what the core queued, once per pass of the event loop: the HEADERS, DATA and
         END_STREAM of a response (and the WINDOW_UPDATEs its reads earned) leave in one
         TLS record and one ``send()`` instead of one each."""
         if self._flush_handle is None:
