@@ -161,20 +161,26 @@ class EdgeConnection:
             conn.close(0, "")
 
     async def _serve_streams(self, conn: TunnelConnection, control: ControlStream) -> None:
-        """Read control-stream replies and serve every stream the edge opens, each in this
-        connection's TaskGroup, until the connection ends."""
+        """Read control-stream replies and serve every stream the edge opens, each in a task
+        of its own, until the connection ends; then those tasks are cancelled and awaited.
+        Not a TaskGroup: its done-callback per task is a loop callback per request, and a
+        stream's task never fails (`_serve_stream` catches what a stream raises)."""
+        loop = asyncio.get_running_loop()
+        streams: set[asyncio.Task[None]] = set()
+        reader = loop.create_task(self._read_control(control))
+        reader.add_done_callback(_log_failure)
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._read_control(control))
-                while True:
-                    try:
-                        stream = await conn.accept_stream()
-                    except TransportError:
-                        break
-                    tg.create_task(self._serve_stream(stream))
-                raise _ConnectionEnded
-        except* _ConnectionEnded:
-            pass
+            while True:
+                try:
+                    stream = await conn.accept_stream()
+                except TransportError:
+                    break
+                streams.add(loop.create_task(self._serve_stream(stream, streams)))
+        finally:
+            reader.cancel()
+            for task in streams:
+                task.cancel()
+            await asyncio.gather(reader, *streams, return_exceptions=True)
 
     async def _register(self, control: ControlStream) -> None:
         """registerConnection on the control stream; then the local config on index 0."""
@@ -227,16 +233,19 @@ class EdgeConnection:
                 if out:
                     await control.write(out)
 
-    async def _serve_stream(self, stream: DataStream) -> None:
+    async def _serve_stream(self, stream: DataStream, streams: set[asyncio.Task[None]]) -> None:
+        task = asyncio.current_task()
+        assert task is not None
         self.in_flight += 1
         self._idle.clear()
         try:
-            await self.proxy.handle(stream, self.index, self.on_config)
+            await self.proxy.handle(stream, self.index, self.on_config, task)
         except Exception:  # one broken stream must not end the connection
             log.exception("stream handler failed")
             with contextlib.suppress(Exception):
                 stream.reset(0)
         finally:
+            streams.discard(task)
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()
@@ -261,5 +270,6 @@ class EdgeConnection:
         self.conn.close(0, "")
 
 
-class _ConnectionEnded(Exception):
-    """Internal: the edge connection closed; unwinds the TaskGroup."""
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("control stream reader failed", exc_info=task.exception())

@@ -50,6 +50,7 @@ class Http1Connection(asyncio.Protocol):
         self.keep_alive = False
         self.complete = True  # no response in progress
         self.got_bytes = False
+        self.chunked = False  # the response has Transfer-Encoding (llhttp de-chunks it)
         self._parser: httptools.HttpResponseParser | None = None
         self._no_body = False
         self._informational = False
@@ -69,16 +70,18 @@ class Http1Connection(asyncio.Protocol):
 
     # -------------------------------------------------------------------- the request side
 
-    def start(self, no_body: bool) -> None:
-        """Get ready for the response to the request about to be written."""
+    def start(self, no_body: bool) -> asyncio.Future[tuple[int, list[tuple[bytes, bytes]]]]:
+        """Get ready for the response to the request about to be written; the future is
+        its head (what `head()` returns)."""
         self._parser = httptools.HttpResponseParser(self)
         self._no_body = no_body  # HEAD: llhttp cannot be told, so we stop at the head
         self.complete = self._head_done = self._until_close = self.got_bytes = False
-        self._informational = False
+        self._informational = self.chunked = False
         self._head_size = 0
         self._headers = []
-        self._head = self.loop.create_future()
+        self._head = head = self.loop.create_future()
         self._error = None
+        return head
 
     def write(self, data: bytes) -> None:
         if self.closed or self.transport is None:
@@ -99,20 +102,27 @@ class Http1Connection(asyncio.Protocol):
     async def read(self) -> bytes:
         """Next piece of the response body; b"" once it is complete."""
         while True:
-            if self._chunks:
-                data = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(
-                    self._chunks.popleft() for _ in range(len(self._chunks)))
-                self._buffered -= len(data)
-                if self._paused_reading and self._buffered <= LOW_WATER and self.transport:
-                    self._paused_reading = False
-                    self.transport.resume_reading()
+            data = self.read_nowait()
+            if data is not None:
                 return data
-            if self.complete:
-                return b""
             if self._error is not None:
                 raise self._error
             self._waiter = self.loop.create_future()
             await self._waiter
+
+    def read_nowait(self) -> bytes | None:
+        """What `read` returns without waiting: the buffered body, b"" once it is complete,
+        None when it would wait (or fail)."""
+        chunks = self._chunks
+        if chunks:
+            data = chunks.popleft() if len(chunks) == 1 else b"".join(
+                chunks.popleft() for _ in range(len(chunks)))
+            self._buffered -= len(data)
+            if self._paused_reading and self._buffered <= LOW_WATER and self.transport:
+                self._paused_reading = False
+                self.transport.resume_reading()
+            return data
+        return b"" if self.complete else None
 
     def close(self) -> None:
         self.closed = True
@@ -180,8 +190,13 @@ class Http1Connection(asyncio.Protocol):
             return
         self._head_done = True
         self.keep_alive = bool(self._parser.should_keep_alive())
-        framed = any(k.lower() in (b"content-length", b"transfer-encoding")
-                     for k, _ in self._headers)
+        framed = False
+        for k, _ in self._headers:
+            k = k.lower()
+            if k == b"transfer-encoding":
+                framed = self.chunked = True
+            elif k == b"content-length":
+                framed = True
         self._until_close = not framed and status not in (204, 304) and not self._no_body
         if self._no_body:
             self.complete = True

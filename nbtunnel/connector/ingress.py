@@ -232,6 +232,9 @@ class Ingress:
                               doc.get("warp-routing"))
 
     def match(self, hostname: str, path: str) -> tuple[int, Rule]:
+        rules = self.rules
+        if len(rules) == 1 and rules[0].matches_all:  # --url: one catch-all rule
+            return 0, rules[0]
         hostname = hostname.rsplit(":", 1)[0] if hostname.count(":") == 1 else hostname
         hostname = hostname.lower()
         for i, rule in enumerate(self.rules):

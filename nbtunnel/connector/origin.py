@@ -32,10 +32,12 @@ from nbtunnel.connector.origin_parts import (  # noqa: F401 - re-exported
     _forward,
     _h11_headers,
     _H11Body,
+    _head_bytes,
     _Http1Body,
     _parse_service,
     _path_qs,
     _read_limited,
+    _request_fields,
     _request_head,
     _response_error,
     _response_headers,
@@ -93,6 +95,7 @@ class OriginClient:
         self._slots = asyncio.Semaphore(max_connections) if max_connections > 0 else None
         self._ssl: dict[bool, ssl.SSLContext] = {}
         self._closed = False
+        self._tail = (f"Cf-Warp-Tag-Id: {connector_id}", "Connection: keep-alive")
 
     async def request(
         self,
@@ -115,70 +118,63 @@ class OriginClient:
         """
         if self._closed:
             raise RuntimeError("OriginClient is closed")
-        target = self._target(service)
-        headers = _forward(head, _DROP, http_host_header)
-        headers.append(("Cf-Warp-Tag-Id", self._connector_id))
-        headers.append(("Connection", "keep-alive"))
+        target = self._targets.get(service) or self._target(service)
+        lines = _request_fields(head, _DROP, http_host_header)
+        lines += self._tail
         payload = b""
         chunked = False
+        method = head.method
         if body is not None:
             length = _content_length(head.headers)
             if length is not None:
-                headers.append(("Content-Length", length))
+                lines.append(f"Content-Length: {length}")
             elif disable_chunked:
                 payload = await _read_limited(body, MAX_UNCHUNKED_BODY)
                 body = None
-                headers.append(("Content-Length", str(len(payload))))
+                lines.append(f"Content-Length: {len(payload)}")
             else:
                 chunked = True
-                headers.append(("Transfer-Encoding", "chunked"))
-        elif head.method in _BODY_METHODS:
-            headers.append(("Content-Length", "0"))  # as Go's transport does
-        raw = _request_head(head.method, _path_qs(head.dest), headers) + payload
+                lines.append("Transfer-Encoding: chunked")
+        elif method in _BODY_METHODS:
+            lines.append("Content-Length: 0")  # as Go's transport does
+        raw = _head_bytes(method, _path_qs(head.dest), lines) + payload
         key = (target, no_tls_verify, server_name)
-        replayable = body is None and not payload and head.method in _REPLAYABLE
+        replayable = body is None and not payload and method in _REPLAYABLE
         timeout = self._connect_timeout if connect_timeout is None else connect_timeout
         if self._slots is not None:
             await self._slots.acquire()
         try:
-            return await self._exchange(target, key, raw, body, chunked, head.method == "HEAD",
-                                        replayable, timeout, no_tls_verify, server_name)
+            # Send on a pooled connection (or a new one) and wait for the head. A pooled
+            # connection the origin closed meanwhile gets one retry when the request can be
+            # replayed (no body, idempotent method), as in Go's transport.
+            while True:
+                conn = self._pool.take(key)
+                if conn is None:
+                    conn = await self._connect(target, key, timeout, no_tls_verify,
+                                               server_name)
+                waiting = conn.start(method == "HEAD")
+                writer: asyncio.Future[None] | None = None
+                try:
+                    conn.write(raw)
+                    if body is not None:
+                        writer = asyncio.ensure_future(_send_body(conn, body, chunked))
+                    status, raw_headers = await waiting
+                except ResponseError as exc:
+                    conn.close()
+                    await _stop(writer)
+                    if conn.reused and not conn.got_bytes and replayable:
+                        continue
+                    raise _response_error(target, exc) from exc
+                except BaseException:
+                    conn.close()
+                    await _stop(writer)
+                    raise
+                return OriginResponse(status, _response_headers(raw_headers, conn.chunked),
+                                      _Http1Body(conn, writer, self._pool, self._slots))
         except BaseException:
             if self._slots is not None:
                 self._slots.release()
             raise
-
-    async def _exchange(
-        self, target: _Target, key: tuple[_Target, bool, str | None], raw: bytes,
-        body: AsyncIterator[bytes] | None, chunked: bool, no_body: bool, replayable: bool,
-        timeout: float, no_tls_verify: bool, server_name: str | None,
-    ) -> OriginResponse:
-        """Send on a pooled connection (or a new one) and wait for the head. A pooled
-        connection the origin closed meanwhile gets one retry when the request can be
-        replayed (no body, idempotent method), as in Go's transport."""
-        while True:
-            conn = self._pool.take(key)
-            if conn is None:
-                conn = await self._connect(target, key, timeout, no_tls_verify, server_name)
-            conn.start(no_body)
-            writer: asyncio.Future[None] | None = None
-            try:
-                conn.write(raw)
-                if body is not None:
-                    writer = asyncio.ensure_future(_send_body(conn, body, chunked))
-                status, raw_headers = await conn.head()
-            except ResponseError as exc:
-                conn.close()
-                await _stop(writer)
-                if conn.reused and not conn.got_bytes and replayable:
-                    continue
-                raise _response_error(target, exc) from exc
-            except BaseException:
-                conn.close()
-                await _stop(writer)
-                raise
-            return OriginResponse(status, _response_headers(raw_headers),
-                                  _Http1Body(conn, writer, self._pool, self._slots))
 
     async def _connect(self, target: _Target, key: object, timeout: float,
                        no_tls_verify: bool, server_name: str | None) -> Http1Connection:

@@ -108,6 +108,26 @@ class _Http1Body:
             await self.aclose()
         raise StopAsyncIteration
 
+    def ready(self) -> bytes | None:
+        """What ``__anext__`` gives without waiting: the buffered body, b"" at its end (the
+        connection is back in the pool), None when it would wait or has more to do."""
+        if self._done:
+            return b""
+        conn = self._conn
+        data = conn.read_nowait()
+        if data is None or data:
+            return data
+        if self._writer is None and conn.keep_alive and not conn.closed:
+            self._release()
+            self._pool.put(conn)
+            return b""
+        return None  # __anext__ decides (a request body still being sent, a closed connection)
+
+    @property
+    def finished(self) -> bool:
+        """Read to its end and released: `aclose` has nothing left to do."""
+        return self._done and self._writer is None
+
     async def aclose(self) -> None:
         if not self._done:
             self._conn.close()  # body not read to its end: the connection cannot be reused
@@ -217,31 +237,63 @@ def _content_length(headers: Iterable[tuple[str, str]]) -> str | None:
 
 def _path_qs(dest: str) -> str:
     """The path?query of an absolute ("https://host/p?q") or origin-form ("/p?q") dest."""
-    if not dest.startswith("/"):
+    if dest[:1] != "/":
         start = dest.find("://")
         rest = dest[start + 3:] if start >= 0 else dest
-        cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
-        dest = rest[cut:]
-        if not dest.startswith("/"):
+        slash = rest.find("/")
+        query = rest.find("?")
+        if query >= 0 and (slash < 0 or query < slash):
+            slash = query
+        dest = rest[slash:] if slash >= 0 else ""
+        if dest[:1] != "/":
             dest = "/" + dest
-    return dest.split("#", 1)[0]
+    return dest.partition("#")[0] if "#" in dest else dest
 
 
-def _response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+def _response_headers(raw: Iterable[tuple[bytes, bytes]],
+                      chunked: bool | None = None) -> list[tuple[str, str]]:
+    """The origin's fields as text. A de-chunked body (``chunked``, else looked up) loses
+    Transfer-Encoding and any Content-Length beside it: the framing is already undone and a
+    Content-Length next to chunked is ignored, as in Go."""
     headers = [(k.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for k, v in raw]
-    if any(k.lower() == "transfer-encoding" for k, _ in headers):
-        # Framing already undone; a Content-Length next to chunked is ignored, as in Go.
+    if chunked is None:
+        chunked = any(k.lower() == "transfer-encoding" for k, _ in headers)
+    if chunked:
         headers = [h for h in headers if h[0].lower() not in ("transfer-encoding",
                                                                "content-length")]
     return headers
 
 
+def _request_fields(head: HttpRequestHead, drop: frozenset[str],
+                    http_host_header: str | None) -> list[str]:
+    """The ``Name: value`` lines :func:`_forward` gives, built in one pass when the eyeball
+    sent no Connection header and no Host override applies (the usual request)."""
+    lines = [f"Host: {http_host_header or head.host}"]
+    for k, v in head.headers:
+        lk = k.lower()
+        if lk in drop:
+            if lk == "connection":  # it may nominate more fields to drop
+                return [f"{k}: {v}" for k, v in _forward(head, drop, http_host_header)]
+            continue
+        lines.append(f"{k}: {v}")
+    if http_host_header:
+        return [f"{k}: {v}" for k, v in _forward(head, drop, http_host_header)]
+    return lines
+
+
 def _request_head(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
-    """Request line and header block. A CR or LF inside a field (which HTTP/1.1 cannot
-    carry) is refused, as aiohttp did: it would let the edge's metadata inject lines."""
-    fields = "\r\n".join([f"{k}: {v}" for k, v in headers])
+    """Request line and header block (see :func:`_head_bytes`)."""
+    return _head_bytes(method, target, [f"{k}: {v}" for k, v in headers])
+
+
+def _head_bytes(method: str, target: str, lines: list[str]) -> bytes:
+    """Request line and the ``Name: value`` lines. A CR or LF inside a field (which HTTP/1.1
+    cannot carry) is refused, as aiohttp did: it would let the edge's metadata inject
+    lines."""
+    fields = "\r\n".join(lines)
     line = f"{method} {target} HTTP/1.1"
-    if (fields.count("\n") != len(headers) - 1 or fields.count("\r") != len(headers) - 1
+    n = len(lines) - 1
+    if (fields.count("\n") != n or fields.count("\r") != n
             or "\r" in line or "\n" in line or " " in target or " " in method):
         raise OriginError("invalid request: a line break or space inside the request line "
                           "or a header")

@@ -14,8 +14,10 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from nbtunnel.connector.events import RequestEvent
+from nbtunnel.connector.head_watch import HeadWatch
 from nbtunnel.connector.ingress import Ingress, OriginRequest
 from nbtunnel.connector.origin import (
     OriginClient,
@@ -25,6 +27,7 @@ from nbtunnel.connector.origin import (
     http_status_response,
 )
 from nbtunnel.connector.origin_guard import GuardedOrigin
+from nbtunnel.connector.origin_parts import _Http1Body
 from nbtunnel.connector.stream_origin import (
     Flow,
     StreamOriginError,
@@ -69,47 +72,62 @@ class StreamProxy:
         self.services = services  # maps hello_world to the built-in server's URL
         self.emit = emit
         self.streams = StreamOrigins()  # tcp://, ssh://, ..., bastion and type=tcp streams
+        self.heads = HeadWatch(HEAD_TIMEOUT)
 
-    async def handle(self, stream: DataStream, conn_index: int, on_config: ConfigHandler) -> None:
+    async def handle(self, stream: DataStream, conn_index: int, on_config: ConfigHandler,
+                     task: asyncio.Task[Any] | None = None) -> None:
+        """Serve ``stream`` in ``task`` (the current task, which the caller may pass)."""
+        if task is None:
+            task = asyncio.current_task()
+            assert task is not None
+        heads = self.heads
+        heads.arm(task)
         try:
-            async with asyncio.timeout(HEAD_TIMEOUT):
-                head = await stream.receive_request()
-        except (ProtocolError, TimeoutError) as exc:
+            head = await stream.receive_request()
+        except (ProtocolError, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and not heads.expired(task):
+                raise
             log.warning("resetting stream with a bad head: %s", exc or "timeout")
             with contextlib.suppress(Exception):
                 stream.reset(0)
             return
+        finally:
+            heads.disarm(task)
         if head is None:
             return  # the edge ended the stream before sending a head
         if not isinstance(head, ConnectRequest):
             await head.serve(on_config)  # a remote configuration
             return
-        await self._data_stream(stream, head, conn_index)
+        await self._data_stream(stream, head, conn_index, task)
 
-    async def _data_stream(self, stream: DataStream, req: ConnectRequest, conn_index: int) -> None:
+    async def _data_stream(self, stream: DataStream, req: ConnectRequest, conn_index: int,
+                           task: asyncio.Task[Any]) -> None:
         started = time.monotonic()
         method, path, status, error = "?", "?", 0, ""
         counts = [0, 0]  # bytes in (request body), bytes out (response body)
-        flow = Flow()
+        flow: Flow | None = None
         try:
             if req.type == ConnectionType.TCP:
                 method, path = "TCP", req.dest
+                flow = Flow()
                 await self.streams.tcp(stream, req, self.ingress().warp_routing, flow)
                 return
             head = parse_http_request(req)
             method, path = head.method, _path_of(head.dest)
-            if head.host.split(":")[0].rstrip(".").lower() == MANAGEMENT_HOSTNAME:
-                _, rule = _MANAGEMENT.match(head.host, path)
+            host = head.host
+            if host[:1] in "mM" and host.split(":")[0].rstrip(".").lower() == MANAGEMENT_HOSTNAME:
+                _, rule = _MANAGEMENT.match(host, path)
             else:
-                _, rule = self.ingress().match(head.host, path)
+                _, rule = self.ingress().match(host, path)
             service = self.services(rule.service)
             if is_stream_service(service):
+                flow = Flow()
                 status = await self.streams.carrier(stream, head, service,
                                                     rule.origin.connect_timeout, flow)
             elif head.websocket:
                 status = await self._websocket(stream, head, service, rule.origin)
             else:
-                status = await self._http(stream, head, service, counts, rule.origin)
+                status = await self._http(stream, head, service, counts, rule.origin, task)
         except OriginError as exc:
             error = str(exc)
             with contextlib.suppress(TransportError):
@@ -131,41 +149,41 @@ class StreamProxy:
                 stream.reset(0)
         finally:
             if self.emit is not None:
+                if flow is not None:
+                    counts[0] += flow.bytes_in
+                    counts[1] += flow.bytes_out
                 self.emit(RequestEvent(conn_index, method, path, status,
-                                       time.monotonic() - started, counts[0] + flow.bytes_in,
-                                       counts[1] + flow.bytes_out, error))
+                                       time.monotonic() - started, counts[0], counts[1],
+                                       error))
 
     async def _http(
         self, stream: DataStream, head: HttpRequestHead, service: str, counts: list[int],
-        opts: OriginRequest,
+        opts: OriginRequest, task: asyncio.Task[Any],
     ) -> int:
-        async with _abandon_when_edge_stops(stream):
-            return await self._http_exchange(stream, head, service, counts, opts)
-
-    async def _http_exchange(
-        self, stream: DataStream, head: HttpRequestHead, service: str, counts: list[int],
-        opts: OriginRequest,
-    ) -> int:
-        body = _body(stream, counts) if request_has_body(head.headers) else None
-        if service.startswith("http_status:"):
-            resp: OriginResponse = await http_status_response(int(service.split(":", 1)[1]))
-        else:
-            resp = await self.origin.request(service, head, body,
-                                             no_tls_verify=opts.no_tls_verify,
-                                             http_host_header=opts.http_host_header,
-                                             connect_timeout=opts.connect_timeout,
-                                             server_name=opts.origin_server_name,
-                                             disable_chunked=opts.disable_chunked_encoding)
+        """The exchange, cancelled when the edge sends STOP_SENDING (its client went away),
+        so a silent origin response does not hold the origin connection forever: a
+        done-callback on the stream's stop future, not a watcher task."""
+        abandon = _Abandon(task)
+        stopped = stream.peer_stopped()
+        stopped.add_done_callback(abandon.fire)
         try:
-            headers = end_to_end(resp.headers)
-            await stream.send_response(build_connect_response(resp.status, headers))
-            async for chunk in resp.body:
-                counts[1] += len(chunk)
-                await stream.write(chunk)
-            stream.write_eof()
+            body = _body(stream, counts) if request_has_body(head.headers) else None
+            if service.startswith("http_status:"):
+                resp: OriginResponse = await http_status_response(int(service[12:]))
+            else:
+                resp = await self.origin.request(service, head, body,
+                                                 no_tls_verify=opts.no_tls_verify,
+                                                 http_host_header=opts.http_host_header,
+                                                 connect_timeout=opts.connect_timeout,
+                                                 server_name=opts.origin_server_name,
+                                                 disable_chunked=opts.disable_chunked_encoding)
+            return await _relay(stream, resp, counts)
+        except asyncio.CancelledError:
+            if abandon.fired and task.uncancel() == 0:
+                raise StreamResetError(0, "the edge abandoned the request") from None
+            raise
         finally:
-            await resp.aclose()
-        return resp.status
+            stopped.remove_done_callback(abandon.fire)
 
     async def _websocket(
         self, stream: DataStream, head: HttpRequestHead, service: str, opts: OriginRequest,
@@ -178,7 +196,7 @@ class StreamProxy:
         result = await self.origin.websocket(service, head, no_tls_verify=opts.no_tls_verify,
                                              http_host_header=opts.http_host_header)
         if isinstance(result, OriginResponse):
-            return await self._relay_plain(stream, result)
+            return await _relay(stream, result, [0, 0])
         up: OriginUpgrade = result
         await stream.send_response(build_connect_response(up.status, up.headers))
         try:
@@ -187,46 +205,49 @@ class StreamProxy:
             up.writer.close()
         return up.status
 
-    async def _relay_plain(self, stream: DataStream, resp: OriginResponse) -> int:
-        try:
-            headers = end_to_end(resp.headers)
-            await stream.send_response(build_connect_response(resp.status, headers))
-            async for chunk in resp.body:
-                await stream.write(chunk)
-            stream.write_eof()
-        finally:
-            await resp.aclose()
-        return resp.status
 
+class _Abandon:
+    """Cancels the exchange's task once the edge stopped the stream (see `_http`)."""
 
-class _abandon_when_edge_stops:
-    """Cancel the exchange when the edge sends STOP_SENDING (its client went away), so a
-    silent origin response does not hold the origin connection forever. A done-callback on
-    the stream's stop future, not a watcher task: this wraps every request."""
+    __slots__ = ("_task", "fired")
 
-    __slots__ = ("_fired", "_stopped", "_task")
-
-    def __init__(self, stream: DataStream) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def __init__(self, task: asyncio.Task[Any]) -> None:
         self._task = task
-        self._fired = False
-        self._stopped = stream.peer_stopped()
+        self.fired = False
 
-    def _fire(self, done: asyncio.Future[None]) -> None:
+    def fire(self, done: asyncio.Future[None]) -> None:
         if not done.cancelled():
-            self._fired = True
+            self.fired = True
             self._task.cancel()
 
-    async def __aenter__(self) -> None:
-        self._stopped.add_done_callback(self._fire)
 
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                        tb: object) -> None:
-        self._stopped.remove_done_callback(self._fire)
-        if kind is not None and issubclass(kind, asyncio.CancelledError):
-            if self._fired and self._task.uncancel() == 0:
-                raise StreamResetError(0, "the edge abandoned the request") from None
+async def _relay(stream: DataStream, resp: OriginResponse, counts: list[int]) -> int:
+    """The response head, then its body as the origin delivers it, then the end."""
+    body = resp.body
+    try:
+        await stream.send_response(build_connect_response(resp.status,
+                                                          end_to_end(resp.headers)))
+        if isinstance(body, _Http1Body):
+            while True:  # what is buffered goes without a coroutine per chunk
+                chunk = body.ready()
+                if chunk is None:
+                    try:
+                        chunk = await body.__anext__()
+                    except StopAsyncIteration:
+                        break
+                elif not chunk:
+                    break
+                counts[1] += len(chunk)
+                await stream.write(chunk)
+        else:
+            async for chunk in body:
+                counts[1] += len(chunk)
+                await stream.write(chunk)
+        stream.write_eof()
+    finally:
+        if not (isinstance(body, _Http1Body) and body.finished):
+            await resp.aclose()
+    return resp.status
 
 
 def _path_of(dest: str) -> str:

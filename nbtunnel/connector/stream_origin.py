@@ -56,10 +56,20 @@ class StreamOriginError(NbtunnelError):
 
 def is_stream_service(service: str) -> bool:
     """True for services served as TCP over WebSocket (everything but HTTP-ish ones)."""
+    known = _STREAM_SERVICE.get(service)
+    if known is not None:
+        return known
     if service in ("bastion", "socks-proxy"):
-        return True
-    scheme, sep, _ = service.partition("://")
-    return bool(sep) and scheme.lower() not in HTTP_SCHEMES
+        known = True
+    else:
+        scheme, sep, _ = service.partition("://")
+        known = bool(sep) and scheme.lower() not in HTTP_SCHEMES
+    if len(_STREAM_SERVICE) < 256:  # services come from the configuration: a few
+        _STREAM_SERVICE[service] = known
+    return known
+
+
+_STREAM_SERVICE: dict[str, bool] = {}
 
 
 def service_destination(service: str) -> tuple[str, int]:

@@ -6,13 +6,17 @@ root struct with a text in pointer 0 and a list of (key, value) text pairs in po
 
 - :func:`encode_head` lays that shape out directly and produces exactly the bytes of the
   generic builder (and so of go-capnp): root struct, the first text, the list's tag and
-  elements, then each entry's key and value in order; empty texts are null pointers.
-- :func:`decode_head` reads only the canonical shape (one segment, no far pointers, entries
-  of 0 data words and 2 pointers, texts that together fit in the segment) and returns
-  ``None`` for anything else, so the caller falls back to the generic reader, which decides
-  (a result or a DecodeError). It never raises: every index is checked against the segment,
-  every element and text byte read lies inside it, and the texts read may not add up to more
-  words than the segment has, so its work is bounded by the message size.
+  elements, then each entry's key and value in order; empty texts are null pointers. The
+  encodings of recurring metadata keys (``HttpHeader:Content-Type``, ...) are kept.
+- :func:`decode_head` reads that exact layout (what go-capnp and :func:`encode_head` write)
+  with one comparison per pointer: each pointer must equal the one the encoder would have
+  written for the text found where the previous one ended. Anything else goes to the
+  general one-pass reader (one segment, no far pointers, entries of 0 data words and 2
+  pointers, texts that together fit in the segment), which returns ``None`` for what it
+  cannot read, so the caller falls back to the generic reader, which decides (a result or a
+  DecodeError). Neither raises: every index is checked against the segment, every element
+  and text byte read lies inside it, and the texts read may not add up to more words than
+  the segment has, so the work is bounded by the message size.
 """
 
 from __future__ import annotations
@@ -20,12 +24,45 @@ from __future__ import annotations
 import struct
 
 _Q = struct.Struct("<Q")
+_QQ = struct.Struct("<QQ")
 _ONE_SEGMENT = b"\x00\x00\x00\x00"  # framing: segment count - 1
 _ENTRY_SHAPE = 2 << 48  # composite-list tag: 0 data words, 2 pointers
 _TEXT = 1 | 2 << 32  # list pointer, element size 2 (bytes)
-
+_LOW = (1 << 35) - 1  # a list pointer without its element count
+_ROOT_PTRS = 2 << 48  # a root struct with 2 pointers
 
 _PAD = [bytes(8 - i) for i in range(8)]  # NUL + zero padding after i bytes in the last word
+
+_Text = tuple[bytes, int, int]  # padded bytes, pointer bits without the offset, words
+_EMPTY: _Text = (b"", 0, 0)
+_KEYS: dict[str, _Text] = {}  # metadata keys recur: "HttpHeader:Content-Type", ...
+_MAX_KEYS = 512
+_WORDS: dict[int, struct.Struct] = {}
+
+
+def _words(n: int) -> struct.Struct:
+    """The struct of ``n`` little-endian words (kept for the usual list sizes)."""
+    layout = _WORDS.get(n)
+    if layout is None:
+        layout = struct.Struct(f"<{n}Q")
+        if n <= 128:
+            _WORDS[n] = layout
+    return layout
+
+
+def _text(text: str) -> _Text:
+    if not text:
+        return _EMPTY
+    raw = text.encode("utf-8", "surrogateescape")  # raw field bytes kept
+    size = len(raw)
+    return raw + _PAD[size & 7], (size + 1) << 35 | _TEXT, (size >> 3) + 1
+
+
+def _key(text: str) -> _Text:
+    encoded = _text(text)
+    if len(_KEYS) < _MAX_KEYS:  # bounded: header names come from the peer
+        _KEYS[text] = encoded
+    return encoded
 
 
 def encode_head(data: bytes, first: str, metadata: list[tuple[str, str]],
@@ -33,42 +70,39 @@ def encode_head(data: bytes, first: str, metadata: list[tuple[str, str]],
     """Framed message: root struct of ``len(data) // 8`` data words (``data``) and 2 pointers,
     text ``first`` in pointer 0, the ``metadata`` list in pointer 1 (null unless
     ``with_list``)."""
-    dw = len(data) // 8
-    slot = 1 + dw  # word index of the root's pointer 0
-    pos = slot + 2  # next free word
-    p0 = 0
-    head = b""
-    if first:
-        raw = first.encode()
-        size = len(raw)
-        p0 = (pos - slot - 1) << 2 | _TEXT | (size + 1) << 35
-        head = raw + _PAD[size & 7]
-        pos += (size >> 3) + 1
+    root = (len(data) >> 3) << 32 | _ROOT_PTRS
+    head, p0, words0 = _text(first)
+    if p0:
+        p0 |= 4  # offset 1: the text follows pointer 1
     if not with_list:
-        body = _Q.pack(dw << 32 | 2 << 48) + data + _Q.pack(p0) + bytes(8) + head
+        body = b"".join((_Q.pack(root), data, _QQ.pack(p0, 0), head))
         return _ONE_SEGMENT + (len(body) >> 3).to_bytes(4, "little") + body
     n = len(metadata)
-    tag = pos
-    p1 = (tag - slot - 2) << 2 | 1 | 7 << 32 | (2 * n) << 35
-    pos = tag + 1 + 2 * n
+    # the list's tag follows the first text: pointer 1's offset is that text's size
+    p1 = words0 << 2 | 1 | 7 << 32 | n << 36
     ptrs: list[int] = []
-    blobs: list[bytes] = []
-    at = tag + 1  # word index of the pointer being written
-    for pair in metadata:
-        for text in pair:
-            if text:
-                raw = text.encode("utf-8", "surrogateescape")  # raw field bytes kept
-                size = len(raw)
-                ptrs.append((pos - at - 1) << 2 | _TEXT | (size + 1) << 35)
-                blobs += (raw, _PAD[size & 7])
-                pos += (size >> 3) + 1
-            else:
-                ptrs.append(0)
-            at += 1
-    body = b"".join((
-        _Q.pack(dw << 32 | 2 << 48), data, _Q.pack(p0), _Q.pack(p1), head,
-        _Q.pack(n << 2 | _ENTRY_SHAPE), struct.pack(f"<{2 * n}Q", *ptrs), *blobs,
-    ))
+    blobs = [_Q.pack(root), data, _QQ.pack(p0, p1), head, _Q.pack(n << 2 | _ENTRY_SHAPE), b""]
+    off = 2 * n - 1  # from the pointer being written (+1) to the next free word
+    keys = _KEYS
+    for key, value in metadata:
+        blob, bits, words = keys.get(key) or _key(key)
+        if words:
+            ptrs.append(off << 2 | bits)
+            blobs.append(blob)
+            off += words - 1
+        else:
+            ptrs.append(0)
+            off -= 1
+        blob, bits, words = _text(value)
+        if words:
+            ptrs.append(off << 2 | bits)
+            blobs.append(blob)
+            off += words - 1
+        else:
+            ptrs.append(0)
+            off -= 1
+    blobs[5] = _words(2 * n).pack(*ptrs)
+    body = b"".join(blobs)
     return _ONE_SEGMENT + (len(body) >> 3).to_bytes(4, "little") + body
 
 
@@ -77,12 +111,68 @@ def decode_head(
 ) -> tuple[int, str, list[tuple[str, str]]] | None:
     """(first u16 of the data section, text 0, metadata) of a framed message in the canonical
     shape, else None (use the generic reader). ``message`` is exactly one framed message."""
-    if len(message) < 16 or message[:4] != _ONE_SEGMENT:
-        return None
-    nwords = int.from_bytes(message[4:8], "little")
-    if len(message) != 8 + 8 * nwords:
+    size = len(message)
+    if size < 16 or message[:4] != _ONE_SEGMENT or size != 8 + 8 * int.from_bytes(
+            message[4:8], "little"):
         return None
     root = _Q.unpack_from(message, 8)[0]  # segment word i is at byte 8 + 8 * i
+    dw = (root >> 32) & 0xFFFF
+    if root & 0xFFFFFFFF or root >> 48 != 2 or dw < min_data_words:
+        return _decode_general(message, min_data_words)
+    slot = 16 + 8 * dw  # byte offset of pointer 0
+    try:
+        p0, p1 = _QQ.unpack_from(message, slot)
+        at = slot + 16  # byte offset where the next object must start
+        if p0:
+            count = p0 >> 35
+            end = at + count - 1
+            if p0 & _LOW != 4 | _TEXT or not count or message[end]:
+                return _decode_general(message, min_data_words)
+            first = message[at:end].decode()
+            at += (count + 7) & -8
+        else:
+            first = ""
+        if not p1:
+            if at != size:
+                return _decode_general(message, min_data_words)
+            return int.from_bytes(message[16:18], "little") if dw else 0, first, []
+        count = p1 >> 35  # pointer words in the list: 2 per entry
+        if p1 & _LOW != (at - slot - 16) >> 1 | 1 | 7 << 32 or count & 1 or _Q.unpack_from(
+                message, at)[0] != count << 1 | _ENTRY_SHAPE:
+            return _decode_general(message, min_data_words)
+        ptrs = _words(count).unpack_from(message, at + 8)
+        at += 8 + 8 * count
+        expect = (count - 1) << 2 | _TEXT  # the next text pointer's low bits
+        texts: list[str] = []
+        append = texts.append
+        for w in ptrs:
+            if w:
+                count = w >> 35
+                end = at + count - 1
+                if w & _LOW != expect or not count or message[end]:
+                    return _decode_general(message, min_data_words)
+                append(message[at:end].decode())
+                count = (count + 7) & -8
+                at += count
+                expect += (count >> 1) - 4
+            else:
+                append("")
+                expect -= 4
+    except (IndexError, UnicodeDecodeError, struct.error):
+        return _decode_general(message, min_data_words)
+    if at != size:
+        return _decode_general(message, min_data_words)
+    pairs = iter(texts)
+    return (int.from_bytes(message[16:18], "little") if dw else 0, first,
+            list(zip(pairs, pairs, strict=False)))  # an even count: checked above
+
+
+def _decode_general(
+    message: bytes, min_data_words: int
+) -> tuple[int, str, list[tuple[str, str]]] | None:
+    """:func:`decode_head` for any layout of the shape (texts anywhere in the segment)."""
+    nwords = len(message) // 8 - 1
+    root = _Q.unpack_from(message, 8)[0]
     dw = (root >> 32) & 0xFFFF
     if root & 3 or dw < min_data_words or root >> 48 < 2:
         return None
@@ -91,7 +181,7 @@ def decode_head(
     if start < 0 or slot + (root >> 48) > nwords:
         return None
     kind = int.from_bytes(message[8 + start * 8 : 10 + start * 8], "little") if dw else 0
-    p0, w = struct.unpack_from("<QQ", message, 8 + 8 * slot)
+    p0, w = _QQ.unpack_from(message, 8 + 8 * slot)
     texts = _texts([p0], slot, message, nwords, nwords)
     if texts is None:
         return None
@@ -107,7 +197,7 @@ def decode_head(
     n = (tag & 0xFFFFFFFF) >> 2
     if tag & 3 or tag >> 32 != _ENTRY_SHAPE >> 32 or 2 * n > count:
         return None
-    ptrs = struct.unpack_from(f"<{2 * n}Q", message, 16 + 8 * tag_at)
+    ptrs = _words(2 * n).unpack_from(message, 16 + 8 * tag_at)
     used = (((p0 >> 35) + 7) >> 3 or 1) if p0 else 0  # what the first text was charged
     entries = _texts(ptrs, tag_at + 1, message, nwords, nwords - used)
     if entries is None:

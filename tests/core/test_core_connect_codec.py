@@ -6,12 +6,15 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Callable
+from typing import Any
+from unittest import mock
 
 import pytest
 from core_vectors import VECTORS, vector
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nbtunnel.core import connect_codec
 from nbtunnel.core.capnp_read import frame_length
 from nbtunnel.core.connect_codec import decode_head
 from nbtunnel.core.errors import DecodeError
@@ -57,6 +60,42 @@ def test_golden_vectors_take_the_fast_path(name: str) -> None:
     assert decode_head(message, 1 if "e2c" in name else 0) is not None
     decode = decode_request_message if "e2c" in name else decode_response_message
     assert decode(message) == decode(message, fast=False)
+
+
+def _refuse(message: bytes, min_data_words: int) -> None:
+    raise AssertionError("decode_head fell back to the general reader")
+
+
+def canonical_only() -> Any:
+    """decode_head may not leave its one-comparison-per-pointer path."""
+    return mock.patch.object(connect_codec, "_decode_general", _refuse)
+
+
+@pytest.mark.parametrize("name", DATA_FILES)
+def test_golden_vectors_have_the_canonical_layout(name: str) -> None:
+    """What go-capnp writes is read without the general reader's pointer walk."""
+    with canonical_only():
+        assert decode_head(message_of(vector(name)), 1 if "e2c" in name else 0) is not None
+
+
+@FAST
+@given(requests, responses)
+def test_our_heads_have_the_canonical_layout(req: ConnectRequest, resp: ConnectResponse) -> None:
+    with canonical_only():
+        got = decode_head(message_of(encode_connect_request(req)), 1)
+        assert got == (int(req.type), req.dest, req.metadata)
+        got = decode_head(message_of(encode_connect_response(resp)), 0)
+        assert got is not None and got[1:] == (resp.error, resp.metadata)
+
+
+def test_recurring_keys_are_encoded_once_and_bounded() -> None:
+    """Keys are cached (a peer choosing header names cannot grow the cache past its bound),
+    and a cached key encodes exactly as a fresh one."""
+    meta = [(f"HttpHeader:X-Key-{i}", "v") for i in range(connect_codec._MAX_KEYS + 50)]
+    first = encode_connect_response(ConnectResponse("", meta))
+    assert len(connect_codec._KEYS) <= connect_codec._MAX_KEYS
+    assert encode_connect_response(ConnectResponse("", meta)) == first
+    assert first == encode_connect_response_generic(ConnectResponse("", meta))
 
 
 @FAST
