@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 import pytest
 
 from nbtunnel.connector.events import RequestEvent
+from nbtunnel.connector.head_watch import HeadWatch
 from nbtunnel.connector.ingress import Ingress
 from nbtunnel.connector.origin import OriginClient
 from nbtunnel.connector.proxy import StreamProxy
 from nbtunnel.core.httpmeta import build_connect_request, parse_http_response
 from nbtunnel.core.streams import ConnectionType, ConnectRequest
+from nbtunnel.transport.errors import StreamResetError
 from nbtunnel.transport.memory import MemoryConnection, MemoryStream, memory_pair
 from tests.e2e.conftest import Origin, eventually, origin  # noqa: F401 - fixture reused here
 
@@ -140,3 +142,14 @@ async def test_a_stream_ended_before_its_head_is_dropped(proxied: Proxied) -> No
     peer = await proxied.connector.accept_stream()
     await asyncio.wait_for(proxied.proxy.handle(peer, 0, proxied._on_config), 5)
     assert proxied.events == []  # nothing was proxied, nothing reported
+
+
+async def test_a_stream_without_a_head_is_reset_after_the_head_timeout(proxied: Proxied) -> None:
+    proxied.proxy.heads = HeadWatch(0.05)
+    stream = proxied.edge.open_stream()
+    await stream.write(b"")  # the stream exists, its head never comes
+    peer = await proxied.connector.accept_stream()
+    await asyncio.wait_for(proxied.proxy.handle(peer, 0, proxied._on_config), 5)
+    with pytest.raises(StreamResetError):
+        await stream.read()
+    assert proxied.events == []
