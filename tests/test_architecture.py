@@ -55,6 +55,9 @@ OWNERS = {
     "nbtunnel/edge/presence_redis.py": "RedisPresence: heartbeat, pub/sub listener, writer and "
                                        "commands, cancelled and awaited by aclose",
     "nbtunnel/edge/peering.py": "PeerClient: one dial per edge, cancelled and awaited by aclose",
+    "nbtunnel/connector/edge_connection.py": "EdgeConnection._serve_streams: the control "
+                                             "reader and one task per stream, cancelled and "
+                                             "awaited when the connection ends",
     "nbtunnel/connector/origin.py": "the request-body sender, cancelled and awaited by the "
                                     "response's aclose (or at once when the head fails)",
     "nbtunnel/access/forward.py": "pipe()'s two directions, cancelled and awaited by pipe; the "
