@@ -35,15 +35,17 @@ from nbtunnel.connector.stream_origin import (
     is_stream_service,
 )
 from nbtunnel.core.errors import ProtocolError
-from nbtunnel.core.http1 import end_to_end
+from nbtunnel.core.http1 import HOP_BY_HOP, end_to_end
 from nbtunnel.core.httpmeta import (
+    HTTP_HEADER,
+    HTTP_STATUS,
     HttpRequestHead,
     build_connect_response,
     error_connect_response,
     parse_http_request,
     request_has_body,
 )
-from nbtunnel.core.streams import ConnectionType, ConnectRequest
+from nbtunnel.core.streams import ConnectionType, ConnectRequest, ConnectResponse
 from nbtunnel.transport.base import ConfigHandler, DataStream
 from nbtunnel.transport.errors import StreamResetError, TransportError
 
@@ -221,12 +223,29 @@ class _Abandon:
             self._task.cancel()
 
 
+_STATUS = {code: str(code) for code in (200, 204, 206, 301, 302, 304, 400, 401, 403, 404, 500)}
+_HEADER = HTTP_HEADER + ":"
+
+
+def response_head(status: int, headers: list[tuple[str, str]]) -> ConnectResponse:
+    """``build_connect_response(status, end_to_end(headers))`` in one pass over the origin's
+    fields when none is a Connection header (which may nominate more fields to drop)."""
+    meta = [(HTTP_STATUS, _STATUS.get(status) or str(status))]
+    for name, value in headers:
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            if lname == "connection":
+                return build_connect_response(status, end_to_end(headers))
+            continue
+        meta.append((_HEADER + name, value))
+    return ConnectResponse("", meta)
+
+
 async def _relay(stream: DataStream, resp: OriginResponse, counts: list[int]) -> int:
     """The response head, then its body as the origin delivers it, then the end."""
     body = resp.body
     try:
-        await stream.send_response(build_connect_response(resp.status,
-                                                          end_to_end(resp.headers)))
+        await stream.send_response(response_head(resp.status, resp.headers))
         if isinstance(body, _Http1Body):
             while True:  # what is buffered goes without a coroutine per chunk
                 chunk = body.ready()
