@@ -45,9 +45,13 @@ def _b64(raw: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     try:  # binascii.Error for bad base64, plain ValueError for non-ASCII text
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        # base64.b64decode(validate=True) without its wrapper: one call per text
+        return binascii.a2b_base64(text + _PADS[len(text) & 3], strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise DecodeError(f"bad base64 in {RESPONSE_HEADERS}: {text[:40]!r}") from exc
+
+
+_PADS = ("", "===", "==", "=")  # unpadded base64 of length n needs (-n) % 4 "="
 
 
 def encode_serialized_headers(headers: Headers) -> str:
@@ -93,19 +97,28 @@ def response_fields(status: int, headers: Headers) -> list[tuple[bytes, bytes]]:
     return out
 
 
+_PREFIX = HTTP_HEADER + ":"
+_P = len(_PREFIX)
+
+
 def request_headers(req: ConnectRequest) -> tuple[Headers, bool]:
     """Edge: HTTP/2 request headers for a ConnectRequest, and whether a body (DATA) follows."""
     method = "GET"
     authority = ""
-    extra: Headers = []
+    fields: Headers = []
+    has_body = False
     for key, value in req.metadata:
-        if key == HTTP_METHOD:
+        if key[:_P] == _PREFIX:
+            name = key[_P:].lower()
+            if name not in _H2_DROP:
+                fields.append((name, value))
+            if name in _BODY_SIGNS:
+                has_body = has_body or request_has_body([(name, value)])
+        elif key == HTTP_METHOD:
             method = value
         elif key == HTTP_HOST:
             authority = value
-        elif key.startswith(HTTP_HEADER + ":"):
-            extra.append((key.split(":", 1)[1], value))
-    parts = urlsplit(req.dest)
+    parts = urlsplit(req.dest)  # cached by urllib for repeated targets
     authority = authority or parts.netloc
     path = parts.path or "/"
     if parts.query:
@@ -115,8 +128,11 @@ def request_headers(req: ConnectRequest) -> tuple[Headers, bool]:
                (":authority", authority), (":path", path)]
     if websocket:
         headers.append((UPGRADE_HEADER, "websocket"))
-    headers += [(n.lower(), v) for n, v in extra if n.lower() not in _H2_DROP]
-    return headers, websocket or request_has_body(extra)
+    headers += fields
+    return headers, websocket or has_body
+
+
+_BODY_SIGNS = frozenset({"content-length", "transfer-encoding"})
 
 
 def connect_response(status: int, headers: Headers, *, websocket: bool) -> ConnectResponse:
@@ -125,21 +141,31 @@ def connect_response(status: int, headers: Headers, *, websocket: bool) -> Conne
     cloudflared rewrites a websocket's 101 to 200; the handshake headers it serializes
     (Sec-Websocket-Accept) tell an accepted upgrade from an origin's plain 200.
     """
-    fields = dict((n.lower(), v) for n, v in headers if not n.startswith(":"))
+    fields = dict(headers)
+    names = "".join(fields)
+    if names != names.lower():  # HTTP/2 names are lower-case (h2 checks that at the edge)
+        fields = {n.lower(): v for n, v in headers}
     meta_text = fields.get(RESPONSE_META, "")
-    try:  # a hostile connector's header: malformed or nested 65,000 deep means "origin"
-        meta = json.loads(meta_text) if meta_text else {}
-    except (ValueError, RecursionError):
-        meta = {}
-    src = meta.get("src") if isinstance(meta, dict) else None
+    if meta_text == META_ORIGIN:  # what every answer the origin gave says
+        src: object = "origin"
+    else:
+        try:  # a hostile connector's header: malformed or nested 65,000 deep means "origin"
+            meta = json.loads(meta_text) if meta_text else {}
+        except (ValueError, RecursionError):
+            meta = {}
+        src = meta.get("src") if isinstance(meta, dict) else None
     if src == "cloudflared":
         return ConnectResponse(
             error=f"the connector could not serve the request (HTTP/2 status {status})",
             metadata=[])
     origin = decode_serialized_headers(fields.get(RESPONSE_HEADERS, ""))
-    if status == 200 and any(n.lower() == "sec-websocket-accept" or (
-            n.lower() == "upgrade" and v.lower() == "websocket") for n, v in origin):
-        status = 101  # also for a plain request: a stream origin acks anything with a switch
+    if status == 200:
+        for n, v in origin:
+            lname = n.lower()
+            if lname == "sec-websocket-accept" or (lname == "upgrade"
+                                                   and v.lower() == "websocket"):
+                status = 101  # also for a plain request: a stream origin acks anything so
+                break
     return build_connect_response(status, origin)
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nbtunnel.core.errors import DecodeError
 from nbtunnel.core.h2headers import (
+    META_ORIGIN,
     RESPONSE_HEADERS,
     RESPONSE_META,
     connect_request,
@@ -18,13 +22,15 @@ from nbtunnel.core.h2headers import (
     request_headers,
     response_headers,
 )
+from nbtunnel.core.http1 import HOP_BY_HOP
 from nbtunnel.core.httpmeta import (
     build_connect_request,
     build_connect_response,
     parse_http_request,
     parse_http_response,
+    request_has_body,
 )
-from nbtunnel.core.streams import ConnectionType, ConnectResponse
+from nbtunnel.core.streams import ConnectionType, ConnectRequest, ConnectResponse
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 ORIGIN_HEADERS = {
@@ -166,3 +172,90 @@ def test_both_roles_round_trip_the_captured_response(name: str) -> None:
     again = response_headers(build_connect_response(status, origin))
     assert parse_http_response(connect_response(status, again, websocket=False)) == (
         status, origin)
+
+
+# The edge's per-request mappings against the plain rules (each written as one step per rule).
+
+def _reference_request_headers(req: ConnectRequest) -> tuple[list[tuple[str, str]], bool]:
+    method, authority = "GET", ""
+    extra: list[tuple[str, str]] = []
+    for key, value in req.metadata:
+        if key == "HttpMethod":
+            method = value
+        elif key == "HttpHost":
+            authority = value
+        elif key.startswith("HttpHeader:"):
+            extra.append((key.split(":", 1)[1], value))
+    parts = urlsplit(req.dest)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    websocket = req.type == ConnectionType.WEBSOCKET
+    headers = [(":method", method), (":scheme", parts.scheme or "http"),
+               (":authority", authority or parts.netloc), (":path", path)]
+    if websocket:
+        headers.append(("cf-cloudflared-proxy-connection-upgrade", "websocket"))
+    drop = (HOP_BY_HOP - {"trailer"}) | {"host"}
+    headers += [(n.lower(), v) for n, v in extra if n.lower() not in drop]
+    return headers, websocket or request_has_body(extra)
+
+
+def _reference_connect_response(status: int, headers: list[tuple[str, str]]
+                                ) -> ConnectResponse | type[Exception]:
+    fields = {n.lower(): v for n, v in headers if not n.startswith(":")}
+    text = fields.get(RESPONSE_META, "")
+    try:
+        meta = json.loads(text) if text else {}
+    except (ValueError, RecursionError):
+        meta = {}
+    if isinstance(meta, dict) and meta.get("src") == "cloudflared":
+        return ConnectResponse(
+            error=f"the connector could not serve the request (HTTP/2 status {status})",
+            metadata=[])
+    try:
+        origin = decode_serialized_headers(fields.get(RESPONSE_HEADERS, ""))
+    except DecodeError:
+        return DecodeError
+    if status == 200 and any(n.lower() == "sec-websocket-accept" or (
+            n.lower() == "upgrade" and v.lower() == "websocket") for n, v in origin):
+        status = 101
+    return build_connect_response(status, origin)
+
+
+_KEYS = ["HttpMethod", "HttpHost", "HttpHeader:Host", "HttpHeader:Content-Length",
+         "HttpHeader:transfer-encoding", "HttpHeader:Connection", "HttpHeader:TE",
+         "HttpHeader:Trailer", "HttpHeader:X-A", "HttpHeader:x:y", "Other"]
+_VALUES = ["", "0", "5", "x", "chunked", "a.example", "GET"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_KEYS), st.sampled_from(_VALUES)), max_size=7),
+       st.sampled_from(["http://a.example/p?q=1", "https://b.example:8443/", "http://c/#f",
+                        "http://d.example*", "ws://e/x?"]),
+       st.booleans())
+def test_request_headers_is_the_reference(metadata: list[tuple[str, str]], dest: str,
+                                          websocket: bool) -> None:
+    req = ConnectRequest(dest, ConnectionType.WEBSOCKET if websocket else ConnectionType.HTTP,
+                         metadata)
+    assert request_headers(req) == _reference_request_headers(req)
+
+
+_SERIALIZED = [encode_serialized_headers([("Upgrade", "WebSocket")]),
+               encode_serialized_headers([("X-A", "1"), ("Sec-WebSocket-Accept", "k")]),
+               encode_serialized_headers([("Content-Type", "text/plain"), ("Upgrade", "h2c")]),
+               "", "bad", "QQ:é", "QQ=:QQ"]
+_META = [META_ORIGIN, '{"src":"cloudflared"}', "", "{", "[1]", '{"src": "origin"}', "[" * 3000]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([200, 101, 404]), st.sampled_from(_SERIALIZED), st.sampled_from(_META),
+       st.sampled_from([RESPONSE_HEADERS, "CF-Cloudflared-Response-Headers"]),
+       st.sampled_from([RESPONSE_META, "Cf-Cloudflared-Response-Meta"]))
+def test_connect_response_is_the_reference(status: int, serialized: str, meta: str,
+                                           headers_name: str, meta_name: str) -> None:
+    headers = [(":status", str(status)), (headers_name, serialized), (meta_name, meta)]
+    expected = _reference_connect_response(status, headers)
+    try:
+        got: ConnectResponse | type[Exception] = connect_response(status, headers,
+                                                                  websocket=False)
+    except DecodeError:
+        got = DecodeError
+    assert got == expected
