@@ -19,7 +19,7 @@ from nbtunnel.core.streams import (
 )
 from nbtunnel.transport.errors import TransportError
 from nbtunnel.transport.quic.configuration import QuicConfigurationPush
-from nbtunnel.transport.quic.stream import QuicStream
+from nbtunnel.transport.quic.stream import WRITE_CHUNK, QuicStream
 
 
 class QuicDataStream(QuicStream):
@@ -39,7 +39,16 @@ class QuicDataStream(QuicStream):
         return bool(self._rest) or super().readable
 
     async def send_request(self, request: ConnectRequest, *, end_stream: bool) -> None:
-        await self.write(encode_connect_request(request))
+        data = encode_connect_request(request)
+        if end_stream and len(data) <= WRITE_CHUNK:
+            # a request without a body (most): head and FIN in one frame, one library call,
+            # and no back-pressure wait (nothing follows it on this stream)
+            self._check_writable()
+            self._fin_sent = True
+            self._hand_over(data, True)
+            self._conn._maybe_forget(self)
+            return
+        await self.write(data)
         if end_stream:
             self.write_eof()
 
