@@ -28,7 +28,7 @@ _SLACK = 0.001  # the loop may run a timer up to its clock resolution early
 class Deadline:
     """One deadline for the task that creates it (see module docstring); any task may move it."""
 
-    __slots__ = ("_expired", "_handle", "_loop", "_when", "task")
+    __slots__ = ("_at", "_expired", "_handle", "_loop", "_when", "task")
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -36,6 +36,7 @@ class Deadline:
         """The task this deadline cancels."""
         self._when: float | None = None
         self._handle: asyncio.TimerHandle | None = None
+        self._at = 0.0  # when the handle fires
         self._expired = False
 
     @property
@@ -46,10 +47,11 @@ class Deadline:
         """Cancel the task at ``when`` (loop time) unless `disarm()` comes first."""
         self._when = when
         handle = self._handle
-        if handle is None or handle.when() > when:
+        if handle is None or self._at > when:
             if handle is not None:
                 handle.cancel()
             self._handle = self._loop.call_at(when, self._fire)
+            self._at = when
 
     def disarm(self) -> None:
         self._when = None
@@ -76,6 +78,7 @@ class Deadline:
             return  # disarmed: the next arm() schedules again
         if when > self._loop.time() + _SLACK:
             self._handle = self._loop.call_at(when, self._fire)  # moved later meanwhile
+            self._at = when
             return
         self._when = None
         if self.task is not None and not self.task.done():

@@ -63,20 +63,21 @@ class Registry:
     """Tunnel id → live connections; picks the least busy usable one (module docstring)."""
 
     def __init__(self, clock: Clock | None = None) -> None:
-        self._by_tunnel: dict[uuid.UUID, list[LiveConnection]] = {}
+        # keyed by the id's int: a UUID's __hash__ and __eq__ are Python calls (per request)
+        self._by_tunnel: dict[int, list[LiveConnection]] = {}
         self._clock = clock or Clock()
         self._idle_since: dict[uuid.UUID, float] = {}
 
     def add(self, conn: LiveConnection) -> None:
-        self._by_tunnel.setdefault(conn.tunnel_id, []).append(conn)
+        self._by_tunnel.setdefault(conn.tunnel_id.int, []).append(conn)
         self._idle_since.pop(conn.tunnel_id, None)
 
     def remove(self, conn: LiveConnection) -> None:
-        conns = self._by_tunnel.get(conn.tunnel_id)
+        conns = self._by_tunnel.get(conn.tunnel_id.int)
         if conns and conn in conns:
             conns.remove(conn)
             if not conns:
-                del self._by_tunnel[conn.tunnel_id]
+                del self._by_tunnel[conn.tunnel_id.int]
                 self._idle_since[conn.tunnel_id] = self._clock.time()
 
     def idle_since(self, tunnel_id: uuid.UUID) -> float | None:
@@ -90,7 +91,7 @@ class Registry:
     def connections(self, tunnel_id: uuid.UUID | None = None) -> list[LiveConnection]:
         if tunnel_id is None:
             return [c for conns in self._by_tunnel.values() for c in conns]
-        return list(self._by_tunnel.get(tunnel_id, ()))
+        return list(self._by_tunnel.get(tunnel_id.int, ()))
 
     def pick(
         self, tunnel_id: uuid.UUID, exclude: LiveConnection | None = None
@@ -102,7 +103,7 @@ class Registry:
         `STALE_AFTER` is probably dead (a SIGKILLed replica): skip it while any other
         connection is fresh, rather than wait for the QUIC idle timeout.
         """
-        conns = self._by_tunnel.get(tunnel_id)
+        conns = self._by_tunnel.get(tunnel_id.int)
         if not conns:
             return None
         best: LiveConnection | None = None
