@@ -10,7 +10,6 @@ header lists; nothing is encoded to Cap'n Proto on the way. Pure functions: no I
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 from urllib.parse import urlsplit
@@ -40,7 +39,7 @@ Headers = list[tuple[str, str]]
 
 
 def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii").rstrip("=")
+    return binascii.b2a_base64(raw, newline=False).decode("ascii").rstrip("=")
 
 
 def _unb64(text: str) -> bytes:
@@ -54,11 +53,26 @@ def _unb64(text: str) -> bytes:
 _PADS = ("", "===", "==", "=")  # unpadded base64 of length n needs (-n) % 4 "="
 
 
+_NAMES_B64: dict[str, str] = {}
+"""Header names and their base64 (names repeat from response to response; values are not
+kept: they may be cookies)."""
+_B64_NAMES: dict[str, str] = {}
+_NAMES_MAX = 512
+
+
 def encode_serialized_headers(headers: Headers) -> str:
     """The serialized form cloudflared sends."""
-    return ";".join(
-        f"{_b64(n.encode('latin-1'))}:{_b64(v.encode('latin-1'))}" for n, v in headers
-    )
+    out = []
+    names = _NAMES_B64
+    for name, value in headers:
+        enc = names.get(name)
+        if enc is None:
+            enc = _b64(name.encode("latin-1"))
+            if len(names) >= _NAMES_MAX:
+                names.clear()
+            names[name] = enc
+        out.append(f"{enc}:{_b64(value.encode('latin-1'))}")
+    return ";".join(out)
 
 
 def decode_serialized_headers(value: str) -> Headers:
@@ -66,11 +80,18 @@ def decode_serialized_headers(value: str) -> Headers:
     out: Headers = []
     if not value:
         return out
+    names = _B64_NAMES
     for pair in value.split(";"):
         name, sep, val = pair.partition(":")
         if not sep or not name:
             raise DecodeError(f"bad pair in {RESPONSE_HEADERS}: {pair[:40]!r}")
-        out.append((_unb64(name).decode("latin-1"), _unb64(val).decode("latin-1")))
+        text = names.get(name)
+        if text is None:
+            text = _unb64(name).decode("latin-1")
+            if len(names) >= _NAMES_MAX:
+                names.clear()
+            names[name] = text
+        out.append((text, _unb64(val).decode("latin-1")))
     return out
 
 
@@ -143,7 +164,7 @@ def connect_response(status: int, headers: Headers, *, websocket: bool) -> Conne
     """
     fields = dict(headers)
     names = "".join(fields)
-    if names != names.lower():  # HTTP/2 names are lower-case (h2 checks that at the edge)
+    if names != names.lower():  # HTTP/2 names are lower-case (RFC 9113 §8.2.1)
         fields = {n.lower(): v for n, v in headers}
     meta_text = fields.get(RESPONSE_META, "")
     if meta_text == META_ORIGIN:  # what every answer the origin gave says
@@ -172,18 +193,37 @@ def connect_response(status: int, headers: Headers, *, websocket: bool) -> Conne
 def connect_request(headers: Headers, *, ended: bool) -> ConnectRequest:
     """Connector: the ConnectRequest cloudflared would see for an HTTP/2 request head
     (`ended`: END_STREAM already arrived, so no body follows)."""
-    pseudo = {n: v for n, v in headers if n.startswith(":")}
-    if any(n == PROXY_SRC_HEADER and v for n, v in headers):
-        return ConnectRequest(dest=pseudo.get(":authority", ""), type=ConnectionType.TCP,
-                              metadata=[])
-    websocket = next((v for n, v in headers if n == UPGRADE_HEADER), "").lower() == "websocket"
-    fields = [(n, v) for n, v in headers if not n.startswith(":") and n != UPGRADE_HEADER]
-    if not websocket and not ended and not any(n == "content-length" for n, _ in fields):
+    method = authority = path = scheme = None  # the last of each pseudo-header wins
+    upgrade: str | None = None  # the first upgrade marker counts
+    proxy_src = length = False
+    fields: Headers = []
+    for name, value in headers:
+        if name[:1] == ":":
+            if name == ":method":
+                method = value
+            elif name == ":authority":
+                authority = value
+            elif name == ":path":
+                path = value
+            elif name == ":scheme":
+                scheme = value
+        elif name == UPGRADE_HEADER:
+            if upgrade is None:
+                upgrade = value
+        else:
+            fields.append((name, value))
+            if name == PROXY_SRC_HEADER and value:
+                proxy_src = True
+            elif name == "content-length":
+                length = True
+    if proxy_src:
+        return ConnectRequest(dest=authority or "", type=ConnectionType.TCP, metadata=[])
+    websocket = upgrade is not None and upgrade.lower() == "websocket"
+    if not websocket and not ended and not length:
         fields.append(("transfer-encoding", "chunked"))  # a body of unknown length follows
     return build_connect_request(
-        pseudo.get(":method", "GET"), pseudo.get(":authority") or "localhost:8080",
-        pseudo.get(":path", "/"), fields, scheme=pseudo.get(":scheme") or "http",
-        websocket=websocket)
+        "GET" if method is None else method, authority or "localhost:8080",
+        "/" if path is None else path, fields, scheme=scheme or "http", websocket=websocket)
 
 
 def response_headers(resp: ConnectResponse) -> Headers:

@@ -13,8 +13,10 @@ from hypothesis import strategies as st
 from nbtunnel.core.errors import DecodeError
 from nbtunnel.core.h2headers import (
     META_ORIGIN,
+    PROXY_SRC_HEADER,
     RESPONSE_HEADERS,
     RESPONSE_META,
+    UPGRADE_HEADER,
     connect_request,
     connect_response,
     decode_serialized_headers,
@@ -259,3 +261,32 @@ def test_connect_response_is_the_reference(status: int, serialized: str, meta: s
     except DecodeError:
         got = DecodeError
     assert got == expected
+
+
+# The connector's per-request mapping against the plain rules.
+
+def _ref_connect_request(headers: list[tuple[str, str]], *, ended: bool) -> ConnectRequest:
+    pseudo = {n: v for n, v in headers if n.startswith(":")}
+    if any(n == PROXY_SRC_HEADER and v for n, v in headers):
+        return ConnectRequest(dest=pseudo.get(":authority", ""), type=ConnectionType.TCP,
+                              metadata=[])
+    websocket = next((v for n, v in headers if n == UPGRADE_HEADER), "").lower() == "websocket"
+    fields = [(n, v) for n, v in headers if not n.startswith(":") and n != UPGRADE_HEADER]
+    if not websocket and not ended and not any(n == "content-length" for n, _ in fields):
+        fields.append(("transfer-encoding", "chunked"))
+    return build_connect_request(
+        pseudo.get(":method", "GET"), pseudo.get(":authority") or "localhost:8080",
+        pseudo.get(":path", "/"), fields, scheme=pseudo.get(":scheme") or "http",
+        websocket=websocket)
+
+
+
+_H2_NAMES = st.sampled_from([":method", ":path", ":authority", ":scheme", ":status",
+                             UPGRADE_HEADER, PROXY_SRC_HEADER, "content-length", "x-a"])
+_H2_VALUES = st.one_of(st.text(max_size=12), st.sampled_from(["websocket", "WebSocket", ""]))
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(_H2_NAMES, _H2_VALUES), max_size=8), st.booleans())
+def test_connect_request_is_the_reference(headers: list[tuple[str, str]], ended: bool) -> None:
+    assert connect_request(headers, ended=ended) == _ref_connect_request(headers, ended=ended)

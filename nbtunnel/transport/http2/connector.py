@@ -13,7 +13,7 @@ import logging
 import ssl
 
 from nbtunnel.core.h2.frames import Setting
-from nbtunnel.core.h2headers import UPGRADE_HEADER, Headers
+from nbtunnel.core.h2headers import Headers
 from nbtunnel.transport.errors import HandshakeError, TransportError
 from nbtunnel.transport.http2.connection import FRAME_SIZE, WINDOW, H2Connection
 from nbtunnel.transport.http2.stream import H2Stream
@@ -64,7 +64,7 @@ class ConnectorH2Connection(H2Connection):
         """Wait for the edge's control-stream request and answer 200 (the body streams on)."""
         while True:
             stream = await self._next()
-            if stream.header(UPGRADE_HEADER).lower() == "control-stream":
+            if stream.upgrade == "control-stream":
                 stream.respond([(":status", "200"), ("content-type", "application/octet-stream")])
                 return stream
             log.debug("request before the control stream; refusing it")
@@ -75,7 +75,7 @@ class ConnectorH2Connection(H2Connection):
         ends. A second control-stream request is refused."""
         while True:
             stream = await self._next()
-            if stream.header(UPGRADE_HEADER).lower() != "control-stream":
+            if stream.upgrade != "control-stream":
                 return stream
             stream.reset()  # only the first one is the control stream
 

@@ -41,16 +41,26 @@ class H2Stream:
         self.conn = conn
         self.stream_id = stream_id  # None until the edge sends the request head
         self.headers: Headers = headers or []  # the request head (connector role)
+        self.upgrade = ""
+        """The request's cf-cloudflared-proxy-connection-upgrade, lower-cased (connector)."""
+        if headers:
+            for name, value in headers:
+                if name == UPGRADE_HEADER:
+                    self.upgrade = value.lower()
+                    break
         self.sent_end = False
         self.responded = False
-        self._response: asyncio.Future[Headers] = asyncio.get_running_loop().create_future()
+        # the response head is awaited only where the request was sent (edge role)
+        self._response: asyncio.Future[Headers] | None = (
+            conn._loop.create_future() if conn.client_side else None)
         self._websocket = False
         self._chunks: deque[bytes] = deque()
         self._eof = False  # the peer's END_STREAM
         self._reset: int | None = None
         self._dead = False  # the connection ended, or a GOAWAY left this stream unprocessed
         self._waiter: asyncio.Future[None] | None = None
-        self._stopped = asyncio.get_running_loop().create_future()
+        self._stopped: asyncio.Future[None] | None = None  # made when first asked for
+        self._stop_seen = False
 
     def header(self, name: str) -> str:
         return next((v for n, v in self.headers if n == name), "")
@@ -66,12 +76,12 @@ class H2Stream:
         self.send_headers(headers, end_stream=end_stream)
 
     async def receive_response(self) -> ConnectResponse:
-        headers = await asyncio.shield(self._response)
+        headers = await asyncio.shield(self._response_future())
         status = next((int(v) for k, v in headers if k == ":status"), 0)
         return connect_response(status, headers, websocket=self._websocket)
 
     async def receive_request(self) -> ConnectRequest | ConfigurationPush | None:
-        if self.header(UPGRADE_HEADER).lower() == "update-configuration":
+        if self.upgrade == "update-configuration":
             return H2ConfigurationPush(self)
         return connect_request(self.headers, ended=self._eof)
 
@@ -99,7 +109,7 @@ class H2Stream:
 
     async def response_headers(self) -> Headers:
         """Edge role: the raw response head (the control and configuration requests)."""
-        return await asyncio.shield(self._response)
+        return await asyncio.shield(self._response_future())
 
     # -- bytes ------------------------------------------------------------------------------
     @property
@@ -163,9 +173,13 @@ class H2Stream:
 
     async def wait_peer_stopped(self) -> None:
         """Resolves when the peer resets the stream (its client left) or the connection ends."""
-        await asyncio.shield(self._stopped)
+        await asyncio.shield(self.peer_stopped())
 
     def peer_stopped(self) -> asyncio.Future[None]:
+        if self._stopped is None:
+            self._stopped = self.conn._loop.create_future()
+            if self._stop_seen:
+                self._stopped.set_result(None)
         return self._stopped
 
     def _send_reset(self, error: ErrorCode, code: int) -> None:
@@ -178,7 +192,7 @@ class H2Stream:
 
     # -- events from the connection -----------------------------------------------------
     def on_response(self, headers: Headers) -> None:
-        if not self._response.done():
+        if self._response is not None and not self._response.done():
             self._response.set_result(headers)
 
     def on_data(self, data: bytes) -> None:
@@ -188,8 +202,9 @@ class H2Stream:
 
     def on_end(self) -> None:
         self._eof = True
-        self._fail_response(TransportError(
-            f"the {self.conn.peer_name} ended the stream without a response"))
+        if self._response is not None and not self._response.done():
+            self._fail_response(TransportError(
+                f"the {self.conn.peer_name} ended the stream without a response"))
         self._wake()
         if self.sent_end:
             self._forget()
@@ -227,13 +242,19 @@ class H2Stream:
             return self.conn.closed_error()
         return TransportError("the HTTP/2 stream is closed")
 
+    def _response_future(self) -> asyncio.Future[Headers]:
+        if self._response is None:
+            raise TransportError("no response comes on a stream the peer opened")
+        return self._response
+
     def _fail_response(self, exc: TransportError) -> None:
-        if not self._response.done():
+        if self._response is not None and not self._response.done():
             self._response.set_exception(exc)
             self._response.exception()  # retrieved: a data-less stream may never ask
 
     def _stop(self) -> None:
-        if not self._stopped.done():
+        self._stop_seen = True
+        if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)
         self._wake()
 
