@@ -50,9 +50,10 @@ class H2Stream:
                     break
         self.sent_end = False
         self.responded = False
-        # the response head is awaited only where the request was sent (edge role)
-        self._response: asyncio.Future[Headers] | None = (
-            conn._loop.create_future() if conn.client_side else None)
+        # the response head (edge role): what arrived, or why none will
+        self._head: Headers | None = None
+        self._head_error: TransportError | None = None
+        self._head_waiter: asyncio.Future[None] | None = None
         self._websocket = False
         self._chunks: deque[bytes] = deque()
         self._eof = False  # the peer's END_STREAM
@@ -76,7 +77,7 @@ class H2Stream:
         self.send_headers(headers, end_stream=end_stream)
 
     async def receive_response(self) -> ConnectResponse:
-        headers = await asyncio.shield(self._response_future())
+        headers = await self.response_headers()
         status = next((int(v) for k, v in headers if k == ":status"), 0)
         return connect_response(status, headers, websocket=self._websocket)
 
@@ -109,7 +110,18 @@ class H2Stream:
 
     async def response_headers(self) -> Headers:
         """Edge role: the raw response head (the control and configuration requests)."""
-        return await asyncio.shield(self._response_future())
+        if not self.conn.client_side:
+            raise TransportError("no response comes on a stream the peer opened")
+        while self._head is None:
+            if self._head_error is not None:
+                raise self._head_error
+            # a waiter of our own: a cancelled caller leaves the head for a later one
+            self._head_waiter = self.conn._loop.create_future()
+            try:
+                await self._head_waiter
+            finally:
+                self._head_waiter = None
+        return self._head
 
     # -- bytes ------------------------------------------------------------------------------
     @property
@@ -192,8 +204,9 @@ class H2Stream:
 
     # -- events from the connection -----------------------------------------------------
     def on_response(self, headers: Headers) -> None:
-        if self._response is not None and not self._response.done():
-            self._response.set_result(headers)
+        if self._head is None and self._head_error is None:
+            self._head = headers
+            self._wake_head()
 
     def on_data(self, data: bytes) -> None:
         if data:
@@ -202,7 +215,7 @@ class H2Stream:
 
     def on_end(self) -> None:
         self._eof = True
-        if self._response is not None and not self._response.done():
+        if self.conn.client_side and self._head is None:
             self._fail_response(TransportError(
                 f"the {self.conn.peer_name} ended the stream without a response"))
         self._wake()
@@ -242,15 +255,14 @@ class H2Stream:
             return self.conn.closed_error()
         return TransportError("the HTTP/2 stream is closed")
 
-    def _response_future(self) -> asyncio.Future[Headers]:
-        if self._response is None:
-            raise TransportError("no response comes on a stream the peer opened")
-        return self._response
-
     def _fail_response(self, exc: TransportError) -> None:
-        if self._response is not None and not self._response.done():
-            self._response.set_exception(exc)
-            self._response.exception()  # retrieved: a data-less stream may never ask
+        if self._head is None and self._head_error is None:
+            self._head_error = exc
+            self._wake_head()
+
+    def _wake_head(self) -> None:
+        if self._head_waiter is not None and not self._head_waiter.done():
+            self._head_waiter.set_result(None)
 
     def _stop(self) -> None:
         self._stop_seen = True
