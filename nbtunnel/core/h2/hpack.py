@@ -68,11 +68,17 @@ class Decoder:
         total = 0
         limit = self.max_list_size
         fields = False
+        static = STATIC
         while i < n:
             b = block[i]
             if b & 0x80:  # indexed field
-                idx, i = _int(block, i, 7)
-                name, value, nl, vl = self._entry(idx)
+                idx = b & 0x7F
+                if idx < 0x7F:
+                    i += 1
+                else:
+                    idx, i = _int(block, i, 7)
+                name, value, nl, vl = (static[idx - 1] if 0 < idx <= _STATIC_LEN
+                                       else self._entry(idx))
             elif b & 0x40:  # literal with incremental indexing
                 idx, i = _int(block, i, 6)
                 if idx:
@@ -91,12 +97,28 @@ class Decoder:
                 self._evict()
                 continue
             else:  # literal without indexing (0x00) or never indexed (0x10)
-                idx, i = _int(block, i, 4)
+                idx = b & 0x0F
+                if idx < 0x0F:
+                    i += 1
+                elif i + 1 < n and block[i + 1] < 0x80:  # a two-byte index (15..142)
+                    idx = 0x0F + block[i + 1]
+                    i += 2
+                else:
+                    idx, i = _int(block, i, 4)
                 if idx:
-                    name, _, nl, _ = self._entry(idx)
+                    name, _, nl, _ = (static[idx - 1] if idx <= _STATIC_LEN
+                                      else self._entry(idx))
                 else:
                     name, nl, i = self._string(block, i)
-                value, vl, i = self._string(block, i)
+                if i < n and block[i] < 0x7F:  # a raw value shorter than 127 bytes
+                    end = i + 1 + block[i]
+                    if end > n:
+                        raise HpackError("a string runs past the header block")
+                    value = block[i + 1:end].decode("utf-8", "surrogateescape")
+                    vl = end - i - 1
+                    i = end
+                else:
+                    value, vl, i = self._string(block, i)
             fields = True
             total += nl + vl + ENTRY_OVERHEAD
             if total > limit:
