@@ -113,7 +113,8 @@ class RequestHandler:
         """Complete the request; returns whether the connection stays open."""
         if self.exchange is not None:
             try:
-                return await self.exchange.finish(deadline)
+                await self.exchange.finish(deadline)
+                return self.out.keep_alive
             finally:
                 self.front.count(self.out.status or 502)
         if self.api_body is not None and self.front.api is not None:
@@ -149,7 +150,8 @@ class RequestHandler:
 
         reader.on_gone = on_gone
         try:
-            return await exchange.finish(deadline)
+            await exchange.finish(deadline)
+            return self.out.keep_alive
         except asyncio.CancelledError:
             if gone and task.uncancel() == 0:
                 await self.client_gone()

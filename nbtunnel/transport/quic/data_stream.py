@@ -55,7 +55,7 @@ class QuicDataStream(QuicStream):
     async def receive_response(self) -> ConnectResponse:
         parser = HeadParser("response")
         while True:
-            data = await self.read(65536)
+            data = await QuicStream.read(self, 65536)  # nothing is held back before the head
             if not data:
                 raise TransportError("the connector closed the stream before answering")
             head = parser.feed(data)
