@@ -227,6 +227,21 @@ def test_continuation_both_ways() -> None:
                                        True)]
 
 
+def test_data_from_views_of_bytes_arrives_whole() -> None:
+    p = Pair(client=False)
+    sid = p.peer.get_next_available_stream_id()
+    p.peer.send_headers(sid, GET, end_stream=True)
+    p.pump()
+    p.core.send_headers(sid, [(":status", "200")], end_stream=False)
+    body = bytes(range(256)) * 100
+    view = memoryview(body)
+    p.core.send_data(sid, view[:9000])
+    p.core.send_data(sid, view[9000:20000])
+    p.core.send_data(sid, view[20000:], end_stream=True)
+    p.pump()
+    assert b"".join(e.data for e in p.peer_of(h2.events.DataReceived)) == body
+
+
 def test_flow_control_waits_for_window_updates() -> None:
     p = Pair(client=False)
     sid = p.peer.get_next_available_stream_id()

@@ -95,7 +95,7 @@ class H2Core:
         self.goaway_sent = False
         self.goaway_received = False
         self.closed = False
-        self._out: list[bytes] = []
+        self._out: list[bytes | memoryview] = []
         self._pending: list[bytes] = []  # a partial frame (or preface), as received
         self._pending_size = 0
         self._need = 0  # bytes the partial frame needs in all
@@ -118,9 +118,13 @@ class H2Core:
             self._out.append(f.window_update(0, self._connection_window))
 
     def data_to_send(self) -> bytes:
-        out = b"".join(self._out)
-        self._out.clear()
-        return out
+        out = self._out
+        if len(out) == 1 and type(out[0]) is bytes:  # one frame of ours: no copy
+            data = out[0]
+        else:
+            data = b"".join(out)
+        out.clear()
+        return data
 
     # -- sending ---------------------------------------------------------------------------
     def open_stream(self, fields: list[Field], *, end_stream: bool) -> int:
@@ -152,15 +156,19 @@ class H2Core:
         stream = self._sendable(sid)
         return min(self.send_window, stream.send_window)
 
-    def send_data(self, sid: int, data: bytes, *, end_stream: bool = False) -> None:
-        """One DATA frame; ``data`` must fit :meth:`window` and the peer's frame size."""
+    def send_data(self, sid: int, data: bytes | memoryview, *, end_stream: bool = False) -> None:
+        """One DATA frame; ``data`` must fit :meth:`window` and the peer's frame size. It is
+        kept until :meth:`data_to_send`: a view must be of bytes that do not change."""
         stream = self._sendable(sid)
         n = len(data)
         if n > self.send_window or n > stream.send_window or n > self.max_outbound_frame_size:
             raise ValueError("DATA beyond the flow-control window or the frame size")
         self.send_window -= n
         stream.send_window -= n
-        self._out.append(f.frame(f.DATA, f.END_STREAM if end_stream else 0, sid, data))
+        # header and payload queued apart: the payload is copied once, by data_to_send's join
+        self._out.append(f.HEADER.pack(n << 8 | f.DATA, f.END_STREAM if end_stream else 0, sid))
+        if n:
+            self._out.append(data)
         if end_stream:
             stream.local_closed = True
             self._forget_if_done(sid, stream)

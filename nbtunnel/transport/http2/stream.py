@@ -159,8 +159,10 @@ class H2Stream:
             if size <= 0:
                 await self.conn.wait_window()
                 continue
-            whole = size == len(data) and type(data) is bytes  # one frame: no copy
-            core.send_data(self.stream_id, data if whole else bytes(view[:size]))
+            if type(data) is bytes:  # immutable: a slice of it is copied once, into the write
+                core.send_data(self.stream_id, data if size == len(data) else view[:size])
+            else:  # the caller may reuse its buffer once we return
+                core.send_data(self.stream_id, bytes(view[:size]))
             view = view[size:]
             self.conn.flush()
             await self.conn.drain()
