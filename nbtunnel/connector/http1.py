@@ -52,6 +52,8 @@ class Http1Connection(asyncio.Protocol):
         self.got_bytes = False
         self.chunked = False  # the response has Transfer-Encoding (llhttp de-chunks it)
         self._parser: httptools.HttpResponseParser | None = None
+        self._spare: httptools.HttpResponseParser | None = None  # reusable after a response
+        self._extra = False
         self._no_body = False
         self._informational = False
         self._head_done = False
@@ -73,7 +75,9 @@ class Http1Connection(asyncio.Protocol):
     def start(self, no_body: bool) -> asyncio.Future[tuple[int, list[tuple[bytes, bytes]]]]:
         """Get ready for the response to the request about to be written; the future is
         its head (what `head()` returns)."""
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser = self._spare or httptools.HttpResponseParser(self)
+        self._spare = None
+        self._extra = False
         self._no_body = no_body  # HEAD: llhttp cannot be told, so we stop at the head
         self.complete = self._head_done = self._until_close = self.got_bytes = False
         self._informational = self.chunked = False
@@ -154,7 +158,11 @@ class Http1Connection(asyncio.Protocol):
             self.fail(ResponseError("malformed", str(exc) or type(exc).__name__, exc))
             return
         if self._head_done and (self.complete or self._no_body):
-            self._parser = None  # the next response gets a fresh parser
+            # llhttp is ready for the next response after a complete one (keep-alive); after
+            # a HEAD or a body delimited otherwise the next response gets a fresh parser
+            if self.complete and not self._no_body and self.keep_alive and not self._extra:
+                self._spare = parser
+            self._parser = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -178,11 +186,19 @@ class Http1Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ httptools callbacks
 
+    def on_message_begin(self) -> None:
+        if self.complete:  # bytes past the complete response: ignored, and the connection
+            self._extra = True  # (and its parser) is not trusted with another request
+            self.keep_alive = False
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        if not self._extra:  # the head already handed out keeps its fields
+            self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         assert self._parser is not None
+        if self._extra:
+            return
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._informational = True  # 103 Early Hints and the like: wait for the real one
@@ -205,7 +221,7 @@ class Http1Connection(asyncio.Protocol):
             self._head.set_result((status, self._headers))
 
     def on_body(self, body: bytes) -> None:
-        if self._no_body:
+        if self._no_body or self._extra:
             return
         self._chunks.append(body)
         self._buffered += len(body)
@@ -215,6 +231,8 @@ class Http1Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self._extra:
+            return
         if self._informational:
             self._informational = False
             return

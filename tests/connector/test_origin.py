@@ -581,3 +581,42 @@ async def test_reused_connection_closed_instead_of_answering_is_retried_for_a_ge
         with pytest.raises(OriginError, match="EOF"):
             await client.request(service, head("POST", "/c", [("Content-Length", "1")]),
                                  chunks(b"x"))
+
+
+async def test_one_connection_carries_responses_of_every_framing_in_turn(
+    client: OriginClient,
+) -> None:
+    """A kept-alive connection reuses its response parser after a complete response: a
+    Content-Length body, a chunked one, a HEAD (head only), a 204 and one with a second
+    response behind it (ignored: not part of the body, and that connection is not trusted
+    again) all read back correctly."""
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nsec\r\n3\r\nond\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",  # to a HEAD
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlast"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nX",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nafter",
+    ]
+    connections = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        while answers:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            writer.write(answers.pop(0))
+        writer.close()
+
+    server, service = await raw_origin(handle)
+    async with server:
+        got = []
+        for method in ("GET", "GET", "HEAD", "GET", "GET", "GET"):
+            resp = await client.request(service, head(method), None)
+            got.append((resp.status, await read_all(resp)))
+    assert got == [(200, b"first"), (200, b"second"), (200, b""), (204, b""), (200, b"last"),
+                   (200, b"after")]
+    assert len(connections) == 2  # the one after the stray response is a new connection
