@@ -88,14 +88,21 @@ def test_our_heads_have_the_canonical_layout(req: ConnectRequest, resp: ConnectR
         assert got is not None and got[1:] == (resp.error, resp.metadata)
 
 
-def test_recurring_keys_are_encoded_once_and_bounded() -> None:
-    """Keys are cached (a peer choosing header names cannot grow the cache past its bound),
-    and a cached key encodes exactly as a fresh one."""
-    meta = [(f"HttpHeader:X-Key-{i}", "v") for i in range(connect_codec._MAX_KEYS + 50)]
-    first = encode_connect_response(ConnectResponse("", meta))
-    assert len(connect_codec._KEYS) <= connect_codec._MAX_KEYS
-    assert encode_connect_response(ConnectResponse("", meta)) == first
-    assert first == encode_connect_response_generic(ConnectResponse("", meta))
+def test_layout_caches_are_bounded_and_agree_with_fresh_layouts() -> None:
+    """Heads of every text size in turn (a peer chooses the sizes) cannot grow the layout
+    caches past their bounds, and a cached layout gives the same bytes and texts as a
+    fresh one."""
+    def head(i: int) -> ConnectResponse:
+        return ConnectResponse("", [("HttpStatus", "200"), ("HttpHeader:X", "v" * i)])
+
+    limit = max(connect_codec._MAX_SHAPES, connect_codec._MAX_LAYOUTS) + 40
+    first = [encode_connect_response(head(i)) for i in range(limit)]
+    assert len(connect_codec._SHAPES) <= connect_codec._MAX_SHAPES
+    assert len(connect_codec._LAYOUTS) <= connect_codec._MAX_LAYOUTS
+    for i in (0, 1, limit - 1):
+        raw = encode_connect_response(head(i))
+        assert raw == first[i] == encode_connect_response_generic(head(i))
+        assert decode_response_message(message_of(raw)) == head(i)
 
 
 @FAST
