@@ -54,7 +54,9 @@ def _words(n: int) -> struct.Struct:
 _encode = operator.methodcaller("encode", "utf-8", "surrogateescape")  # raw field bytes kept
 _Shape = tuple[bytes, struct.Struct]  # a list's tag and pointers, the struct of its texts
 _SHAPES: dict[tuple[int, ...], _Shape] = {}  # by the sizes of the texts: heads recur
-_MAX_SHAPES = 256
+_MAX_SHAPES = 128
+_MAX_CACHED_TEXTS = 128  # heads with more texts (64 fields) are laid out afresh each time:
+# at most ~6 KiB per cached layout, so under 1 MiB per cache whatever the peers send
 
 
 def _shape(sizes: tuple[int, ...]) -> _Shape:
@@ -77,9 +79,10 @@ def _shape(sizes: tuple[int, ...]) -> _Shape:
             off -= 1
     shape = (_Q.pack(n << 1 | _ENTRY_SHAPE) + _words(n).pack(*ptrs),
              struct.Struct("".join(fields)))
-    if len(_SHAPES) >= _MAX_SHAPES:
-        del _SHAPES[next(iter(_SHAPES))]
-    _SHAPES[sizes] = shape
+    if n <= _MAX_CACHED_TEXTS:
+        if len(_SHAPES) >= _MAX_SHAPES:
+            del _SHAPES[next(iter(_SHAPES))]
+        _SHAPES[sizes] = shape
     return shape
 
 
@@ -151,9 +154,10 @@ def decode_head(
             layout = _layout(block, count)
             if layout is None:
                 return _decode_general(message, min_data_words)
-            if len(_LAYOUTS) >= _MAX_LAYOUTS:
-                del _LAYOUTS[next(iter(_LAYOUTS))]
-            _LAYOUTS[block] = layout
+            if count <= _MAX_CACHED_TEXTS:  # bounded: the peer chooses the layouts
+                if len(_LAYOUTS) >= _MAX_LAYOUTS:
+                    del _LAYOUTS[next(iter(_LAYOUTS))]
+                _LAYOUTS[block] = layout
         texts_of, length = layout
         if at + length != size:
             return _decode_general(message, min_data_words)
@@ -168,7 +172,7 @@ def decode_head(
 
 _Layout = tuple[struct.Struct, int]  # the texts after a pointer list, their padded length
 _LAYOUTS: dict[bytes, _Layout] = {}  # by the list's pointer words: one per set of text sizes
-_MAX_LAYOUTS = 256
+_MAX_LAYOUTS = 128
 _strip_nul = operator.methodcaller("removesuffix", "\x00")
 
 
