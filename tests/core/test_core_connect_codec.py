@@ -103,6 +103,12 @@ def test_layout_caches_are_bounded_and_agree_with_fresh_layouts() -> None:
         raw = encode_connect_response(head(i))
         assert raw == first[i] == encode_connect_response_generic(head(i))
         assert decode_response_message(message_of(raw)) == head(i)
+    wide = ConnectResponse("", [(f"HttpHeader:X-{i}", "v") for i in range(65)])  # not cached
+    shapes, layouts = dict(connect_codec._SHAPES), dict(connect_codec._LAYOUTS)
+    raw = encode_connect_response(wide)
+    assert raw == encode_connect_response_generic(wide)
+    assert decode_response_message(message_of(raw)) == wide
+    assert (connect_codec._SHAPES, connect_codec._LAYOUTS) == (shapes, layouts)
 
 
 @FAST
