@@ -58,7 +58,7 @@ _NAMES_B64: dict[str, str] = {}
 kept: they may be cookies)."""
 _B64_NAMES: dict[str, str] = {}
 _NAMES_MAX = 512
-
+_NAME_CACHED_MAX = 64  # longer names (a hostile peer's) are not kept
 
 def encode_serialized_headers(headers: Headers) -> str:
     """The serialized form cloudflared sends."""
@@ -68,9 +68,10 @@ def encode_serialized_headers(headers: Headers) -> str:
         enc = names.get(name)
         if enc is None:
             enc = _b64(name.encode("latin-1"))
-            if len(names) >= _NAMES_MAX:
-                names.clear()
-            names[name] = enc
+            if len(name) <= _NAME_CACHED_MAX:
+                if len(names) >= _NAMES_MAX:
+                    names.clear()
+                names[name] = enc
         out.append(f"{enc}:{_b64(value.encode('latin-1'))}")
     return ";".join(out)
 
@@ -88,9 +89,10 @@ def decode_serialized_headers(value: str) -> Headers:
         text = names.get(name)
         if text is None:
             text = _unb64(name).decode("latin-1")
-            if len(names) >= _NAMES_MAX:
-                names.clear()
-            names[name] = text
+            if len(name) <= _NAME_CACHED_MAX:
+                if len(names) >= _NAMES_MAX:
+                    names.clear()
+                names[name] = text
         out.append((text, _unb64(val).decode("latin-1")))
     return out
 

@@ -290,3 +290,12 @@ _H2_VALUES = st.one_of(st.text(max_size=12), st.sampled_from(["websocket", "WebS
 @given(st.lists(st.tuples(_H2_NAMES, _H2_VALUES), max_size=8), st.booleans())
 def test_connect_request_is_the_reference(headers: list[tuple[str, str]], ended: bool) -> None:
     assert connect_request(headers, ended=ended) == _ref_connect_request(headers, ended=ended)
+
+
+def test_long_serialized_names_are_not_cached() -> None:
+    from nbtunnel.core import h2headers
+
+    pairs = [("N" * 1000 + str(i), "v") for i in range(20)]
+    assert decode_serialized_headers(encode_serialized_headers(pairs)) == pairs
+    assert all(len(n) <= 64 for n in h2headers._NAMES_B64)
+    assert all(len(n) <= 64 for n in h2headers._B64_NAMES)

@@ -467,3 +467,19 @@ test_decoder_follows_hpack_encoder, test_fuzz_decoder_follows_hpack_encoder = (
 test_our_encoding_decodes_with_hpack, test_fuzz_our_encoding_decodes_with_hpack = (
     _our_encoding_decodes_with_hpack)
 test_our_encoding_round_trips, test_fuzz_our_encoding_round_trips = _our_encoding_round_trips
+
+
+def test_caches_keep_no_long_strings() -> None:
+    """Caches are bounded in entries and in what each entry may hold: a peer or a visitor
+    sending long distinct fields does not grow them."""
+    from nbtunnel.core.h2 import hpack as ours
+
+    enc, dec = hpack.Encoder(), Decoder(max_list_size=1 << 20)
+    for i in range(300):  # long Huffman-coded values, each new
+        dec.decode(enc.encode([(f"x-{i}", "v" * 500 + str(i))]))
+    assert all(len(raw) <= 64 for raw in dec._huffman)
+    ours_enc = Encoder()
+    before = dict(ours._CACHE)
+    ours_enc.encode([(f"x-long-{i}", "y" * 600) for i in range(100)])
+    ours_enc.encode([("n" * 600, "short")])
+    assert all(len(n) + len(v) <= 512 for n, v in ours._CACHE if (n, v) not in before)

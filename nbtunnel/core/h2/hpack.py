@@ -35,6 +35,8 @@ _STATIC_FIELD = {(n, v): i + 1 for i, (n, v, _, _) in reversed(list(enumerate(ST
 _STATIC_NAME = {n: i + 1 for i, (n, _, _, _) in reversed(list(enumerate(STATIC)))}
 
 ENTRY_OVERHEAD = 32
+_HUFFMAN_CACHED_MAX = 64
+"""Huffman strings up to this many octets keep their decoding (per connection, 256 at most)."""
 
 
 class HpackError(Exception):
@@ -151,9 +153,10 @@ class Decoder:
                     cached = decode_huffman(raw)
                 except HPACKDecodingError as exc:
                     raise HpackError(f"bad Huffman string: {exc}") from exc
-                if len(self._huffman) >= 256:
-                    self._huffman.clear()
-                self._huffman[raw] = cached
+                if len(raw) <= _HUFFMAN_CACHED_MAX:  # bounded: 256 short strings
+                    if len(self._huffman) >= 256:
+                        self._huffman.clear()
+                    self._huffman[raw] = cached
             raw = cached
         return _text(raw), len(raw), end
 
@@ -237,7 +240,9 @@ UNCACHED = NEVER_INDEXED | {"cf-ray"}
 _CACHE: dict[Field, bytes] = {}
 """Encoded fields, shared by every connection (the encoding depends on the field alone)."""
 _CACHE_MAX = 4096
-_CACHE_VALUE_MAX = 512
+_CACHE_FIELD_MAX = 512
+"""Fields longer than this (name + value) are encoded each time: the cache stays within
+4096 x 512 characters whatever visitors send."""
 
 
 class Encoder:
@@ -261,7 +266,7 @@ class Encoder:
             if enc is None:
                 name, value = field
                 enc = encode_field(name, value, never_indexed=name in NEVER_INDEXED)
-                if name not in UNCACHED and len(value) <= _CACHE_VALUE_MAX:
+                if name not in UNCACHED and len(name) + len(value) <= _CACHE_FIELD_MAX:
                     if len(cache) >= _CACHE_MAX:
                         cache.clear()
                     cache[field] = enc
