@@ -82,7 +82,8 @@ class RequestHandler:
         if live is None:
             self.local = (530, f"The tunnel for {hostname} has no live connector connection.")
             return
-        self.exchange = exchange = Exchange(live, req, self.out, repicker(front, tunnel_id),
+        self.exchange = exchange = Exchange(live, req, self.out,
+                                            partial(_repick, front, tunnel_id),  # repicker()
                                             limits=front.limits)
         try:
             await exchange.start()

@@ -95,21 +95,13 @@ class RequestReader:
         self._headers: list[tuple[bytes, bytes]] = []
         self._hosts = 0  # Host fields of the current head
         self._head_bytes = 0
-        self._in_head = False
-        self._in_message = False
+        self.in_head = False
+        """A request head has started and is not complete yet."""
+        self.in_message = False
+        """A request has started and its end was not read yet."""
         self._done = False
         self.upgraded_rest: bytes | None = None
         """Bytes after a WebSocket upgrade request's head (the start of the WebSocket)."""
-
-    @property
-    def in_head(self) -> bool:
-        """A request head has started and is not complete yet."""
-        return self._in_head
-
-    @property
-    def in_message(self) -> bool:
-        """A request has started and its end was not read yet."""
-        return self._in_message
 
     def feed(self, data: bytes) -> list[Event]:
         if self._done:
@@ -133,7 +125,7 @@ class RequestReader:
         self._headers = []
         self._hosts = 0
         self._head_bytes = 0
-        self._in_head = self._in_message = True
+        self.in_head = self.in_message = True
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -142,7 +134,7 @@ class RequestReader:
             self._refuse(431, "The request head is too large.")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
+        if not self.in_head:
             return  # a chunked trailer: dropped, never merged into the head
         self._headers.append((name, value))
         if name in _HOST:
@@ -152,7 +144,7 @@ class RequestReader:
             self._refuse(431, "The request head is too large.")
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self.in_head = False
         if self._done:
             return
         if self._head_bytes > self.max_head_bytes:
@@ -171,8 +163,12 @@ class RequestReader:
             return
         headers = self._headers
         target = self._url.decode("latin-1")
-        host = next((v for n, v in headers if n in _HOST), b"").decode("latin-1").strip() \
-            if self._hosts else ""
+        host = ""
+        if self._hosts:
+            for name, value in headers:
+                if name in _HOST:
+                    host = value.decode("latin-1").strip()
+                    break
         if not target.startswith("/") and target != "*":
             parts = urlsplit(target)  # absolute-form (RFC 9112 3.2.2): its authority routes
             if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
@@ -197,7 +193,7 @@ class RequestReader:
             self._events.append(Body(body))
 
     def on_message_complete(self) -> None:
-        self._in_message = False
+        self.in_message = False
         if not self._done:
             self._events.append(END)
 
