@@ -201,6 +201,7 @@ class H2Stream:
             if self.conn.h2.reset_stream(self.stream_id, error):  # False: over both ways
                 self.conn.flush()
         self._reset = code
+        self._drop_unread()
         self._stop()
         self._forget()
 
@@ -226,6 +227,8 @@ class H2Stream:
 
     def on_reset(self, code: int) -> None:
         self._reset = code
+        if not (self._eof and code == ErrorCode.NO_ERROR):  # RFC 9113 §8.1: a complete
+            self._drop_unread()  # message before RST_STREAM(NO_ERROR) is still read
         self._fail_response(StreamResetError(code))
         self._stop()
         self._forget()
@@ -275,6 +278,17 @@ class H2Stream:
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    def _drop_unread(self) -> None:
+        """Nobody reads this stream any more: what it buffered goes back to the connection's
+        window at once (else each abandoned stream keeps up to a window of it, and after
+        CONN_WINDOW / WINDOW of them the peer can send nothing on any stream)."""
+        if self._chunks:
+            unread = sum(map(len, self._chunks))
+            self._chunks.clear()
+            if not self.conn.terminated and self.stream_id is not None:
+                self.conn.h2.ack_data(self.stream_id, unread)
+                self.conn.flush()
 
     def _forget(self) -> None:
         if self.stream_id is not None:
