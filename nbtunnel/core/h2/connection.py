@@ -161,7 +161,10 @@ class H2Core:
         kept until :meth:`data_to_send`: a view must be of bytes that do not change."""
         stream = self._sendable(sid)
         n = len(data)
-        if n > self.send_window or n > stream.send_window or n > self.max_outbound_frame_size:
+        # an empty DATA (END_STREAM) always goes: a stream's window may be negative (RFC 9113
+        # §6.9.2, the peer shrank SETTINGS_INITIAL_WINDOW_SIZE)
+        if n and (n > self.send_window or n > stream.send_window
+                  or n > self.max_outbound_frame_size):
             raise ValueError("DATA beyond the flow-control window or the frame size")
         self.send_window -= n
         stream.send_window -= n
