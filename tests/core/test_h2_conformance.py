@@ -17,6 +17,8 @@ from nbtunnel.core.h2.connection import (
     DATA_RECEIVED,
     HEADERS_RECEIVED,
     STREAM_ENDED,
+    STREAM_RESET,
+    Event,
     H2Core,
     H2ProtocolError,
 )
@@ -152,3 +154,63 @@ def test_table_size_updates_at_the_start_evict() -> None:
     assert decoder.decode(b"\x3f\x03" + b"\x40\x01a\x01b" + b"\x40\x01c\x01d") == [
         ("a", "b"), ("c", "d")]
     assert decoder.size == 34 and decoder.decode(b"\xbe") == [("c", "d")]  # 34 bytes hold one
+
+
+def _h2_pair(*, client: bool) -> tuple[H2Core, h2.connection.H2Connection, list[Event],
+                                       list[object]]:
+    settings = ({Setting.ENABLE_PUSH: 0, Setting.INITIAL_WINDOW_SIZE: 1 << 20,
+                 Setting.MAX_FRAME_SIZE: 1 << 16} if client else SERVER_SETTINGS)
+    core = H2Core(client=client, settings=settings, connection_window=16 << 20)
+    core.initiate()
+    peer = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=not client, header_encoding="utf-8"))
+    peer.initiate_connection()
+    return core, peer, [], []
+
+
+def _pump(core: H2Core, peer: h2.connection.H2Connection, events: list[Event],
+          peer_events: list[object]) -> None:
+    for _ in range(20):
+        ours, theirs = core.data_to_send(), peer.data_to_send()
+        if not ours and not theirs:
+            return
+        events.extend(core.receive(theirs))
+        peer_events.extend(peer.receive_data(ours))
+
+
+HUGE = [(f"x-{i % 8}", f"{i:04d}" + "v" * 996) for i in range(70)]  # ~72 KiB decoded
+"""Larger than the 64 KiB header list we accept; h2's encoder indexes each field as it goes,
+so the block also moves the peer's dynamic table (evictions included)."""
+
+
+def test_an_oversized_request_head_is_answered_431_and_the_connection_goes_on() -> None:
+    core, edge, events, edge_events = _h2_pair(client=False)
+    _pump(core, edge, events, edge_events)
+    huge = edge.get_next_available_stream_id()
+    edge.send_headers(huge, [*GET, *HUGE])  # a body would follow
+    _pump(core, edge, events, edge_events)
+    after = edge.get_next_available_stream_id()
+    edge.send_headers(after, [*GET, *HUGE[-3:]], end_stream=True)  # indexed by the block
+    _pump(core, edge, events, edge_events)
+    assert not core.closed
+    assert [e[1:] for e in events if e[0] == HEADERS_RECEIVED] == [
+        (after, [*GET, *HUGE[-3:]], True)]
+    (answer,) = [e for e in edge_events if isinstance(e, h2.events.ResponseReceived)]
+    assert (answer.stream_id, answer.headers) == (huge, [(":status", "431")])
+    (reset,) = [e for e in edge_events if isinstance(e, h2.events.StreamReset)]
+    assert (reset.stream_id, reset.error_code) == (huge, ErrorCode.NO_ERROR)
+
+
+def test_an_oversized_response_head_resets_its_stream_only() -> None:
+    core, connector, events, _ = _h2_pair(client=True)
+    _pump(core, connector, events, [])
+    one = core.open_stream(GET, end_stream=True)
+    two = core.open_stream(GET, end_stream=True)
+    _pump(core, connector, events, [])
+    connector.send_headers(one, [(":status", "200"), *HUGE], end_stream=True)
+    connector.send_headers(two, [(":status", "200"), *HUGE[-3:]], end_stream=True)
+    _pump(core, connector, events, [])
+    assert not core.closed
+    assert (STREAM_RESET, one, ErrorCode.CANCEL) in events
+    assert [e[1:] for e in events if e[0] == HEADERS_RECEIVED] == [
+        (two, [(":status", "200"), *HUGE[-3:]], True)]

@@ -283,9 +283,8 @@ class H2Core:
                 pos = end
             if pos < n:
                 self._keep(data[pos:], need)
-        except HpackError as exc:
-            code = (ErrorCode.ENHANCE_YOUR_CALM if isinstance(exc, OversizedError)
-                    else ErrorCode.COMPRESSION_ERROR)
+        except HpackError as exc:  # an oversized head is a stream error (_too_large)
+            code = ErrorCode.COMPRESSION_ERROR
             self._fail(code, f"bad header block: {exc}")
             raise H2ProtocolError(code, f"bad header block: {exc}") from exc
         except H2ProtocolError as exc:
@@ -421,11 +420,17 @@ class H2Core:
 
     def _head(self, sid: int, flags: int, block: bytes, bad: bool) -> None:
         """A complete header block: decoded always (the HPACK context is the connection's)."""
-        fields = self.decoder.decode(block)
+        try:
+            fields = self.decoder.decode(block)
+        except OversizedError:
+            fields = None
         ended = bool(flags & f.END_STREAM)
         stream = self.streams.get(sid)
         if (sid & 1) != 1 or (self.client and sid >= self.next_stream_id):
             raise H2ProtocolError(ErrorCode.PROTOCOL_ERROR, f"HEADERS on stream {sid}")
+        if fields is None:
+            self._too_large(sid, stream, ended)
+            return
         if stream is None:
             if self.client or sid <= self.last_peer_stream_id:
                 return  # a stream that is over (we reset it): trailers or a late head
@@ -462,6 +467,20 @@ class H2Core:
             self._events.append((STREAM_ENDED, sid))
         if ended:
             self._forget_if_done(sid, stream)
+
+    def _too_large(self, sid: int, stream: _Stream | None, ended: bool) -> None:
+        """A head over our header list bound refuses its stream, not the connection (RFC 9113
+        §10.5.1; one visitor's or one origin's huge head must not end everyone's requests):
+        a new request is answered 431 (what Go's server does), anything else is reset."""
+        if stream is not None:
+            self._stream_error(sid, ErrorCode.CANCEL)
+        elif not self.client and sid > self.last_peer_stream_id:
+            self.last_peer_stream_id = sid
+            if not self.goaway_sent:
+                self._out.append(f.frame(f.HEADERS, f.END_STREAM | f.END_HEADERS, sid,
+                                         self.encoder.encode([(":status", "431")])))
+                if not ended:  # RFC 9113 §8.1: stop sending the body, no error
+                    self._out.append(f.rst_stream(sid, ErrorCode.NO_ERROR))
 
     def _window_update(self, sid: int, payload: bytes) -> None:
         if len(payload) != 4:

@@ -3,8 +3,8 @@
 The decoder takes everything a conforming peer may send (indexed fields, literals with and
 without indexing, never-indexed literals, Huffman strings, dynamic table size updates within
 the limit we announced) and is bounded by its input: integers stop at 2^28, a string never
-reaches past its block, the decoded list stops at ``max_list_size`` (sizes counted as RFC 7541
-§4.1 counts them).
+reaches past its block, the decoded list is not kept past ``max_list_size`` (sizes counted as
+RFC 7541 §4.1 counts them).
 
 The encoder never inserts into the peer's dynamic table: every field is a static-table index
 or a literal whose bytes depend only on the field, so the encoding of a repeated field is
@@ -44,7 +44,8 @@ class HpackError(Exception):
 
 
 class OversizedError(HpackError):
-    """The decoded header list is larger than we accept."""
+    """The decoded header list is larger than we accept; the block was decoded to its end
+    (the dynamic table is in step with the peer's), so this is one stream's problem."""
 
 
 def _text(raw: bytes) -> str:
@@ -123,9 +124,10 @@ class Decoder:
                     value, vl, i = self._string(block, i)
             fields = True
             total += nl + vl + ENTRY_OVERHEAD
-            if total > limit:
-                raise OversizedError(f"header list larger than {limit} bytes")
-            out.append((name, value))
+            if total <= limit:
+                out.append((name, value))
+        if total > limit:  # raised at the end: the table has followed the whole block
+            raise OversizedError(f"header list larger than {limit} bytes")
         return out
 
     def _entry(self, idx: int) -> tuple[str, str, int, int]:
