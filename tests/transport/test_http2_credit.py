@@ -162,3 +162,42 @@ async def test_connector_reset_by_the_edge_keeps_the_connection_window(
     stream = await asyncio.wait_for(connector.accept_stream(), 5)
     assert await _read_all(stream) == 2 * WINDOW
     await sending
+
+
+async def test_connector_answering_without_reading_the_body_keeps_the_connection_window(
+    connector_pair: tuple[ConnectorH2Connection, Peer],
+) -> None:
+    """An origin that answers (401, 413) without reading the upload: once the stream is over
+    both ways its unread body no longer holds the connection window."""
+    connector, peer = connector_pair
+    for _ in range(ROUNDS):
+        sid = peer.h2.get_next_available_stream_id()
+        peer.h2.send_headers(sid, [(":method", "POST"), *GET[1:]])
+        await peer.send_body(sid, WINDOW, end=True)
+        stream = await asyncio.wait_for(connector.accept_stream(), 5)
+        await _buffered(stream, WINDOW)
+        stream.respond([(":status", "413")], end_stream=True)
+    sid = peer.h2.get_next_available_stream_id()
+    peer.h2.send_headers(sid, [(":method", "POST"), *GET[1:]])
+    sending = asyncio.create_task(peer.send_body(sid, 2 * WINDOW, end=True))
+    stream = await asyncio.wait_for(connector.accept_stream(), 5)
+    assert await _read_all(stream) == 2 * WINDOW
+    await sending
+
+
+async def test_a_late_reader_gets_the_bytes_once_credited(
+    connector_pair: tuple[ConnectorH2Connection, Peer],
+) -> None:
+    """Bytes credited when the stream ended both ways are still read (a half-closed TCP
+    flow), and reading them credits nothing twice: the peer's view of the connection
+    window never exceeds what we granted."""
+    connector, peer = connector_pair
+    sid = peer.h2.get_next_available_stream_id()
+    peer.h2.send_headers(sid, [(":method", "POST"), *GET[1:]])
+    await peer.send_body(sid, WINDOW, end=True)
+    stream = await asyncio.wait_for(connector.accept_stream(), 5)
+    await _buffered(stream, WINDOW)
+    stream.respond([(":status", "200")], end_stream=True)
+    assert connector.h2._conn_unacked == WINDOW
+    assert await _read_all(stream) == WINDOW
+    assert connector.h2._conn_unacked == WINDOW

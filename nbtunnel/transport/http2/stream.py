@@ -57,6 +57,7 @@ class H2Stream:
         self._websocket = False
         self._chunks: deque[bytes] = deque()
         self._eof = False  # the peer's END_STREAM
+        self._credited = False  # the unread bytes went back to the connection's window
         self._reset: int | None = None
         self._dead = False  # the connection ended, or a GOAWAY left this stream unprocessed
         self._waiter: asyncio.Future[None] | None = None
@@ -140,7 +141,7 @@ class H2Stream:
             finally:
                 self._waiter = None
         chunk = take(self._chunks, n)
-        if not self._gone and self.stream_id is not None:
+        if not self._credited and not self._gone and self.stream_id is not None:
             self.conn.h2.ack_data(self.stream_id, len(chunk))
             self.conn.flush()
         return chunk
@@ -201,7 +202,6 @@ class H2Stream:
             if self.conn.h2.reset_stream(self.stream_id, error):  # False: over both ways
                 self.conn.flush()
         self._reset = code
-        self._drop_unread()
         self._stop()
         self._forget()
 
@@ -227,8 +227,6 @@ class H2Stream:
 
     def on_reset(self, code: int) -> None:
         self._reset = code
-        if not (self._eof and code == ErrorCode.NO_ERROR):  # RFC 9113 §8.1: a complete
-            self._drop_unread()  # message before RST_STREAM(NO_ERROR) is still read
         self._fail_response(StreamResetError(code))
         self._stop()
         self._forget()
@@ -279,17 +277,15 @@ class H2Stream:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def _drop_unread(self) -> None:
-        """Nobody reads this stream any more: what it buffered goes back to the connection's
-        window at once (else each abandoned stream keeps up to a window of it, and after
-        CONN_WINDOW / WINDOW of them the peer can send nothing on any stream)."""
-        if self._chunks:
-            unread = sum(map(len, self._chunks))
-            self._chunks.clear()
-            if not self.conn.terminated and self.stream_id is not None:
-                self.conn.h2.ack_data(self.stream_id, unread)
-                self.conn.flush()
-
     def _forget(self) -> None:
+        """The stream is over on the wire (ended both ways, or reset): what it still buffers
+        stops holding the connection's window now. A late reader still gets it, but none may
+        come (a reset stream, a handler that answered without reading the body), and each
+        such stream kept up to a window of it: after CONN_WINDOW / WINDOW of them the peer
+        could send nothing on any stream of the connection."""
         if self.stream_id is not None:
             self.conn.forget(self.stream_id)
+            if self._chunks and not self._credited and not self.conn.terminated:
+                self._credited = True
+                self.conn.h2.ack_data(self.stream_id, sum(map(len, self._chunks)))
+                self.conn.flush()
