@@ -214,3 +214,35 @@ def test_an_oversized_response_head_resets_its_stream_only() -> None:
     assert (STREAM_RESET, one, ErrorCode.CANCEL) in events
     assert [e[1:] for e in events if e[0] == HEADERS_RECEIVED] == [
         (two, [(":status", "200"), *HUGE[-3:]], True)]
+
+
+@pytest.mark.parametrize(("frames", "code"), [
+    (f.frame(f.HEADERS, 5, 1, HEAD) + f.frame(f.DATA, 0, 1, b"x"), ErrorCode.STREAM_CLOSED),
+    (f.frame(f.HEADERS, 4, 1, HEAD) + f.frame(f.PRIORITY, 0, 1, b"1234"),
+     ErrorCode.FRAME_SIZE_ERROR),
+    (f.frame(f.HEADERS, 4, 1, HEAD) + f.window_update(1, 0), ErrorCode.PROTOCOL_ERROR),
+    (f.frame(f.HEADERS, 4, 1, HEAD) + f.window_update(1, 2**31 - 1),
+     ErrorCode.FLOW_CONTROL_ERROR),
+    (f.frame(f.HEADERS, 4, 1, HEAD) + f.frame(f.HEADERS, 4, 1, b"\x88"),
+     ErrorCode.PROTOCOL_ERROR),  # trailers without END_STREAM
+    (f.frame(f.HEADERS, 5, 1, HEAD) + f.frame(f.HEADERS, 5, 1, b"\x88"),
+     ErrorCode.STREAM_CLOSED),  # a head after END_STREAM
+])
+def test_stream_errors_reset_one_stream_and_the_connection_goes_on(
+        frames: bytes, code: ErrorCode) -> None:
+    core = _server()
+    events = core.receive(frames)
+    assert (STREAM_RESET, 1, code) in events
+    assert f.rst_stream(1, code) in core.data_to_send()
+    assert 1 not in core.streams and not core.closed
+    events = core.receive(f.frame(f.HEADERS, 5, 3, HEAD))  # the next request is served
+    assert [e[:2] for e in events] == [(HEADERS_RECEIVED, 3)]
+
+
+def test_data_before_the_response_head_resets_the_stream() -> None:
+    core = H2Core(client=True, settings={Setting.ENABLE_PUSH: 0})
+    core.receive(f.frame(f.SETTINGS, 0, 0))
+    sid = core.open_stream(GET, end_stream=True)
+    assert core.receive(f.frame(f.DATA, 0, sid, b"early")) == [
+        (STREAM_RESET, sid, ErrorCode.PROTOCOL_ERROR)]
+    assert not core.closed
