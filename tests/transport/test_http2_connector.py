@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 import pytest
 
 from nbtunnel.core.h2headers import RESPONSE_HEADERS, decode_serialized_headers
@@ -181,3 +182,43 @@ async def test_pings_while_the_edge_reads_nothing_end_the_connection(
     with pytest.raises(TransportClosedError):
         await asyncio.wait_for(accepting, 5)
     assert "flood" in connector.close_reason
+
+
+async def test_a_noisy_but_conforming_edge_is_served(
+    pair: tuple[ConnectorH2Connection, FakeEdge],
+) -> None:
+    """What a conforming edge other than ours may send: padding, PRIORITY, PING, an unknown
+    frame type and setting, SETTINGS changes mid-connection (a smaller header table, a small
+    initial window, bigger frames), a head split over CONTINUATION frames."""
+    connector, edge = pair
+    conn = edge.h2
+    control = edge.request([*GET, (UPGRADE, "control-stream")])
+    await asyncio.wait_for(connector.control_stream(), 5)
+    await edge.until("responses", control)
+    conn.update_settings({h2.settings.SettingCodes.HEADER_TABLE_SIZE: 0,
+                          h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1000,
+                          h2.settings.SettingCodes.MAX_FRAME_SIZE: 1 << 20})
+    conn.ping(b"pingpong")
+    sid = conn.get_next_available_stream_id()
+    big = [(f"x-big-{i}", "b" * 1000) for i in range(30)]  # > 16 KiB: CONTINUATION frames
+    conn.send_headers(sid, [*GET, *big, ("content-length", "5")], priority_weight=32)
+    conn.prioritize(sid, weight=100)
+    conn.send_data(sid, b"hello", pad_length=40, end_stream=True)
+    extension = b"\x00\x00\x03\xfa\x00\x00\x00\x00\x00abc"  # unknown frame type 0xFA
+    unknown_setting = b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x42\x42\x00\x00\x00\x07"
+    edge.writer.write(conn.data_to_send() + extension + unknown_setting)
+    stream = await asyncio.wait_for(connector.accept_stream(), 5)
+    head = await stream.receive_request()
+    assert isinstance(head, ConnectRequest)
+    assert ("x-big-29", "b" * 1000) in parse_http_request(head).headers
+    assert await stream.read() == b"hello" and await stream.read() == b""
+    await stream.send_response(build_connect_response(200, [("X-Origin", "o")]))
+    await stream.write(b"z" * 5000)  # beyond the 1000-byte window the edge granted
+    stream.write_eof()
+    await edge.until("responses", sid)
+    async with asyncio.timeout(5):
+        while len(edge.data.get(sid, b"")) < 5000:  # the fixture credits DATA as it arrives
+            edge.changed.clear()
+            await edge.changed.wait()
+    assert edge.data[sid] == b"z" * 5000
+    assert not connector.terminated

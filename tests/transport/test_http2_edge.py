@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 import pytest
 
 from nbtunnel.core.errors import DecodeError
@@ -197,3 +198,33 @@ async def test_heads_never_enter_the_peers_hpack_table(
     # empty (no per-request cf-ray churning it, no credentials in a compression context)
     assert list(fake.h2.decoder.header_table.dynamic_entries) == []
     assert fake.h2.decoder.header_table.maxsize == 0  # we announced a table of 0 bytes
+
+
+async def test_a_noisy_but_conforming_connector_is_read(
+    pair: tuple[EdgeH2Connection, FakeConnector],
+) -> None:
+    """An informational head, padding, trailers, a PING and SETTINGS changes from the
+    connector: the edge reads the final head and the body, and keeps the connection."""
+    edge, fake = pair
+    stream = H2Stream(edge)
+    stream.send_headers(GET, end_stream=True)
+    assert stream.stream_id is not None
+    sid = stream.stream_id
+    await _until(lambda: bool(fake.requests))
+    fake.h2.update_settings({h2.settings.SettingCodes.HEADER_TABLE_SIZE: 128,
+                             h2.settings.SettingCodes.MAX_FRAME_SIZE: 1 << 18})
+    fake.h2.ping(b"12345678")
+    fake.h2.send_headers(sid, [(":status", "103"), ("link", "</a>; rel=preload")])
+    fake.h2.send_headers(sid, [(":status", "200"), ("cf-cloudflared-response-meta",
+                                                   '{"src":"origin"}')])
+    fake.h2.send_data(sid, b"body", pad_length=100)
+    fake.h2.send_headers(sid, [("grpc-status", "0")], end_stream=True)
+    fake.flush()
+    head = await stream.response_headers()
+    assert head[0] == (":status", "200")
+    assert await stream.read() == b"body" and await stream.read() == b""
+    second = H2Stream(edge)  # after the table size change our heads still decode
+    second.send_headers(GET, end_stream=True)
+    await _until(lambda: len(fake.requests) == 2)
+    assert list(fake.requests.values())[1] == GET
+    assert not edge.terminated
