@@ -117,6 +117,11 @@ class H2Core:
         if self._connection_window:
             self._out.append(f.window_update(0, self._connection_window))
 
+    @property
+    def has_output(self) -> bool:
+        """Frames are queued for :meth:`data_to_send`."""
+        return bool(self._out)
+
     def data_to_send(self) -> bytes:
         out = self._out
         if len(out) == 1 and type(out[0]) is bytes:  # one frame of ours: no copy

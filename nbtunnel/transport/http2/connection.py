@@ -152,7 +152,7 @@ class H2Connection(asyncio.Protocol):
         """Send what the core queued, once per pass of the event loop: the HEADERS, DATA and
         END_STREAM of a response (and the WINDOW_UPDATEs its reads earned) leave in one
         TLS record and one ``send()`` instead of one each."""
-        if self._flush_handle is None:
+        if self._flush_handle is None and self.h2.has_output:  # no empty pass of the loop
             self._flush_handle = self._loop.call_soon(self._flush_now)
 
     def _flush_now(self) -> None:
