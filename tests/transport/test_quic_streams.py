@@ -9,6 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from nbtunnel.core.httpmeta import (
+    build_connect_request,
+    build_connect_response,
+    parse_http_response,
+)
+from nbtunnel.core.streams import ConnectRequest
 from nbtunnel.transport.errors import (
     HandshakeError,
     StreamResetError,
@@ -400,3 +406,39 @@ async def test_loopback_datagram_size_is_probed_both_ways(
             await stream.write(payload)
             stream.write_eof()
             assert await stream.readexactly(len(payload)) == payload
+
+
+async def test_a_complete_response_arrives_as_head_body_and_end(
+    ca: LocalCA, pair: tuple[str, str]
+) -> None:
+    """send_complete_response (the connector's small answer in one piece) reads back as
+    send_response + write + write_eof do: the head, the body, then the end; one bigger than
+    a write slice takes the ordinary path."""
+    client_backend, server_backend = pair
+    got: list[tuple[int, list[tuple[str, str]], bytes]] = []
+    done = asyncio.Event()
+    big = os.urandom(200_000)
+
+    async def edge_handler(conn: QuicTunnelConnection) -> None:
+        for _ in range(2):
+            stream = conn.open_stream()
+            await stream.send_request(build_connect_request("GET", "x.example", "/", []),
+                                      end_stream=True)
+            status, headers = parse_http_response(await stream.receive_response())
+            body = b""
+            while data := await stream.read():
+                body += data
+            got.append((status, headers, body))
+        done.set()
+        await conn.wait_closed()
+
+    async with edge(ca, server_backend, edge_handler) as server:
+        async with dial(ca, server, client_backend) as conn:
+            for body in (b"hello world\n", big):
+                stream = await conn.accept_stream()
+                assert isinstance(await stream.receive_request(), ConnectRequest)
+                await stream.send_complete_response(
+                    build_connect_response(200, [("Content-Length", str(len(body)))]), body)
+            await asyncio.wait_for(done.wait(), 10)
+    assert got == [(200, [("Content-Length", "12")], b"hello world\n"),
+                   (200, [("Content-Length", "200000")], big)]

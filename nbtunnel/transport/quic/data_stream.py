@@ -83,5 +83,18 @@ class QuicDataStream(QuicStream):
         if response.error:
             self.write_eof()
 
+    async def send_complete_response(self, response: ConnectResponse, body: bytes) -> None:
+        """Connector: a response whose body is all here (most): head, body and FIN in one
+        frame, one library call and no back-pressure wait, as `send_request` does."""
+        data = encode_connect_response(response) + body
+        if len(data) > WRITE_CHUNK:
+            await self.write(data)
+            self.write_eof()
+            return
+        self._check_writable()
+        self._fin_sent = True
+        self._hand_over(data, True)
+        self._conn._maybe_forget(self)
+
     def finish(self) -> None:
         """End of the control plane: nothing to send on QUIC (the connection close follows)."""
