@@ -100,6 +100,10 @@ class ResponseTimeoutError(ExchangeError):
 class Exchange:
     """Drives one request/response pair over a fresh data stream."""
 
+    __slots__ = ("_body_broken", "_counted", "_deadline", "_head_decided", "_request",
+                 "_response", "_sent_at", "expects_continue", "has_body", "limits", "live", "out",
+                 "repick", "req", "status", "stream")
+
     def __init__(
         self,
         live: LiveConnection,

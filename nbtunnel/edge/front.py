@@ -222,19 +222,17 @@ class _ClientConnection:
         if not data:
             return False
         too_slow = rate.received(len(data), self.front.clock.monotonic()) if rate else None
-        self._feed(data)
-        if too_slow is not None and self.parser.in_message:
-            await self._refuse(408, too_slow)
-            return False
-        return True
-
-    def _feed(self, data: bytes) -> None:
-        self.events.extend(self.parser.feed(data))
-        if self.parser.in_head and self.handler is None:
-            if self._head_deadline is None:
+        parser = self.parser
+        self.events.extend(parser.feed(data))
+        if parser.in_head and self.handler is None:
+            if self._head_deadline is None:  # the head's deadline runs from its first byte
                 self._head_deadline = self.loop.time() + self.limits.head_timeout
         else:
             self._head_deadline = None
+        if too_slow is not None and parser.in_message:
+            await self._refuse(408, too_slow)
+            return False
+        return True
 
     async def _refuse(self, status: int, detail: str) -> None:
         """Answer with an edge page and close (the connection is not reusable after it)."""

@@ -49,6 +49,8 @@ def repicker(front: PublicFront, tunnel_id: uuid.UUID) -> Repick:
 class RequestHandler:
     """One request on a client connection: an edge page, an API call, or a tunnel exchange."""
 
+    __slots__ = ("api_body", "exchange", "front", "local", "out", "redirect", "req", "writer")
+
     def __init__(self, front: PublicFront, req: Request, writer: asyncio.StreamWriter,
                  deadline: Deadline | None = None) -> None:
         self.front = front
