@@ -442,3 +442,21 @@ async def test_a_complete_response_arrives_as_head_body_and_end(
             await asyncio.wait_for(done.wait(), 10)
     assert got == [(200, [("Content-Length", "12")], b"hello world\n"),
                    (200, [("Content-Length", "200000")], big)]
+
+
+async def test_silent_for_counts_from_the_last_datagram_both_sides(
+    ca: LocalCA, pair: tuple[str, str]
+) -> None:
+    """What the edge's registry and peering read to spot a dead peer: a reply resets it.
+    (qh3's client transport hands datagrams over in batches, which once bypassed it.)"""
+    client_backend, server_backend = pair
+    async with edge(ca, server_backend, echo_handler) as server:
+        async with dial(ca, server, client_backend, keepalive=0) as conn:
+            loop = asyncio.get_running_loop()
+            stream = conn.open_stream()
+            sent_at = loop.time()
+            await stream.write(b"ping")
+            assert await stream.readexactly(4) == b"ping"
+            assert conn.silent_for <= loop.time() - sent_at
+            (server_conn,) = server.connections
+            assert server_conn.silent_for <= loop.time() - sent_at

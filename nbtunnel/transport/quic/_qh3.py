@@ -13,7 +13,11 @@ Path MTU: qh3 probes (1350, then 1452 bytes, capped by the peer's max_udp_payloa
 as a client; ``prepare_connection`` turns the same probing on for our server side, so the
 edge's sends grow past 1280 bytes as quic-go's do. ``_Server`` hands a 1-RTT packet straight to
 the protocol that owns its connection ID (qh3's server parses every packet's header into a
-``QuicHeader`` first, which the connection then does again).
+``QuicHeader`` first, which the connection then does again), and a GRO train's run of them
+in one call (``datagrams_received``).
+
+Per packet, connections take the lean paths of ``_qh3_lean`` (sending, receiving, ACKs) in
+steady state: ``prepare_connection`` switches qh3's connection and recovery classes to them.
 
 Pacing: qh3's pacer wakes the connection one packet time after its bucket (at most 16
 packets) runs dry, tens of microseconds on a fast path, so a bulk sender ran a timer callback
@@ -49,8 +53,15 @@ from qh3.quic import events as qh3_events
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
 from qh3.quic.packet_builder import MTU_PROBE_SIZES
+from qh3.quic.recovery import QuicCongestionControl, QuicPacketRecovery
 from qh3.tls import Epoch, Group
 
+from nbtunnel.transport.quic._qh3_lean import (
+    LeanConnection,
+    LeanCubic,
+    LeanRecovery,
+    StreamChunks,
+)
 from nbtunnel.transport.quic.backend import (
     Backend,
     CreditFn,
@@ -80,6 +91,7 @@ class _Protocol(ProtocolHooks, QuicConnectionProtocol):
     """The library's protocol with our hooks (see protocol.py)."""
 
     events = qh3_events
+    chunk_event = StreamChunks
 
     # private qh3 protocol state: its event pump and timers have no public API
     def _process_library_events(self) -> None:
@@ -110,6 +122,27 @@ class _Server(_Qh3Server):
                 protocol.datagram_received(data, addr)
                 return
         super().datagram_received(data, addr)
+
+    def datagrams_received(self, datagrams: list[bytes], addr: Any) -> None:
+        """A GRO train from one peer: runs of 1-RTT packets for one connection go to its
+        protocol together (``ProtocolHooks.datagrams_received``), in order with the rest."""
+        protocols = self._protocols
+        cid_end = self._cid_end
+        run: list[bytes] = []
+        owner: Any = None
+        for data in datagrams:
+            protocol = protocols.get(data[1:cid_end]) if data and not data[0] & 0x80 else None
+            if protocol is not owner or protocol is None:
+                if run:
+                    owner.datagrams_received(run, addr)
+                    run = []
+                owner = protocol
+                if protocol is None:
+                    super().datagram_received(data, addr)
+                    continue
+            run.append(data)
+        if run:
+            owner.datagrams_received(run, addr)
 
 
 class _Pacer:
@@ -144,6 +177,18 @@ class _Pacer:
         if self.packet_time is not None:
             self.update_bucket(now)
             self.bucket_time = max(0.0, self.bucket_time - self.packet_time)
+
+    def allowance(self, now: float) -> int:
+        """How many packets may leave at ``now`` (``next_send_time`` asked before each)."""
+        if self.packet_time is None:
+            return 1 << 30
+        self.update_bucket(now)
+        return int(self.bucket_time / self.packet_time + 0.001)
+
+    def spend(self, packets: int) -> None:
+        """``update_after_send`` for ``packets`` packets sent at the last ``allowance`` time."""
+        if packets and self.packet_time is not None:
+            self.bucket_time = max(0.0, self.bucket_time - packets * self.packet_time)
 
     def update_bucket(self, now: float) -> None:
         if now > self.evaluation_time:
@@ -228,7 +273,7 @@ def requeue_dropped_streams(quic: Any) -> None:
     quic._streams_queue[:0] = dropped  # first in line: their frames were due already
 
 
-class _ClientConnection(QuicConnection):
+class _ClientConnection(LeanConnection):
     """Client that can behave like quic-go: PQ-only key share, zero-length connection ID."""
 
     pq_only = False
@@ -273,9 +318,14 @@ class Qh3Backend(Backend):
         return cast(asyncio.DatagramTransport, transport)
 
     def prepare_connection(self, quic: Any, settings: QuicSettings, credit: CreditFn) -> None:
+        if type(quic) is QuicConnection:  # made by qh3's server: same layout (no new slots)
+            quic.__class__ = LeanConnection
         limit = quic._local_max_streams_bidi
         limit.value = limit.sent = max(limit.value, settings.max_incoming_streams)
         quic._loss._pacer = _Pacer(quic)
+        if type(quic._loss) is QuicPacketRecovery and type(quic._loss._cc) is QuicCongestionControl:
+            quic._loss.__class__ = LeanRecovery  # same layout: no slots either way
+            quic._loss._cc.__class__ = LeanCubic
         quic._streams_finished = FinishedStreams()
         if not quic._is_client and quic._configuration.probe_datagram_size:
             # the client's probing, for the server (capped once the client's transport

@@ -81,6 +81,10 @@ class ProtocolOwner(abc.ABC):
     @abc.abstractmethod
     def _on_stream_data(self, stream_id: int, data: bytes, end_stream: bool) -> None: ...
 
+    def _on_stream_chunks(self, stream_id: int, chunks: list[bytes], end_stream: bool) -> None:
+        """Several packets' in-order data at once (``ProtocolHooks.chunk_event``)."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     def _on_stream_reset(self, stream_id: int, error_code: int) -> None: ...
 

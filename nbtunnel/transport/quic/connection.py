@@ -247,6 +247,14 @@ class QuicTunnelConnection(ProtocolOwner):
                 return
         stream._feed(data, end_stream)
 
+    def _on_stream_chunks(self, stream_id: int, chunks: list[bytes], end_stream: bool) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            stream = self._new_peer_stream(stream_id)
+            if stream is None:
+                return
+        stream._feed_chunks(chunks, end_stream)
+
     def _on_stream_reset(self, stream_id: int, error_code: int) -> None:
         stream = self._streams.get(stream_id)
         if stream is not None:

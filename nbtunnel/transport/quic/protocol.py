@@ -23,6 +23,9 @@ class ProtocolHooks:
 
     events: ModuleType
     """The library's ``quic.events`` module (set by the adapter)."""
+    chunk_event: type | None = None
+    """The adapter's event for a run of in-order data of one stream (``stream_id``,
+    ``chunks``, ``end_stream``), if its connection coalesces packets' data (``_qh3_lean``)."""
 
     def __init__(self, quic: Any, owner_factory: OwnerFactory) -> None:
         super().__init__(quic)  # type: ignore[call-arg]
@@ -39,6 +42,10 @@ class ProtocolHooks:
     def quic_event_received(self, event: Any) -> None:
         owner = self.owner
         if owner is None:
+            return
+        if event.__class__ is self.chunk_event:
+            chunks: Any = event
+            owner._on_stream_chunks(chunks.stream_id, chunks.chunks, chunks.end_stream)
             return
         ev = self.events
         if isinstance(event, ev.StreamDataReceived):
@@ -61,6 +68,25 @@ class ProtocolHooks:
             owner._on_datagram(addr, now)
         self.quic.receive_datagram(cast(bytes, data), addr, now=now)
         # In a UdpEndpoint batch, process events and transmit (ACK) once, at its end.
+        endpoint = self._endpoint
+        if endpoint is None or not endpoint.defer(self._flush_received):
+            self._flush_received()
+
+    def datagrams_received(self, datagrams: list[bytes], addr: Any) -> None:
+        """Several datagrams from ``addr`` at once (a GRO train from our ``UdpEndpoint``, or
+        a batch from qh3's client transport): one clock read, and the library takes them in
+        one call when it can (``receive_datagrams``)."""
+        now = self._hooks_loop.time()
+        owner = self.owner
+        if owner is not None:
+            owner._on_datagram(addr, now)
+        quic = self.quic
+        receive_many = getattr(quic, "receive_datagrams", None)
+        if receive_many is not None:
+            receive_many(datagrams, addr, now)
+        else:
+            for data in datagrams:
+                quic.receive_datagram(data, addr, now=now)
         endpoint = self._endpoint
         if endpoint is None or not endpoint.defer(self._flush_received):
             self._flush_received()

@@ -185,6 +185,17 @@ class QuicStream:
             self._recv_closed = True
             self._conn._maybe_forget(self)
 
+    def _feed_chunks(self, chunks: list[bytes], end_stream: bool) -> None:
+        """``_feed`` for several chunks at once (one receive batch's packets)."""
+        if not self._eof and self._reset_code is None:
+            self._chunks.extend(chunks)
+            self._buffered += sum(map(len, chunks))
+            self._eof = end_stream
+            self._wake_reader()
+        if end_stream:
+            self._recv_closed = True
+            self._conn._maybe_forget(self)
+
     def _on_reset(self, code: int) -> None:
         self._recv_closed = True
         self._reset_code = code

@@ -12,8 +12,9 @@ segmentation offload both ways: :meth:`UdpEndpoint.sendto_many` (which qh3's pro
 with every datagram of one transmit) sends runs of equal-sized datagrams to one peer with a
 single ``sendmsg`` (``UDP_SEGMENT``), and ``UDP_GRO`` lets one ``recvmsg`` return several
 datagrams of one sender (the kernel only coalesces datagrams of the same flow, so a server
-socket serving many peers is safe; each segment is still handed over on its own, with its
-sender's address). Either falls back to one datagram per syscall where the kernel refuses.
+socket serving many peers is safe). A protocol with ``datagrams_received(datagrams, addr)``
+gets such a train in one call, others each segment on its own, with its sender's address.
+Either falls back to one datagram per syscall where the kernel refuses.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ class UdpEndpoint(asyncio.DatagramTransport):
         self._deferred: dict[Callable[[], None], None] | None = None
         self._gso = sys.platform == "linux" and sock.type == socket.SOCK_DGRAM
         self._gro = self._gso and _enable_gro(sock)
+        self._receive_many: Callable[[list[bytes], Any], None] | None = getattr(
+            protocol, "datagrams_received", None)
         protocol.connection_made(self)
         if not self._closing:
             loop.add_reader(sock.fileno(), self._read_ready)
@@ -85,6 +88,7 @@ class UdpEndpoint(asyncio.DatagramTransport):
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         assert isinstance(protocol, asyncio.DatagramProtocol)
         self._protocol = protocol
+        self._receive_many = getattr(protocol, "datagrams_received", None)
 
     def is_closing(self) -> bool:
         return self._closing
@@ -215,6 +219,16 @@ class UdpEndpoint(asyncio.DatagramTransport):
                 if segment <= 0 or segment >= size:
                     delivered += 1
                     self._deliver(protocol, bytes(view[:size]), addr)
+                    continue
+                many = self._receive_many
+                if many is not None:
+                    train = [bytes(view[offset:min(offset + segment, size)])
+                             for offset in range(0, size, segment)]
+                    delivered += len(train)
+                    try:
+                        many(train, addr)
+                    except Exception as exc:
+                        self._report("datagrams_received", exc)
                     continue
                 for offset in range(0, size, segment):
                     delivered += 1
