@@ -382,3 +382,42 @@ def test_unusual_packets_take_qh3s_path(tmp_path: Path) -> None:
         events.append(event)
     data = b"".join(e.data for e in events if getattr(e, "stream_id", None) == sid)
     assert data == b"x" * 5000 + b"y" * 3000
+
+
+@pytest.mark.parametrize("path", ["lean", "qh3"])
+def test_a_frame_after_the_fin_raises_no_second_end_of_stream(tmp_path: Path, path: str) -> None:
+    """A retransmission of a stream's last frame, arriving after the FIN was delivered, must
+    not look like a new stream (qh3 1.9 reported it as one more ``end_stream``; our connection
+    had forgotten the stream and accepted a ghost one). Same after a reset."""
+    client, server = _pair(tmp_path, lean=True)
+    receive = (server.receive_datagrams if path == "lean" else
+               lambda datagrams, addr, now: [QuicConnection.receive_datagram(server, d, addr, now)
+                                             for d in datagrams])
+
+    def events() -> list[tuple[int, bytes, bool]]:
+        out = []
+        while (event := server.next_event()) is not None:
+            if getattr(event, "stream_id", None) is not None and hasattr(event, "end_stream"):
+                out.append((event.stream_id, event.data, event.end_stream))
+        return out
+
+    sid = client.get_next_available_stream_id()
+    client.send_stream_data(sid, b"request", end_stream=True)
+    receive([d for d, _ in client.datagrams_to_send(1.0)], CLIENT, 1.0)
+    assert b"".join(d for _, d, _ in events()) == b"request"
+    # the client's copy of that frame is declared lost and goes out again, FIN included
+    client._streams[sid].sender.on_data_delivery(QuicDeliveryState.LOST, 0, len(b"request"))
+    again = [d for d, _ in client.datagrams_to_send(1.1)]
+    assert again
+    receive(again, CLIENT, 1.1)
+    assert events() == []
+    # data after a reset: nothing either
+    sid2 = client.get_next_available_stream_id()
+    client.send_stream_data(sid2, b"x" * 100)
+    first = [d for d, _ in client.datagrams_to_send(1.2)]
+    client.reset_stream(sid2, 7)
+    reset = [d for d, _ in client.datagrams_to_send(1.3)]
+    receive(reset, CLIENT, 1.3)  # the reset overtakes the data
+    assert [e for e in events() if e[0] == sid2] == []
+    receive(first, CLIENT, 1.4)
+    assert [e for e in events() if e[0] == sid2] == []

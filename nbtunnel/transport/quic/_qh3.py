@@ -29,6 +29,10 @@ rate (at least 10 packets) and at least 1 ms between wake-ups.
 (``peer_address``); a client then also advertises that size as its max_udp_payload_size
 (qh3 hard-codes 1472), or the server's probes would be capped below it.
 
+qh3 reports a STREAM frame that arrives after the stream's receiving side is over (a
+retransmission after the FIN, data after a reset) as one more event, which our connection
+took for a new stream: ``LeanConnection._stream_frame_once`` drops it, as aioquic does.
+
 qh3's sender keeps transmitting (and retransmitting) bytes it buffered before a reset,
 past the RESET_STREAM's final size: the peer then closes the whole connection with
 FINAL_SIZE_ERROR. ``after_send_reset`` puts a guard in front of such a sender (aioquic drops
@@ -320,6 +324,8 @@ class Qh3Backend(Backend):
     def prepare_connection(self, quic: Any, settings: QuicSettings, credit: CreditFn) -> None:
         if type(quic) is QuicConnection:  # made by qh3's server: same layout (no new slots)
             quic.__class__ = LeanConnection
+        if isinstance(quic, LeanConnection):
+            quic.install_stream_frame_fix()
         limit = quic._local_max_streams_bidi
         limit.value = limit.sent = max(limit.value, settings.max_incoming_streams)
         quic._loss._pacer = _Pacer(quic)

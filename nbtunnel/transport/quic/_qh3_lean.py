@@ -308,6 +308,29 @@ class LeanConnection(QuicConnection):
 
     # receiving --------------------------------------------------------------------------
 
+    def install_stream_frame_fix(self) -> None:
+        """Route qh3's STREAM frame handling through :meth:`_stream_frame_once`."""
+        handlers = getattr(self, _FRAME_HANDLERS)
+        for frame_type in range(0x08, 0x10):
+            handlers[frame_type] = (self._stream_frame_once, handlers[frame_type][1])
+
+    def _stream_frame_once(self, context: Any, frame_type: int, buf: Buffer) -> None:
+        """qh3's ``_handle_stream_frame``, minus the event it raises again for a stream whose
+        receiving side was already over: qh3 1.9 reports a duplicate frame that arrives after
+        the FIN (a retransmission) as one more ``end_stream``, and data arriving after a reset
+        as new data (aioquic returns nothing once ``is_finished``, as here). Our connection has
+        forgotten such a stream, so it took that event for a new stream from the peer."""
+        start = buf.tell()
+        stream_id = buf.pull_uint_var()
+        buf.seek(start)
+        stream = self._streams.get(stream_id)
+        finished = stream is not None and stream.receiver.is_finished
+        queued = len(self._events)
+        QuicConnection._handle_stream_frame(self, context, frame_type, buf)
+        if finished:
+            while len(self._events) > queued:
+                self._events.pop()
+
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
         self.receive_datagrams((data,), addr, now)
 
@@ -513,13 +536,14 @@ class LeanConnection(QuicConnection):
             else:
                 queue.append(StreamChunks(stream_id, data, fin))
         else:
+            finished = receiver.is_finished
             try:
                 event = receiver.handle_frame(offset, data, fin)
             except FinalSizeError as exc:
                 raise QuicConnectionError(
                     error_code=QuicErrorCode.FINAL_SIZE_ERROR, frame_type=frame_type,
                     reason_phrase=str(exc)) from None
-            if event is not None:
+            if event is not None and not finished:  # (see _stream_frame_once)
                 self._events.append(event)
         max_data.used += newly_received
         if newly_received > 0:
