@@ -51,8 +51,18 @@ from tunnel_bench import (
     version_of,
 )
 
-PATHS = ("direct", "nginx", "jupyter-proxy", "nbtunnel-quic", "nbtunnel-http2",
-         "cloudflared-quic", "cloudflared-http2")
+LOOPBACK_ENV = "NBTUNNEL_QUIC_LOOPBACK_DATAGRAM"
+try:  # nbtunnel's default between loopback addresses (0: off)
+    from nbtunnel.transport.quic.backend import LOOPBACK_DATAGRAM_DEFAULT as LOOPBACK_DEFAULT
+except ImportError:  # an older nbtunnel (A/B runs against an export): off
+    LOOPBACK_DEFAULT = 0
+PATHS = ("direct", "nginx", "jupyter-proxy", "nbtunnel-quic", "nbtunnel-quic-1452",
+         "nbtunnel-http2", "cloudflared-quic", "cloudflared-http2")
+SMALL_DATAGRAMS = "nbtunnel-quic-1452"
+"""Our connector over QUIC with the loopback datagram size off (NBTUNNEL_QUIC_LOOPBACK_DATAGRAM=0)
+on edge and connector: at most 1452-byte datagrams, what a real network path (and the real
+cloudflared, whose quic-go caps our edge at 1452) gets. Its small-request cells would repeat
+nbtunnel-quic's (small requests never fill a datagram), so it only runs the transfers."""
 TARGET_X_JUPYTER_PROXY = 4.0  # through the tunnel vs jupyter-server-proxy's hop, c=50 req/s
 TARGET_CPU_US = 200  # edge + connector CPU per small request (issue 14)
 TARGET_MS_PER_MB = 6.0  # per process, bulk over QUIC
@@ -390,10 +400,12 @@ def render(res: dict[str, Any]) -> str:
              f"{meta['cpus']} CPUs, load average {meta['loadavg_1min_at_start']} at start",
              f"  cloudflared: {meta['cloudflared'] or 'not run (set NBTUNNEL_CLOUDFLARED)'}; "
              f"nginx: {meta['nginx'] or 'not installed'}; one edge and one origin for every path",
-             "  QUIC datagrams between loopback addresses: "
-             + (f"probed up to {meta['loopback_datagram']} bytes (NOT what cloudflared or a "
-                f"real network path does)" if meta.get("loopback_datagram")
-                else "1452 bytes at most, as quic-go"),
+             "  QUIC datagrams between loopback addresses: nbtunnel-quic "
+             + (f"probes up to {meta['loopback_datagram']} bytes (NOT what cloudflared or a "
+                f"real network path gets)" if meta.get("loopback_datagram")
+                else "1452 bytes at most, as quic-go")
+             + f"; {SMALL_DATAGRAMS}: 1452 at most (cloudflared's quic-go caps our edge there "
+               "too)",
              ""]
     paths = [p for p in res["paths"] if "error" not in res["paths"][p]]
     for conns in meta["conns"]:
@@ -402,7 +414,9 @@ def render(res: dict[str, Any]) -> str:
         lines.append(f"{'path':<20}{'conns':>6}{'req/s':>9}{'x dir':>7}{'p50 ms':>8}{'p99 ms':>8}"
                      f"{'edge us':>9}{'hop us':>8}{'sum us':>8}{'other%':>7}  errors")
         for p in paths:
-            cell = res["paths"][p].get(key, {})
+            if key not in res["paths"][p]:
+                continue  # (nbtunnel-quic-1452 only runs the transfers)
+            cell = res["paths"][p][key]
             f = figs[p].get(key, {})
             err = cell.get("error") or (str(cell["errors"]) if cell.get("errors") else "")
             lines.append(
@@ -455,7 +469,9 @@ def ratio_lines(res: dict[str, Any]) -> list[str]:
     for proto in ("quic", "http2"):
         ours, theirs = f"nbtunnel-{proto}", f"cloudflared-{proto}"
         if ours not in figs:
-            continue
+            if proto != "quic" or SMALL_DATAGRAMS not in figs:
+                continue
+            ours = SMALL_DATAGRAMS  # (only transfers)
         o, t = paths[ours], paths.get(theirs, {})
         fo, ft = figs[ours], figs.get(theirs, {})
         c50 = o.get("c50", {}).get("rps"), t.get("c50", {}).get("rps")
@@ -477,8 +493,14 @@ def ratio_lines(res: dict[str, Any]) -> list[str]:
         if added is not None:
             parts.append(f"c=1 adds {added:.2f} ms p50 (target <= {TARGET_ADDED_P50_MS}: "
                          f"{'ok' if added <= TARGET_ADDED_P50_MS else 'MISS'})")
-        lines.append(f"  {proto:<5} " + "; ".join(p for p in parts if p))
-        if proto == "quic" and "download" in fo:
+        if "c50" in o or "c1" in o:
+            lines.append(f"  {proto:<5} " + "; ".join(p for p in parts if p))
+        if proto != "quic":
+            continue
+        for name in (f"nbtunnel-{proto}", SMALL_DATAGRAMS):
+            if "download" not in figs.get(name, {}):
+                continue
+            fo, o = figs[name], paths[name]
             worst = max((x for k in ("download", "upload") for x in
                          (fo.get(k, {}).get("edge"), fo.get(k, {}).get("middle"))
                          if x is not None), default=None)
@@ -488,7 +510,10 @@ def ratio_lines(res: dict[str, Any]) -> list[str]:
                 a, b = o.get(k, {}).get("mbps"), t.get(k, {}).get("mbps")
                 if a and b:
                     bulk.append(f"{k} {a / b:.2f}x cloudflared")
-            lines.append("        bulk: " + "; ".join(bulk))
+            label = ("bulk, loopback datagrams" if name == f"nbtunnel-{proto}"
+                     and res["meta"].get("loopback_datagram") else
+                     "bulk, 1452-byte datagrams" if name == SMALL_DATAGRAMS else "bulk")
+            lines.append(f"        {label}: " + "; ".join(bulk))
     lines.append("")
     return lines
 
@@ -518,6 +543,9 @@ def run_path(path: str, r: dict[str, Any], plan: Plan, args: argparse.Namespace,
         hop = Hop(path, url + "/", url.split("/")[2], jupyter)
         procs.append(jupyter)
     else:
+        if path == SMALL_DATAGRAMS:
+            env = {**env, LOOPBACK_ENV: "0"}
+            plan = Plan(plan.seconds, (), plan.bulk_bytes, 0, 0)  # only the transfers
         edge = start_edge(work, env, args.quic_backend, path)
         started.append(edge.proc)
         procs.append(edge.proc)
@@ -559,11 +587,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--loop", choices=["auto", "asyncio"], default="auto",
                         help="event loop of edge and connector (auto: uvloop when installed)")
-    parser.add_argument("--loopback-datagram", type=int, default=0, metavar="BYTES",
-                        help="QUIC datagram size our edge and connector probe for between "
-                             "loopback addresses (NBTUNNEL_QUIC_LOOPBACK_DATAGRAM; default 0: "
-                             "off, 1452 at most like quic-go; cloudflared's connector caps the "
-                             "edge at 1452 either way)")
+    parser.add_argument("--loopback-datagram", type=int, default=None, metavar="BYTES",
+                        help="QUIC datagram size nbtunnel-quic's edge and connector probe for "
+                             "between loopback addresses (NBTUNNEL_QUIC_LOOPBACK_DATAGRAM; "
+                             f"default: nbtunnel's, {LOOPBACK_DEFAULT or 'off'}; 0: off, 1452 "
+                             f"at most like quic-go). {SMALL_DATAGRAMS} always runs with 0; "
+                             "cloudflared's connector caps the edge at 1452 either way")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args(argv)
@@ -605,7 +634,9 @@ def main(argv: list[str] | None = None) -> int:
         "idle_conns": plan.idle_conns,
         "cloudflared": cf_version, "nginx": bool(shutil.which("nginx")
                                                  or Path("/usr/sbin/nginx").exists()),
-        "skipped": skipped, "ha_ours": args.ha, "loopback_datagram": args.loopback_datagram,
+        "skipped": skipped, "ha_ours": args.ha,
+        "loopback_datagram": (LOOPBACK_DEFAULT if args.loopback_datagram is None
+                              else args.loopback_datagram),
         "loop": "asyncio" if args.loop == "asyncio" or not uvloop_installed() else "uvloop",
     }, "paths": {}}
 
@@ -619,8 +650,8 @@ def main(argv: list[str] | None = None) -> int:
     env["PYTHONUNBUFFERED"] = "1"
     if args.loop == "asyncio":
         env["NBTUNNEL_LOOP"] = "asyncio"
-    if args.loopback_datagram:
-        env["NBTUNNEL_QUIC_LOOPBACK_DATAGRAM"] = str(args.loopback_datagram)
+    if args.loopback_datagram is not None:
+        env[LOOPBACK_ENV] = str(args.loopback_datagram)
     procs: list[Proc] = []
     ok = False
     try:

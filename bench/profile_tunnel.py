@@ -131,8 +131,9 @@ def main() -> int:
     ap.add_argument("--bulk", choices=["down", "up"],
                     help="profile one transfer through the tunnel instead of small requests")
     ap.add_argument("--bulk-mb", type=int, default=200)
-    ap.add_argument("--loopback-datagram", type=int, default=0, metavar="BYTES",
-                    help="NBTUNNEL_QUIC_LOOPBACK_DATAGRAM for edge and connector (0: off)")
+    ap.add_argument("--loopback-datagram", type=int, default=None, metavar="BYTES",
+                    help="NBTUNNEL_QUIC_LOOPBACK_DATAGRAM for edge and connector (default: "
+                         "nbtunnel's; 0: off, 1452-byte datagrams at most)")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--quic-backend", choices=["qh3", "aioquic"], default="qh3")
     ap.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
@@ -148,7 +149,7 @@ def main() -> int:
     env.update(NBTUNNEL_HOME=str(work / "home"), PYTHONUNBUFFERED="1")
     if args.loop == "asyncio":
         env["NBTUNNEL_LOOP"] = "asyncio"
-    if args.loopback_datagram:
+    if args.loopback_datagram is not None:
         env["NBTUNNEL_QUIC_LOOPBACK_DATAGRAM"] = str(args.loopback_datagram)
     procs: list[Proc] = []
     try:

@@ -222,14 +222,18 @@ class _Link:
         return ready
 
 
-def _pair(tmp_path: Path, lean: bool) -> tuple[Any, Any]:
+def _pair(tmp_path: Path, lean: bool, loopback: int = 0,
+          keep: Any = lambda sender, data: True) -> tuple[Any, Any]:
+    """A client and a server connection after their handshake (``keep(sender, datagram)``
+    False: that datagram is lost)."""
     backend = get_backend("qh3")
     ca = LocalCA.load_or_create(tmp_path / "ca")
-    settings = QuicSettings(backend="qh3")
+    settings = QuicSettings(backend="qh3", loopback_datagram_size=loopback)
     client_config = backend.client_configuration(settings, "localhost", str(ca.ca_path), True)
     client = (backend.new_client(client_config, settings) if lean
               else QuicConnection(configuration=client_config))
     backend.prepare_connection(client, settings, lambda _sid: None)
+    backend.peer_address(client, settings, SERVER)
     client.connect(SERVER, now=0.0)
     first = [d for d, _ in client.datagrams_to_send(0.0)]
     header = pull_quic_header(Buffer(data=first[0]), host_cid_length=8)
@@ -238,6 +242,7 @@ def _pair(tmp_path: Path, lean: bool) -> tuple[Any, Any]:
                                                    str(ca.key_path)),
         original_destination_connection_id=header.destination_cid)
     backend.prepare_connection(server, settings, lambda _sid: None)
+    backend.peer_address(server, settings, CLIENT)
     if not lean:  # qh3's own classes (with our pacer)
         for quic in (client, server):
             quic.__class__ = QuicConnection
@@ -250,10 +255,12 @@ def _pair(tmp_path: Path, lean: bool) -> tuple[Any, Any]:
     for _ in range(100):
         now += 0.001
         for data in to_server:
-            server.receive_datagram(data, CLIENT, now)
+            if keep(client, data):
+                server.receive_datagram(data, CLIENT, now)
         to_client = [d for d, _ in server.datagrams_to_send(now)]
         for data in to_client:
-            client.receive_datagram(data, SERVER, now)
+            if keep(server, data):
+                client.receive_datagram(data, SERVER, now)
         to_server = [d for d, _ in client.datagrams_to_send(now)]
         if client._handshake_complete and server._handshake_complete and not to_server \
                 and not to_client:
@@ -421,3 +428,44 @@ def test_a_frame_after_the_fin_raises_no_second_end_of_stream(tmp_path: Path, pa
     assert [e for e in events() if e[0] == sid2] == []
     receive(first, CLIENT, 1.4)
     assert [e for e in events() if e[0] == sid2] == []
+
+
+@pytest.mark.parametrize(("drops", "expected"), [
+    ({}, (16384, 16384)),
+    ({1350: 1, 1452: 2, 4096: 1, 16384: 2}, (16384, 16384)),  # lost, sent again
+    ({4096: 3}, (1452, 1452)),  # three times lost: that size is not for this path
+    ({1350: 3}, (1280, 1280)),
+])
+def test_a_lost_mtu_probe_is_sent_again(
+    tmp_path: Path, drops: dict[int, int], expected: tuple[int, int]
+) -> None:
+    """qh3 stopped probing at the first lost probe (one datagram dropped by a busy socket
+    buffer kept a connection at 1280 bytes for its life); a size now gets three probes."""
+    dropped: dict[tuple[int, int], int] = {}
+
+    def keep(sender: Any, data: bytes) -> bool:
+        key = (id(sender), len(data))
+        if len(data) > sender._max_datagram_size and dropped.get(key, 0) < drops.get(
+                len(data), 0):
+            dropped[key] = dropped.get(key, 0) + 1  # a probe, lost
+            return False
+        return True
+
+    client, server = _pair(tmp_path, lean=True, loopback=16384, keep=keep)
+    now = 1.0
+    for _ in range(400):
+        if (client._max_datagram_size, server._max_datagram_size) == expected \
+                and not client._mtu_probe_sizes and not server._mtu_probe_sizes:
+            break
+        client.send_ping(1)
+        server.send_ping(2)
+        for sender, receiver, to in ((client, server, CLIENT), (server, client, SERVER)):
+            timer = sender.get_timer()
+            if timer is not None and timer <= now:
+                sender.handle_timer(now)
+            for data, _ in sender.datagrams_to_send(now):
+                if keep(sender, data):
+                    receiver.receive_datagram(data, to, now)
+        now += 0.01
+    assert (client._max_datagram_size, server._max_datagram_size) == expected
+    assert sum(dropped.values()) == 2 * sum(drops.values())

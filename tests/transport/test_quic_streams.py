@@ -28,6 +28,7 @@ from nbtunnel.transport.quic import (
     QuicTunnelConnection,
     available_backends,
 )
+from nbtunnel.transport.quic.backend import LOOPBACK_DATAGRAM_ENV
 from nbtunnel.transport.tls import LocalCA
 
 from .util import dial, each_stream, edge
@@ -351,9 +352,24 @@ async def _ping_pong_until(
 async def test_qh3_server_probes_its_path_mtu_like_the_client(ca: LocalCA) -> None:
     """The edge's sends grow from 1280 to the 1452 bytes the client allows (qh3 only probes
     as a client on its own), so an upload costs the edge fewer packets."""
+    async with edge(ca, "qh3", echo_handler, loopback_datagram_size=0) as server:
+        async with dial(ca, server, "qh3", loopback_datagram_size=0) as conn:
+            assert await _ping_pong_until(conn, server, (1452, 1452)) == (1452, 1452)
+
+
+@pytest.mark.skipif("qh3" not in available_backends(), reason="qh3 not installed")
+async def test_loopback_peers_use_16k_datagrams_by_default(
+    ca: LocalCA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edge and a connector on one host (the notebook's embedded edge, the lab, the
+    benches) probe up to 16 KB datagrams unless NBTUNNEL_QUIC_LOOPBACK_DATAGRAM says 0."""
+    monkeypatch.delenv(LOOPBACK_DATAGRAM_ENV, raising=False)
+    assert QuicSettings().loopback_datagram_size == 16384
     async with edge(ca, "qh3", echo_handler) as server:
         async with dial(ca, server, "qh3") as conn:
-            assert await _ping_pong_until(conn, server, (1452, 1452)) == (1452, 1452)
+            assert await _ping_pong_until(conn, server, (16384, 16384)) == (16384, 16384)
+    monkeypatch.setenv(LOOPBACK_DATAGRAM_ENV, "0")
+    assert QuicSettings().loopback_datagram_size == 0
 
 
 async def test_a_reply_carries_the_ack_of_what_it_answers(
@@ -442,6 +458,22 @@ async def test_a_complete_response_arrives_as_head_body_and_end(
             await asyncio.wait_for(done.wait(), 10)
     assert got == [(200, [("Content-Length", "12")], b"hello world\n"),
                    (200, [("Content-Length", "200000")], big)]
+
+
+@pytest.mark.skipif(not {"qh3", "aioquic"} <= set(available_backends()),
+                    reason="needs qh3 and aioquic")
+async def test_loopback_datagrams_to_an_aioquic_connector(ca: LocalCA) -> None:
+    """aioquic announces no max_udp_payload_size (RFC 9000: 65527), so a qh3 edge probes
+    its way to 16 KB datagrams towards it; aioquic takes them, and sends its own 1200."""
+    async with edge(ca, "qh3", echo_handler, loopback_datagram_size=16384) as server:
+        async with dial(ca, server, "aioquic") as conn:
+            own = conn._quic._max_datagram_size
+            assert await _ping_pong_until(conn, server, (own, 16384)) == (own, 16384)
+            payload = os.urandom(2 << 20)  # and aioquic reads the big packets intact
+            stream = conn.open_stream()
+            await stream.write(payload)
+            stream.write_eof()
+            assert await stream.readexactly(len(payload)) == payload
 
 
 async def test_silent_for_counts_from_the_last_datagram_both_sides(

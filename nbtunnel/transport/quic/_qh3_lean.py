@@ -99,6 +99,17 @@ class StreamChunks:
                 f"bytes={size}, end_stream={self.end_stream})")
 
 
+MTU_PROBE_ATTEMPTS = 3
+"""Probes of one size before giving up on it (RFC 8899's MAX_PROBES); qh3 stops at the first
+loss, so one packet dropped by a full socket buffer kept a connection at 1280 bytes."""
+
+
+class _ProbeSizes(list[int]):
+    """qh3's list of path MTU probe sizes, with the losses of the current one."""
+
+    losses = 0
+
+
 class LeanConnection(QuicConnection):
     """qh3's connection with the lean paths described in the module docstring."""
 
@@ -305,6 +316,23 @@ class LeanConnection(QuicConnection):
                         self._close_at is None or deadline > self._close_at
                     ):
                         self._close_at = deadline
+
+    def _on_mtu_probe_delivery(self, delivery: QuicDeliveryState, probe_size: int) -> None:
+        """qh3's, but a lost probe is sent again (MTU_PROBE_ATTEMPTS of one size in all)."""
+        sizes = self._mtu_probe_sizes
+        if delivery == _ACKED:
+            super()._on_mtu_probe_delivery(delivery, probe_size)
+            if isinstance(self._mtu_probe_sizes, _ProbeSizes):
+                self._mtu_probe_sizes.losses = 0
+            return
+        losses = getattr(sizes, "losses", 0) + 1
+        if losses >= MTU_PROBE_ATTEMPTS or not sizes or sizes[0] != probe_size:
+            super()._on_mtu_probe_delivery(delivery, probe_size)  # stops probing
+            return
+        retry = _ProbeSizes(sizes)
+        retry.losses = losses
+        self._mtu_probe_sizes = retry
+        self._mtu_probe_pending = None  # the next transmit probes this size again
 
     # receiving --------------------------------------------------------------------------
 

@@ -26,12 +26,14 @@ ALPN = "argotunnel"
 DEFAULT_SERVER_NAME = "quic.cftunnel.com"
 
 LOOPBACK_DATAGRAM_ENV = "NBTUNNEL_QUIC_LOOPBACK_DATAGRAM"
+LOOPBACK_DATAGRAM_DEFAULT = 16384
+"""Datagram size probed for between loopback addresses unless the environment says otherwise."""
 
 
-def _env_size(name: str) -> int:
+def _env_size(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
     try:
-        return max(0, int(value)) if value else 0
+        return max(0, int(value)) if value else default
     except ValueError:
         raise ValueError(f"{name}={value!r}: expected a size in bytes (0: off)") from None
 
@@ -66,14 +68,18 @@ class QuicSettings:
     """Client: use a zero-length source connection ID, as quic-go (cloudflared) does."""
     pq_key_share_only: bool = False
     """Client: offer only an X25519MLKEM768 key share, like cloudflared's Go TLS (qh3 only)."""
-    loopback_datagram_size: int = field(default_factory=lambda: _env_size(LOOPBACK_DATAGRAM_ENV))
-    """With a peer on a loopback address only: probe the path MTU up to this UDP payload
-    size (qh3 only; 0: off, the default; ``NBTUNNEL_QUIC_LOOPBACK_DATAGRAM`` sets it for a
-    whole process). Loopback carries 64 KiB datagrams, so a bulk transfer between an edge
-    and a connector on one host costs far fewer packets. Real probing: a lost probe stops
-    it, and the peer's max_udp_payload_size caps it (quic-go, so
-    cloudflared, allows 1452). Never used towards a non-loopback address."""
-
+    loopback_datagram_size: int = field(
+        default_factory=lambda: _env_size(LOOPBACK_DATAGRAM_ENV, LOOPBACK_DATAGRAM_DEFAULT))
+    """With a peer on a loopback address only (an edge and a connector on one host: the
+    notebook's embedded edge, the lab, the benches): probe the path MTU up to this UDP payload
+    size (qh3 only; default 16384, at most that: qh3's STREAM frames cannot be longer; 0: off,
+    1452 bytes at most as quic-go; ``NBTUNNEL_QUIC_LOOPBACK_DATAGRAM`` sets it for a whole
+    process). Loopback carries 64 KiB datagrams, so a bulk transfer costs ~11x fewer packets,
+    and qh3's per-packet Python work is most of a transfer's CPU. Real probing (4096, then
+    this size, after qh3's 1350 and 1452): a lost probe stops it, and the peer's
+    max_udp_payload_size caps it (quic-go, so cloudflared, announces 1452: our edge never
+    sends it more). Never used towards a non-loopback address (so never towards
+    Cloudflare's edge)."""
 
 class ProtocolOwner(abc.ABC):
     """The typed callbacks a backend protocol forwards to (implemented by QuicTunnelConnection)."""
