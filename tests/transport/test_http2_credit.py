@@ -13,6 +13,7 @@ import h2.connection
 import h2.events
 import pytest
 
+from nbtunnel.transport.errors import StreamResetError
 from nbtunnel.transport.http2 import WINDOW, ConnectorH2Connection, EdgeH2Connection, H2Stream
 from nbtunnel.transport.http2.connection import CONN_WINDOW, H2Connection
 
@@ -29,6 +30,9 @@ class Peer:
     writer: asyncio.StreamWriter
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     heads: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
+    received: int = 0
+    ack: bool = True
+    """Whether DATA received is credited back at once."""
 
     def flush(self) -> None:
         self.writer.write(self.h2.data_to_send())
@@ -61,7 +65,10 @@ async def _serve(peer_side_client: bool, ready: asyncio.Queue[Peer],
             if isinstance(event, h2.events.RequestReceived | h2.events.ResponseReceived):
                 peer.heads[event.stream_id] = [(str(n), str(v)) for n, v in event.headers]
             elif isinstance(event, h2.events.DataReceived):
-                conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                peer.received += len(event.data)
+                if peer.ack:
+                    conn.acknowledge_received_data(event.flow_controlled_length,
+                                                   event.stream_id)
         peer.flush()
         peer.changed.set()
 
@@ -201,3 +208,27 @@ async def test_a_late_reader_gets_the_bytes_once_credited(
     assert connector.h2._conn_unacked == WINDOW
     assert await _read_all(stream) == WINDOW
     assert connector.h2._conn_unacked == WINDOW
+
+
+async def test_a_writer_waiting_for_credit_fails_at_once_when_the_peer_resets(
+    connector_pair: tuple[ConnectorH2Connection, Peer],
+) -> None:
+    """The peer reads nothing, then resets the stream (its visitor left): the write waiting
+    for window fails now, not when some other stream's credit happens to arrive."""
+    connector, peer = connector_pair
+    peer.ack = False
+    sid = peer.h2.get_next_available_stream_id()
+    peer.h2.send_headers(sid, GET, end_stream=True)
+    peer.flush()
+    stream = await asyncio.wait_for(connector.accept_stream(), 5)
+    stream.respond([(":status", "200")])
+    writing = asyncio.create_task(stream.write(b"x" * 200_000))
+    async with asyncio.timeout(5):
+        while peer.received < 65535:  # the peer's default stream window, all sent
+            peer.changed.clear()
+            await peer.changed.wait()
+    assert not writing.done()
+    peer.h2.reset_stream(sid, 8)
+    peer.flush()
+    with pytest.raises(StreamResetError):
+        await asyncio.wait_for(writing, 5)

@@ -251,6 +251,8 @@ class H2Connection(asyncio.Protocol):
         elif kind == h2c.STREAM_RESET:
             if (stream := self.streams.get(event[1])) is not None:
                 stream.on_reset(event[2])
+            if self._window_waiters:  # a write waiting for credit on it fails now
+                self._wake(self._window_waiters)
         elif kind == h2c.GOAWAY_RECEIVED:
             self._on_goaway(event[1], event[2])
 
