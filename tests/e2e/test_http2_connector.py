@@ -240,3 +240,21 @@ async def test_latin1_header_bytes_survive_the_http2_transport(h2tunnel: Tunnel)
         b"caf\xe9"]
     (again,), _ = await roundtrip(h2tunnel.edge.public_address, data, ["GET"])
     assert again.status == 200
+
+
+async def test_a_head_over_the_connectors_header_list_bound_fails_that_request_only(
+    h2tunnel: Tunnel, client: aiohttp.ClientSession,
+) -> None:
+    """A visitor head the front accepts (under 64 KiB, 256 fields) can still exceed the 64 KiB
+    header list the connector's HTTP/2 takes (HPACK adds 32 bytes per field): the connector
+    answers that request 431; its tunnel connection, and everyone else's requests on it,
+    carry on (the connection used to end with ENHANCE_YOUR_CALM)."""
+    before = {id(c) for c in h2tunnel.connector.connections.values()}
+    big = {f"X-H-{i:03d}": "v" * 300 for i in range(200)}  # ~62 KB, ~68 KiB listed
+    for _ in range(4):  # whichever connection each request takes
+        async with client.get(f"{h2tunnel.base}/echo/big",
+                              headers=_headers(h2tunnel, **big)) as resp:
+            assert resp.status == 431
+    async with client.get(f"{h2tunnel.base}/echo/small", headers=_headers(h2tunnel)) as resp:
+        assert resp.status == 200
+    assert {id(c) for c in h2tunnel.connector.connections.values()} == before
