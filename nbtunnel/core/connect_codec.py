@@ -19,10 +19,11 @@ Heads repeat their shape: the same fields with values of the same sizes (the edg
 forwarding headers, an origin's response fields). The list's pointer words depend on the text
 sizes only, so both directions keep a bounded cache keyed by them: the encoder maps the
 sizes to the tag and pointer words (bytes, ready to copy) and to a ``struct`` that pads and
-lays out the texts in one call; the decoder maps the pointer words it finds to a ``struct``
-that cuts the texts out in one call (validated once, when the layout is first seen: each
-pointer must be the one the encoder writes for a text that follows the previous one). Per
-head that leaves a handful of C calls instead of a dozen Python operations per text.
+lays out the texts in one call; the decoder reads a layout's first head pointer by pointer
+(each pointer must be the one the encoder writes for a text that follows the previous one)
+and from the second on maps the pointer words to a ``struct`` that cuts the texts out in one
+call and one that checks their NULs. Per head that leaves a handful of C calls instead of a
+dozen Python operations per text.
 """
 from __future__ import annotations
 
@@ -151,18 +152,31 @@ def decode_head(
         at += 8 + 8 * count
         layout = _LAYOUTS.get(block)
         if layout is None:
+            key = hash(block)
+            if key not in _SEEN or count > _MAX_CACHED_TEXTS:
+                # a layout seen once is read pointer by pointer (building a struct pays off
+                # from the second head of that layout); bounded: the peer chooses layouts
+                if len(_SEEN) >= _MAX_SEEN:
+                    _SEEN.clear()
+                _SEEN.add(key)
+                texts = _texts_in_order(message, at, block, count)
+                if texts is None:
+                    return _decode_general(message, min_data_words)
+                pairs = iter(texts)
+                return (int.from_bytes(message[16:18], "little") if dw else 0, first,
+                        list(zip(pairs, pairs, strict=False)))
             layout = _layout(block, count)
             if layout is None:
                 return _decode_general(message, min_data_words)
-            if count <= _MAX_CACHED_TEXTS:  # bounded: the peer chooses the layouts
-                if len(_LAYOUTS) >= _MAX_LAYOUTS:
-                    del _LAYOUTS[next(iter(_LAYOUTS))]
-                _LAYOUTS[block] = layout
-        texts_of, length = layout
-        if at + length != size:
+            if len(_LAYOUTS) >= _MAX_LAYOUTS:
+                del _LAYOUTS[next(iter(_LAYOUTS))]
+            _LAYOUTS[block] = layout
+        texts_of, nuls_of, nuls, length = layout
+        # every text ends in its NUL (else the generic reader, which keeps a last byte that
+        # is not one, decides); the texts are cut without it
+        if at + length != size or nuls_of.unpack_from(message, at) != nuls:
             return _decode_general(message, min_data_words)
-        # each text with its NUL: the generic reader strips one trailing NUL if there is one
-        texts = list(map(_strip_nul, map(bytes.decode, texts_of.unpack_from(message, at))))
+        texts = list(map(bytes.decode, texts_of.unpack_from(message, at)))
     except (IndexError, UnicodeDecodeError, struct.error):
         return _decode_general(message, min_data_words)
     pairs = iter(texts)
@@ -170,31 +184,62 @@ def decode_head(
             list(zip(pairs, pairs, strict=False)))  # an even count: checked above
 
 
-_Layout = tuple[struct.Struct, int]  # the texts after a pointer list, their padded length
+_Layout = tuple[struct.Struct, struct.Struct, tuple[int, ...], int]
+"""The texts after a pointer list (without their NULs), their NULs, as many zeros, and the
+texts' padded length."""
 _LAYOUTS: dict[bytes, _Layout] = {}  # by the list's pointer words: one per set of text sizes
 _MAX_LAYOUTS = 128
-_strip_nul = operator.methodcaller("removesuffix", "\x00")
+
+
+_SEEN: set[int] = set()  # hashes of layouts read once
+_MAX_SEEN = 1024
+
+
+def _texts_in_order(message: bytes, at: int, block: bytes, count: int) -> list[str] | None:
+    """The texts of ``count`` pointer words (``block``) when each one follows the previous
+    one's padded end from byte ``at`` to the message's end and ends in its NUL, else None."""
+    expect = (count - 1) << 2 | _TEXT  # the next text pointer's low bits
+    texts: list[str] = []
+    append = texts.append
+    for w in _words(count).unpack(block):
+        if w:
+            size = w >> 35
+            end = at + size - 1
+            if w & _LOW != expect or not size or message[end]:
+                return None
+            append(message[at:end].decode())
+            size = (size + 7) & -8
+            at += size
+            expect += (size >> 1) - 4
+        else:
+            append("")
+            expect -= 4
+    return texts if at == len(message) else None
 
 
 def _layout(block: bytes, count: int) -> _Layout | None:
     """Where the texts of ``count`` pointer words (``block``) lie when each one follows the
     previous one's padded end, right after the pointers (None if they do not)."""
-    fields = ["<"]
+    texts = ["<"]
+    nuls = ["<"]
     expect = (count - 1) << 2 | _TEXT  # the next text pointer's low bits
     length = 0
+    n = 0
     for w in _words(count).unpack(block):
         if w:
             size = w >> 35
             if w & _LOW != expect or not size:
                 return None
             padded = (size + 7) & -8
-            fields.append(f"{size}s{padded - size}x")
+            texts.append(f"{size - 1}s{padded - size + 1}x")
+            nuls.append(f"{size - 1}xB{padded - size}x")
+            n += 1
             length += padded
             expect += (padded >> 1) - 4
         else:
-            fields.append("0s")
+            texts.append("0s")
             expect -= 4
-    return struct.Struct("".join(fields)), length
+    return (struct.Struct("".join(texts)), struct.Struct("".join(nuls)), (0,) * n, length)
 
 
 def _decode_general(
