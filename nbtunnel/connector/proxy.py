@@ -104,7 +104,7 @@ class StreamProxy:
 
     async def _data_stream(self, stream: DataStream, req: ConnectRequest, conn_index: int,
                            task: asyncio.Task[Any]) -> None:
-        started = time.monotonic()
+        started = time.monotonic() if self.emit is not None else 0.0
         method, path, status, error = "?", "?", 0, ""
         counts = [0, 0]  # bytes in (request body), bytes out (response body)
         flow: Flow | None = None

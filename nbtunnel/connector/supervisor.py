@@ -129,11 +129,12 @@ class Connector:
         self._origin = OriginClient(connector_id=str(self.connector_id))
         self.guard = GuardedOrigin(self._origin, config.access, config.inspector) if (
             config.access is not None or config.inspector is not None) else None
-        self._proxy = StreamProxy(self.guard or self._origin, lambda: self.ingress, self._service,
-                                  self._emit)
+        # request events are made only once someone observes them (metrics, the notebook)
+        self._proxy = StreamProxy(self.guard or self._origin, lambda: self.ingress, self._service)
 
     def subscribe(self, observer: Callable[[TunnelEvent], None]) -> None:
         self._observers.append(observer)
+        self._proxy.emit = self._emit
 
     def _emit(self, event: TunnelEvent) -> None:
         if isinstance(event, ConnectionEvent):
