@@ -138,7 +138,8 @@ class OriginClient:
         elif method in _BODY_METHODS:
             lines.append("Content-Length: 0")  # as Go's transport does
         raw = _head_bytes(method, _path_qs(head.dest), lines) + payload
-        key = (target, no_tls_verify, server_name)
+        # pooled per service string (hashed in C; the target's dataclass hash is Python)
+        key = (service, no_tls_verify, server_name)
         replayable = body is None and not payload and method in _REPLAYABLE
         timeout = self._connect_timeout if connect_timeout is None else connect_timeout
         if self._slots is not None:
