@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from nbtunnel.connector.warp import WarpRouting, WarpRoutingError
@@ -163,6 +164,11 @@ class Ingress:
     warnings: tuple[str, ...] = ()
     defaults: dict[str, object] = field(default_factory=dict)
     warp_routing: WarpRouting = field(default_factory=WarpRouting)
+
+    @cached_property
+    def uses_paths(self) -> bool:
+        """Whether a rule matches on the path (else `match` never looks at it)."""
+        return any(rule.path is not None for rule in self.rules)
 
     @classmethod
     def single(cls, service: str) -> Ingress:

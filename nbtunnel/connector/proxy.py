@@ -115,12 +115,15 @@ class StreamProxy:
                 await self.streams.tcp(stream, req, self.ingress().warp_routing, flow)
                 return
             head = parse_http_request(req)
-            method, path = head.method, _path_of(head.dest)
+            method = head.method
             host = head.host
             if host[:1] in "mM" and host.split(":")[0].rstrip(".").lower() == MANAGEMENT_HOSTNAME:
-                _, rule = _MANAGEMENT.match(host, path)
+                ingress = _MANAGEMENT
             else:
-                _, rule = self.ingress().match(host, path)
+                ingress = self.ingress()
+            if ingress.uses_paths or self.emit is not None:  # else nobody reads the path
+                path = _path_of(head.dest)
+            _, rule = ingress.match(host, path)
             service = self.services(rule.service)
             if is_stream_service(service):
                 flow = Flow()
