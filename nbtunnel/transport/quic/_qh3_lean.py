@@ -582,48 +582,56 @@ class LeanConnection(QuicConnection):
 class LeanCubic(QuicCongestionControl):
     """qh3's CUBIC with :meth:`on_packets_acked`: the packets of one ACK in one call, with
     exactly the state ``on_packet_acked`` reaches packet by packet (same arithmetic, same
-    order), but without a call and two ``_W_cubic`` per packet: within one ACK ``now`` is
-    fixed, so both curve points only change when an epoch starts."""
+    order), but without a call and two ``_W_cubic`` per packet (within one ACK ``now`` is
+    fixed, so both curve points only change when an epoch starts), the window in a local."""
 
     def on_packets_acked(self, packets: list[Any], now: float) -> None:
+        if not packets:
+            return
         mds = self._max_datagram_size
+        cwnd = self.congestion_window
+        ssthresh = self.ssthresh
+        w_est = self._W_est
+        in_css = self._hystart_in_css
+        hystart = self.hystart_enabled
+        window_end = self._hystart_window_end
         w_cubic_ahead = w_cubic_now = 0  # valid while ``epoch`` is the current t_epoch
         epoch: float | None = None
+        acked = 0
         for packet in packets:
             sent_bytes = packet.sent_bytes
-            self.bytes_in_flight -= sent_bytes
-            self._last_ack = now
+            acked += sent_bytes
             if (
-                self.hystart_enabled
-                and self.ssthresh is None
-                and self._hystart_window_end is not None
-                and packet.packet_number >= self._hystart_window_end
-            ):
+                hystart
+                and ssthresh is None
+                and window_end is not None
+                and packet.packet_number >= window_end
+            ):  # a HyStart++ round ends (as on_packet_acked, on the attributes)
                 self._hystart_last_round_min_rtt = self._hystart_current_round_min_rtt
                 self._hystart_current_round_min_rtt = math.inf
                 self._hystart_rtt_sample_count = 0
-                self._hystart_window_end = self._hystart_largest_sent_pn + 1
-                if self._hystart_in_css:
+                window_end = self._hystart_window_end = self._hystart_largest_sent_pn + 1
+                if in_css:
                     self._hystart_css_round += 1
                     if self._hystart_css_round >= K_HYSTART_CSS_ROUNDS:
-                        self.ssthresh = self.congestion_window
-                        self._hystart_in_css = False
-            cwnd = self.congestion_window
-            if self.ssthresh is None or cwnd < self.ssthresh:
-                if self._hystart_in_css:
-                    self.congestion_window = cwnd + sent_bytes // K_HYSTART_CSS_GROWTH_DIVISOR
-                else:
-                    self.congestion_window = cwnd + sent_bytes
+                        ssthresh = self.ssthresh = cwnd
+                        in_css = self._hystart_in_css = False
+            if ssthresh is None or cwnd < ssthresh:
+                cwnd += sent_bytes // K_HYSTART_CSS_GROWTH_DIVISOR if in_css else sent_bytes
                 continue
-            if self._first_slow_start and not self._starting_congestion_avoidance:
-                self._first_slow_start = False
-                self._W_max = cwnd
-                self._start_epoch(now)
-            if self._starting_congestion_avoidance:
-                self._starting_congestion_avoidance = False
-                self._first_slow_start = False
-                self._start_epoch(now)
-            self._W_est = int(self._W_est + mds * (sent_bytes / cwnd))
+            if self._starting_congestion_avoidance or self._first_slow_start:
+                # an epoch starts (from the window as it is now)
+                self.congestion_window = cwnd
+                if self._first_slow_start and not self._starting_congestion_avoidance:
+                    self._first_slow_start = False
+                    self._W_max = cwnd
+                    self._start_epoch(now)
+                if self._starting_congestion_avoidance:
+                    self._starting_congestion_avoidance = False
+                    self._first_slow_start = False
+                    self._start_epoch(now)
+                w_est = self._W_est
+            w_est = int(w_est + mds * (sent_bytes / cwnd))
             if epoch != self._t_epoch:
                 epoch = self._t_epoch
                 t = now - epoch
@@ -635,10 +643,14 @@ class LeanCubic(QuicCongestionControl):
                 target = int(1.5 * cwnd)
             else:
                 target = w_cubic_ahead
-            if w_cubic_now < self._W_est:
-                self.congestion_window = self._W_est
+            if w_cubic_now < w_est:
+                cwnd = w_est
             else:
-                self.congestion_window = int(cwnd + (target - cwnd) * (mds / cwnd))
+                cwnd = int(cwnd + (target - cwnd) * (mds / cwnd))
+        self.bytes_in_flight -= acked
+        self._last_ack = now
+        self.congestion_window = cwnd
+        self._W_est = w_est
 
 
 class LeanRecovery(QuicPacketRecovery):
