@@ -382,24 +382,44 @@ async def test_a_reply_carries_the_ack_of_what_it_answers(
     async with edge(ca, server_backend, echo_handler) as server:
         async with dial(ca, server, client_backend, keepalive=0) as conn:
             stream = conn.open_stream()
-            await stream.write(b"warm")
-            assert await stream.readexactly(4) == b"warm"
-            protocol = conn._protocol
+            (server_conn,) = server.connections
+
+            def probing(quic: object) -> bool:  # (qh3 probes the path MTU; its ACKs go alone)
+                return bool(getattr(quic, "_mtu_probe_sizes", None)
+                            or getattr(quic, "_mtu_probe_pending", None))
+
+            for _ in range(200):
+                await stream.write(b"warm")
+                assert await stream.readexactly(4) == b"warm"
+                if not probing(conn._quic) and not probing(server_conn._quic):
+                    break
+            # count what reaches the library, one by one or in batches (not a probe, padded
+            # to 1350 bytes and more, should one still go)
+            quic = conn._quic
             received = 0
-            deliver = protocol.datagram_received
+            deliver = quic.receive_datagram
+            deliver_many = getattr(quic, "receive_datagrams", None)
 
-            def count(data: bytes, addr: object) -> None:
+            def count(data: bytes, addr: object, now: float) -> None:
                 nonlocal received
-                received += 1
-                deliver(data, addr)
+                received += len(data) < 1200
+                deliver(data, addr, now)
 
-            protocol.datagram_received = count  # type: ignore[method-assign]
+            def count_many(datagrams: list[bytes], addr: object, now: float) -> None:
+                nonlocal received
+                received += sum(len(data) < 1200 for data in datagrams)
+                assert deliver_many is not None
+                deliver_many(datagrams, addr, now)
+
+            quic.receive_datagram = count
+            if deliver_many is not None:
+                quic.receive_datagrams = count_many
             rounds = 10
             for _ in range(rounds):
                 await stream.write(b"ping")
                 assert await stream.readexactly(4) == b"ping"
                 await asyncio.sleep(0.005)  # think time: any delayed ACK would go out alone
-            assert received <= rounds + 2, received  # + the warm-up's ACK, a late one
+            assert rounds <= received <= rounds + 2, received  # + the warm-up's ACK, a late one
 
 
 @pytest.mark.skipif("qh3" not in available_backends(), reason="qh3 not installed")
