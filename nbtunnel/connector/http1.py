@@ -28,8 +28,9 @@ MAX_HEAD = 1024 * 1024  # response head size limit (aiohttp's was 64 KiB per fie
 
 
 class ResponseError(Exception):
-    """The origin's answer broke (``kind``: "eof", "malformed" or "io"; ``cause`` the
-    underlying exception, if any)."""
+    """The origin's answer broke (``kind``: "eof", "malformed" or "io"; "body" when the
+    request body did not match its Content-Length; ``cause`` the underlying exception, if
+    any)."""
 
     def __init__(self, kind: str, detail: str, cause: BaseException | None = None) -> None:
         super().__init__(detail)

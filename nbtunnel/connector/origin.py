@@ -124,9 +124,11 @@ class OriginClient:
         payload = b""
         chunked = False
         method = head.method
+        expected: int | None = None  # the body's declared length
         if body is not None:
             length = _content_length(head.headers)
             if length is not None:
+                expected = int(length)
                 lines.append(f"Content-Length: {length}")
             elif disable_chunked:
                 payload = await _read_limited(body, MAX_UNCHUNKED_BODY)
@@ -158,7 +160,7 @@ class OriginClient:
                 try:
                     conn.write(raw)
                     if body is not None:
-                        writer = asyncio.ensure_future(_send_body(conn, body, chunked))
+                        writer = asyncio.ensure_future(_send_body(conn, body, chunked, expected))
                     status, raw_headers = await waiting
                 except ResponseError as exc:
                     conn.close()
@@ -285,22 +287,44 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _REPLAYABLE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
-async def _send_body(conn: Http1Connection, body: AsyncIterator[bytes], chunked: bool) -> None:
+async def _send_body(conn: Http1Connection, body: AsyncIterator[bytes], chunked: bool,
+                     length: int | None = None) -> None:
     """Stream the request body (its own task: the origin may answer before reading it all).
-    A failure ends the exchange: the connection is failed, so the waiting head gets it."""
+    A failure ends the exchange: the connection is failed, so the waiting head gets it.
+
+    A body sent with a Content-Length must be exactly that long, as Go's transport insists:
+    a byte past it would be read by the origin as the start of another request on this
+    connection, and a body that ends short leaves the origin waiting for the rest.
+    """
+    sent = 0
     try:
         async for chunk in body:
             if not chunk:
                 continue
+            if length is not None:
+                sent += len(chunk)
+                if sent > length:
+                    raise _framing(conn, f"the request body ran past its Content-Length of "
+                                         f"{length} bytes")
             conn.write(encode_chunk(chunk) if chunked else chunk)
             await conn.drain()
         if chunked:
             conn.write(LAST_CHUNK)
+        elif length is not None and sent < length:
+            raise _framing(conn, f"the request body ended after {sent} of its Content-Length "
+                                 f"of {length} bytes")
     except ResponseError:
         raise
     except Exception as exc:
         conn.fail(ResponseError("io", f"writing the request body: {exc}", exc))
         raise
+
+
+def _framing(conn: Http1Connection, detail: str) -> ResponseError:
+    """Fail ``conn`` (never reused: the origin's idea of where the request ends is off)."""
+    error = ResponseError("body", detail)
+    conn.fail(error)
+    return error
 
 
 async def _stop(task: asyncio.Future[None] | None) -> None:

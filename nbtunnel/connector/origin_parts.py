@@ -231,7 +231,8 @@ def _same_origin(value: str, public_host: str, host: str) -> str:
 def _content_length(headers: Iterable[tuple[str, str]]) -> str | None:
     for k, v in headers:
         if k.lower() == "content-length":
-            return v.strip() if v.strip().isdigit() else None
+            v = v.strip()
+            return v if v.isascii() and v.isdigit() else None  # "²".isdigit() too
     return None
 
 

@@ -583,6 +583,36 @@ async def test_reused_connection_closed_instead_of_answering_is_retried_for_a_ge
                                  chunks(b"x"))
 
 
+@pytest.mark.parametrize(("declared", "parts", "error"), [
+    (5, (b"hello", b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"),
+     "ran past its Content-Length of 5 bytes"),
+    (10, (b"hello",), "ended after 5 of its Content-Length of 10 bytes"),
+], ids=["longer", "shorter"])
+async def test_a_body_that_breaks_its_content_length_fails_its_request(
+    client: OriginClient, declared: int, parts: tuple[bytes, ...], error: str,
+) -> None:
+    """Bytes past a request's Content-Length would be the origin's next request on a kept-alive
+    connection (a smuggled one): they are never sent, and a body that ends short does not
+    leave the origin waiting. Either way the request fails and its connection is closed."""
+    received: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.read())  # everything until the connector closes
+        writer.close()
+
+    server, service = await raw_origin(handle)
+    async with server:
+        with pytest.raises(OriginError, match=error):
+            await client.request(service, head("POST", "/up", [("Content-Length", str(declared))]),
+                                 chunks(*parts))
+        for _ in range(100):
+            if received:
+                break
+            await asyncio.sleep(0.05)
+    assert len(received) == 1 and received[0].endswith(b"\r\n\r\nhello")
+    assert b"smuggled" not in received[0]
+
+
 async def test_one_connection_carries_responses_of_every_framing_in_turn(
     client: OriginClient,
 ) -> None:
