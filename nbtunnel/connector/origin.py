@@ -38,7 +38,6 @@ from nbtunnel.connector.origin_parts import (  # noqa: F401 - re-exported
     _path_qs,
     _read_limited,
     _request_fields,
-    _request_head,
     _response_error,
     _response_headers,
     _Target,

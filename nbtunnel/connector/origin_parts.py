@@ -252,13 +252,11 @@ def _path_qs(dest: str) -> str:
 
 
 def _response_headers(raw: Iterable[tuple[bytes, bytes]],
-                      chunked: bool | None = None) -> list[tuple[str, str]]:
-    """The origin's fields as text. A de-chunked body (``chunked``, else looked up) loses
-    Transfer-Encoding and any Content-Length beside it: the framing is already undone and a
-    Content-Length next to chunked is ignored, as in Go."""
+                      chunked: bool) -> list[tuple[str, str]]:
+    """The origin's fields as text. A de-chunked body (``chunked``) loses Transfer-Encoding
+    and any Content-Length beside it: the framing is already undone and a Content-Length
+    next to chunked is ignored, as in Go."""
     headers = [(k.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for k, v in raw]
-    if chunked is None:
-        chunked = any(k.lower() == "transfer-encoding" for k, _ in headers)
     if chunked:
         headers = [h for h in headers if h[0].lower() not in ("transfer-encoding",
                                                                "content-length")]
@@ -269,7 +267,9 @@ def _request_fields(head: HttpRequestHead, drop: frozenset[str],
                     http_host_header: str | None) -> list[str]:
     """The ``Name: value`` lines :func:`_forward` gives, built in one pass when the eyeball
     sent no Connection header and no Host override applies (the usual request)."""
-    lines = [f"Host: {http_host_header or head.host}"]
+    if http_host_header:
+        return [f"{k}: {v}" for k, v in _forward(head, drop, http_host_header)]
+    lines = [f"Host: {head.host}"]
     for k, v in head.headers:
         lk = k.lower()
         if lk in drop:
@@ -277,14 +277,7 @@ def _request_fields(head: HttpRequestHead, drop: frozenset[str],
                 return [f"{k}: {v}" for k, v in _forward(head, drop, http_host_header)]
             continue
         lines.append(f"{k}: {v}")
-    if http_host_header:
-        return [f"{k}: {v}" for k, v in _forward(head, drop, http_host_header)]
     return lines
-
-
-def _request_head(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
-    """Request line and header block (see :func:`_head_bytes`)."""
-    return _head_bytes(method, target, [f"{k}: {v}" for k, v in headers])
 
 
 def _head_bytes(method: str, target: str, lines: list[str]) -> bytes:

@@ -37,7 +37,7 @@ from nbtunnel.connector.stream_origin import (
 from nbtunnel.core.errors import ProtocolError
 from nbtunnel.core.http1 import HOP_BY_HOP, end_to_end
 from nbtunnel.core.httpmeta import (
-    HTTP_HEADER,
+    HEADER_PREFIX,
     HTTP_STATUS,
     HttpRequestHead,
     build_connect_response,
@@ -227,7 +227,6 @@ class _Abandon:
 
 
 _STATUS = {code: str(code) for code in (200, 204, 206, 301, 302, 304, 400, 401, 403, 404, 500)}
-_HEADER = HTTP_HEADER + ":"
 
 
 def response_head(status: int, headers: list[tuple[str, str]]) -> ConnectResponse:
@@ -240,7 +239,7 @@ def response_head(status: int, headers: list[tuple[str, str]]) -> ConnectRespons
             if lname == "connection":
                 return build_connect_response(status, end_to_end(headers))
             continue
-        meta.append((_HEADER + name, value))
+        meta.append((HEADER_PREFIX + name, value))
     return ConnectResponse("", meta)
 
 

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 from nbtunnel.core.errors import DecodeError
 from nbtunnel.core.http1 import HOP_BY_HOP, connection_nominated
 from nbtunnel.core.httpmeta import (
-    HTTP_HEADER,
+    HEADER_PREFIX,
+    HEADER_PREFIX_LEN,
     HTTP_HOST,
     HTTP_METHOD,
     build_connect_request,
@@ -120,8 +121,6 @@ def response_fields(status: int, headers: Headers) -> list[tuple[bytes, bytes]]:
     return out
 
 
-_PREFIX = HTTP_HEADER + ":"
-_P = len(_PREFIX)
 
 
 def request_headers(req: ConnectRequest) -> tuple[Headers, bool]:
@@ -131,8 +130,8 @@ def request_headers(req: ConnectRequest) -> tuple[Headers, bool]:
     fields: Headers = []
     has_body = False
     for key, value in req.metadata:
-        if key[:_P] == _PREFIX:
-            name = key[_P:].lower()
+        if key[:HEADER_PREFIX_LEN] == HEADER_PREFIX:
+            name = key[HEADER_PREFIX_LEN:].lower()
             if name not in _H2_DROP:
                 fields.append((name, value))
             if name in _BODY_SIGNS:

@@ -45,15 +45,16 @@ def build_connect_request(method: str, host: str, target: str, headers: list[tup
     )
 
 
-_HEADER_PREFIX = HTTP_HEADER + ":"
-_PREFIX_LEN = len(_HEADER_PREFIX)
+HEADER_PREFIX = HTTP_HEADER + ":"
+"""The metadata key prefix of an HTTP field ("HttpHeader:Name")."""
+HEADER_PREFIX_LEN = len(HEADER_PREFIX)
 
 
 def _header(key: str) -> str | None:
     """Header name of an ``HttpHeader:<Name>`` key; cloudflared requires exactly one colon."""
-    if not key.startswith(_HEADER_PREFIX):
+    if not key.startswith(HEADER_PREFIX):
         return None
-    name = key[len(_HEADER_PREFIX):]
+    name = key[len(HEADER_PREFIX):]
     if not name or ":" in name:
         raise DecodeError(f"bad metadata key {key!r}")
     return name
@@ -65,8 +66,8 @@ def parse_http_request(req: ConnectRequest) -> HttpRequestHead:
     headers: list[tuple[str, str]] = []
     append = headers.append
     for key, value in req.metadata:
-        if key.startswith(_HEADER_PREFIX):  # _header() inlined: one call per request field
-            name = key[_PREFIX_LEN:]
+        if key.startswith(HEADER_PREFIX):  # _header() inlined: one call per request field
+            name = key[HEADER_PREFIX_LEN:]
             if not name or ":" in name:
                 raise DecodeError(f"bad metadata key {key!r}")
             append((name, value))

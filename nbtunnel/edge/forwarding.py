@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from nbtunnel.core.http1 import HOP_BY_HOP, connection_nominated
-from nbtunnel.core.httpmeta import HTTP_HEADER, HTTP_HOST, HTTP_METHOD, request_has_body
+from nbtunnel.core.httpmeta import HEADER_PREFIX as _PREFIX
+from nbtunnel.core.httpmeta import HTTP_HOST, HTTP_METHOD, request_has_body
 from nbtunnel.core.streams import ConnectionType, ConnectRequest
 
 if TYPE_CHECKING:
@@ -51,7 +52,6 @@ _EXPECT = b"expect"
 _XFF = b"x-forwarded-for"
 _SPECIAL = _DROPPED | _RESERVED_SPELLINGS | {_CONTENT_LENGTH, b"transfer-encoding", _EXPECT, _XFF}
 """Names that need more than a copy (lower-case bytes)."""
-_PREFIX = HTTP_HEADER + ":"
 
 
 def forwarded_request(req: Request) -> tuple[ConnectRequest, bool, bool]:

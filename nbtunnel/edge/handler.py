@@ -80,12 +80,14 @@ class RequestHandler:
             if self.redirect is not None:
                 self.local = (308, f"This site is served over HTTPS: {self.redirect}")
                 return
-        live = front.registry.pick(tunnel_id) or await pick_live(front, tunnel_id)
+        remote = front.remote  # pick_live without a coroutine when this edge holds one
+        live = front.registry.pick(tunnel_id) or (
+            await remote.pick(tunnel_id) if remote is not None else None)
         if live is None:
             self.local = (530, f"The tunnel for {hostname} has no live connector connection.")
             return
         self.exchange = exchange = Exchange(live, req, self.out,
-                                            partial(_repick, front, tunnel_id),  # repicker()
+                                            repicker(front, tunnel_id),
                                             limits=front.limits)
         try:
             await exchange.start()

@@ -24,7 +24,9 @@ from nbtunnel.core.http1 import (
     search_bad_value,
     valid_value,
 )
-from nbtunnel.core.httpmeta import HTTP_HEADER, HTTP_STATUS, parse_http_response
+from nbtunnel.core.httpmeta import HEADER_PREFIX as _PREFIX
+from nbtunnel.core.httpmeta import HEADER_PREFIX_LEN as _P
+from nbtunnel.core.httpmeta import HTTP_STATUS, parse_http_response
 from nbtunnel.core.streams import ConnectResponse
 
 
@@ -82,8 +84,6 @@ def check_response_head(status: int, headers: list[tuple[str, str]], *,
     return CheckedHead(status, clean, None if upgraded else length, upgraded)
 
 
-_PREFIX = HTTP_HEADER + ":"
-_P = len(_PREFIX)
 _FINAL = {str(code): code for code in range(200, 600)}
 _FRAMING = HOP_BY_HOP | {"content-length"}
 

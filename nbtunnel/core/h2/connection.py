@@ -289,9 +289,9 @@ class H2Core:
             if pos < n:
                 self._keep(data[pos:], need)
         except HpackError as exc:  # an oversized head is a stream error (_too_large)
-            code = ErrorCode.COMPRESSION_ERROR
-            self._fail(code, f"bad header block: {exc}")
-            raise H2ProtocolError(code, f"bad header block: {exc}") from exc
+            err = H2ProtocolError(ErrorCode.COMPRESSION_ERROR, f"bad header block: {exc}")
+            self._fail(err.code, str(err))
+            raise err from exc
         except H2ProtocolError as exc:
             self._fail(exc.code, str(exc))
             raise

@@ -64,9 +64,6 @@ class H2Stream:
         self._stopped: asyncio.Future[None] | None = None  # made when first asked for
         self._stop_seen = False
 
-    def header(self, name: str) -> str:
-        return next((v for n, v in self.headers if n == name), "")
-
     @property
     def _gone(self) -> bool:
         return self._dead or self.conn.terminated

@@ -82,13 +82,13 @@ MAX_DATAGRAM = 16384
 """Largest datagram we let qh3 build: it writes a STREAM frame's length as a 2-byte varint
 (at most 16383), so bigger packets come out malformed (the peer closes with FRAME_ENCODING)."""
 LOOPBACK_PROBE_SIZES = (4096,)
+"""Steps between qh3's probes and ``loopback_datagram_size`` (a lost probe stops at the last
+size that got through)."""
 PACING_MIN_DELAY = 0.001
 PACING_BURST_TIME = 0.002
 PACING_BURST_PACKETS = 10
 """quic-go's pacer: MinPacingDelay 1 ms; a burst is MinPacingDelay + TimerGranularity (1 ms)
 worth of the pacing rate, and at least maxBurstSizePackets (10)."""
-"""Steps between qh3's probes and ``loopback_datagram_size`` (a lost probe stops at the last
-size that got through)."""
 
 
 class _Protocol(ProtocolHooks, QuicConnectionProtocol):

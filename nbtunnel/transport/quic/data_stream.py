@@ -43,10 +43,7 @@ class QuicDataStream(QuicStream):
         if end_stream and len(data) <= WRITE_CHUNK:
             # a request without a body (most): head and FIN in one frame, one library call,
             # and no back-pressure wait (nothing follows it on this stream)
-            self._check_writable()
-            self._fin_sent = True
-            self._hand_over(data, True)
-            self._conn._maybe_forget(self)
+            self._send_last(data)
             return
         await self.write(data)
         if end_stream:
@@ -91,10 +88,7 @@ class QuicDataStream(QuicStream):
             await self.write(data)
             self.write_eof()
             return
-        self._check_writable()
-        self._fin_sent = True
-        self._hand_over(data, True)
-        self._conn._maybe_forget(self)
+        self._send_last(data)
 
     def finish(self) -> None:
         """End of the control plane: nothing to send on QUIC (the connection close follows)."""

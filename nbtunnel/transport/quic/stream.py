@@ -157,6 +157,14 @@ class QuicStream:
 
     # called by the connection -----------------------------------------------------------
 
+    def _send_last(self, data: bytes) -> None:
+        """``data`` and FIN in one frame, one library call, no back-pressure wait: for a
+        head (and body) that is all this stream will carry."""
+        self._check_writable()
+        self._fin_sent = True
+        self._hand_over(data, True)
+        self._conn._maybe_forget(self)
+
     def _hand_over(self, data: bytes, end_stream: bool) -> None:
         try:
             self._conn._send(self.stream_id, data, end_stream)
